@@ -119,16 +119,21 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, hub: Rc<Hub>, sta
         Ended::ClientClosed
     };
     let writer = async {
-        while let Some(batch) = client.slot.next_batch().await {
+        loop {
+            // Wait for the socket first, then take what is newest *now*: a frame picked
+            // before a stall would be stale by the time it could be written.
+            if let Err(e) = stream.0.writable().await {
+                return Ended::Error(e.to_string());
+            }
+            let Some(batch) = client.slot.next_batch().await else {
+                break;
+            };
             let messages = batch
                 .audio
                 .iter()
                 .map(|a| a.message(format))
                 .chain(batch.video.iter().map(|v| v.message(format)));
             for msg in messages {
-                if let Err(e) = stream.0.writable().await {
-                    return Ended::Error(e.to_string());
-                }
                 let len = msg.len() as u64;
                 if let Err(e) = tx.send(msg).await {
                     return Ended::Error(e.to_string());
