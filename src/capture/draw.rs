@@ -105,6 +105,19 @@ impl I420Image {
         }
     }
 
+    /// Copies the top two rows (one chroma row) over every row below them.
+    pub fn repeat_first_band(&mut self) {
+        let (w, cw) = (self.width as usize, self.width as usize / 2);
+        for row in 2..self.height as usize {
+            self.y
+                .copy_within((row % 2) * w..(row % 2 + 1) * w, row * w);
+        }
+        for row in 1..self.height as usize / 2 {
+            self.u.copy_within(0..cw, row * cw);
+            self.v.copy_within(0..cw, row * cw);
+        }
+    }
+
     /// Draws `text` with its top-left corner at (x, y), each font pixel `scale`×`scale`.
     /// Unknown characters draw as a box. Returns the width drawn.
     pub fn text(&mut self, x: i64, y: i64, scale: i64, text: &str, c: Yuv) -> i64 {
@@ -223,6 +236,23 @@ mod tests {
         img.fill(8, 8, 100, 100, red);
         assert_eq!(img.v[7 * 8 + 7], red.v);
         assert_eq!(img.v[0], 128);
+    }
+
+    #[test]
+    fn the_first_band_repeats_down_the_image() {
+        let red = Yuv::from_rgb(255, 0, 0);
+        let mut img = I420Image::new(8, 6);
+        img.fill(0, 0, 4, 2, red);
+        img.repeat_first_band();
+        for row in 0..6 {
+            assert_eq!(
+                &img.y[row * 8..row * 8 + 8],
+                &[red.y, red.y, red.y, red.y, 0, 0, 0, 0]
+            );
+        }
+        for row in 0..3 {
+            assert_eq!(&img.v[row * 4..row * 4 + 4], &[red.v, red.v, 128, 128]);
+        }
     }
 
     #[test]

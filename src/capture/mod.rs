@@ -221,14 +221,10 @@ pub fn open_video(
     match camera {
         CameraType::Test => Ok(Box::new(test::TestPattern::new(params, epoch)?)),
         CameraType::Usb => Err(CaptureError::Config(
-            "--camera-type usb needs a build with the `v4l` feature \
-             (cargo build --release --features v4l)"
-                .into(),
+            "this build has no USB camera (V4L2) backend".into(),
         )),
         CameraType::Rpi => Err(CaptureError::Config(
-            "--camera-type rpi needs a build with the `libcamera` feature \
-             (cargo build --release --features libcamera)"
-                .into(),
+            "this build has no Raspberry Pi camera (libcamera) backend".into(),
         )),
     }
 }
@@ -242,9 +238,7 @@ pub fn open_audio(
     match (camera, &params.device) {
         (CameraType::Test, None) => Ok(Box::new(test::TestTone::new(params, epoch)?)),
         _ => Err(CaptureError::Config(
-            "microphone capture needs a build with the `alsa` feature \
-             (cargo build --release --features alsa)"
-                .into(),
+            "this build has no microphone (ALSA) backend".into(),
         )),
     }
 }
