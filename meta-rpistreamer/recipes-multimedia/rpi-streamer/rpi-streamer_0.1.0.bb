@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "50651aa1e0e512b5974d4fd75d622c729d00ca25"
+SRCREV = "8947229804a1410fc02c3d419e9a87d35bf594c1"
 
 require ${BPN}-crates.inc
 
