@@ -273,8 +273,8 @@ fn frames_from_a_folder_of_jpegs_arrive_with_their_colours_size_and_rising_times
 
     daemon.terminate();
     let status = daemon
-        .wait_exit(Duration::from_secs(2))
-        .expect("exits after SIGTERM");
+        .wait_exit(Duration::from_secs(1))
+        .expect("exits within a second of SIGTERM");
     assert!(
         status.success(),
         "exit status {status:?}; log:\n{}",
