@@ -18,6 +18,7 @@ use crate::clock::MonoTime;
 use std::time::Duration;
 
 pub mod draw;
+pub mod fault;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
 pub mod placeholder;
