@@ -31,13 +31,15 @@ RPI_STREAMER_MIN_RUST = "1.85"
 
 inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 
-# Capture backends are cargo features. libcamera comes from meta-multimedia, so
-# it is on by default only when that layer is in the build. bindgen (v4l and
-# libcamera bindings) needs libclang from clang-native.
-PACKAGECONFIG ??= "alsa v4l ${@bb.utils.contains('BBFILE_COLLECTIONS', 'multimedia-layer', 'libcamera', '', d)}"
-PACKAGECONFIG[alsa] = "--features alsa,,alsa-lib"
-PACKAGECONFIG[v4l] = "--features v4l,,clang-native"
+# Capture backends are cargo features (scripts/checks/yocto keeps this list and
+# Cargo.toml's [features] in step). libcamera comes from meta-multimedia, so it is
+# on by default only when that layer is in the build; its bindings are made by
+# bindgen, which needs libclang from clang-native.
+PACKAGECONFIG ??= "${@bb.utils.contains('BBFILE_COLLECTIONS', 'multimedia-layer', 'libcamera', '', d)}"
 PACKAGECONFIG[libcamera] = "--features libcamera,,libcamera clang-native"
+# The alsa and v4l backends map the same way once their cargo features exist:
+#   PACKAGECONFIG[alsa] = "--features alsa,,alsa-lib"
+#   PACKAGECONFIG[v4l] = "--features v4l,,clang-native"
 
 # The crate's release profile strips the binary; OE strips it itself (keeping
 # the symbols for -dbg), and its QA rejects an already-stripped binary.
@@ -48,8 +50,8 @@ export TURBOJPEG_DYNAMIC = "1"
 export TURBOJPEG_LIB_DIR = "${STAGING_LIBDIR}"
 export TURBOJPEG_INCLUDE_DIR = "${STAGING_INCDIR}"
 
-# bindgen loads libclang from the native sysroot and must parse the target's
-# headers, not the build host's.
+# bindgen (libcamera bindings) loads libclang from the native sysroot and must
+# parse the target's headers, not the build host's.
 export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
 export BINDGEN_EXTRA_CLANG_ARGS = "--sysroot=${STAGING_DIR_TARGET} ${TUNE_CCARGS}"
 
