@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "8947229804a1410fc02c3d419e9a87d35bf594c1"
+SRCREV = "22a43431da2e3ad66076bb39539098d7b8d68438"
 
 require ${BPN}-crates.inc
 
