@@ -40,6 +40,7 @@ fn measure(
         capture_height: h,
         fps: 30,
         device_id: 0,
+        camera_index: 0,
     };
     // An epoch a day ago makes every frame overdue: the pattern renders without pacing.
     let epoch = MonoTime::now().earlier_by(Duration::from_secs(86_400));
