@@ -45,6 +45,12 @@ pub struct Args {
     /// video device number N for /dev/videoN (usb only; default 0)
     #[argh(option, default = "0")]
     pub device_id: u32,
+    /// libcamera camera number N, as listed by --list-devices (rpi only; default 0)
+    #[argh(option, default = "0")]
+    pub camera_index: u32,
+    /// print the cameras the chosen --camera-type can open, then exit
+    #[argh(switch)]
+    pub list_devices: bool,
     /// also stream audio (test: a synthetic tone; usb/rpi: the microphone)
     #[argh(switch)]
     pub enable_audio: bool,
@@ -69,6 +75,21 @@ pub struct Args {
     /// serve only the stream, no browser client
     #[argh(switch)]
     pub no_client: bool,
+    /// require this token for /stream, /status, /metrics and /snapshot.jpg, as "Authorization: Bearer <token>" or "?token=<token>"
+    #[argh(option)]
+    pub auth_token: Option<String>,
+    /// require HTTP Basic credentials USER:PASSWORD for everything but /healthz
+    #[argh(option)]
+    pub basic_auth: Option<String>,
+    /// most simultaneous stream clients, 1-1000 (default 16)
+    #[argh(option, default = "16")]
+    pub max_clients: u32,
+    /// accept WebSocket upgrades only from this browser Origin (repeatable; default: any)
+    #[argh(option)]
+    pub allowed_origin: Vec<String>,
+    /// inject a fault into the test source: stall|fail|hang|garbage:AFTER_S:DURATION_S (repeatable; for tests)
+    #[argh(option)]
+    pub test_fault: Vec<String>,
 }
 
 /// Where the browser client's files come from.
@@ -101,6 +122,81 @@ pub struct Config {
     pub audio_queue_size: usize,
     /// The browser client.
     pub client: ClientFiles,
+    /// Access control.
+    pub access: Access,
+    /// Faults injected into the test source.
+    pub faults: Vec<Fault>,
+}
+
+/// Who may use the daemon.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Access {
+    /// Token accepted as Bearer or `?token=`.
+    pub token: Option<String>,
+    /// `user:password` accepted as HTTP Basic.
+    pub basic: Option<String>,
+    /// Most simultaneous stream clients.
+    pub max_clients: usize,
+    /// Browser origins allowed to open the stream; empty = any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// What an injected fault does to the test source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// No frames, the source stays open.
+    Stall,
+    /// The source fails and cannot be reopened.
+    Fail,
+    /// The capture thread blocks (a wedged driver).
+    Hang,
+    /// Frames with corrupt geometry that the encoder must refuse.
+    Garbage,
+}
+
+/// A fault window, relative to the start of capture.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fault {
+    /// What happens.
+    pub kind: FaultKind,
+    /// Seconds after capture starts.
+    pub after: f64,
+    /// How long it lasts, seconds.
+    pub duration: f64,
+}
+
+/// Parses `KIND:AFTER:DURATION`.
+pub fn parse_fault(spec: &str) -> Result<Fault, ConfigError> {
+    let bad = || {
+        invalid(
+            "--test-fault",
+            format!("want stall|fail|hang|garbage:AFTER_SECONDS:DURATION_SECONDS (got {spec:?})"),
+        )
+    };
+    let mut parts = spec.split(':');
+    let kind = match parts.next() {
+        Some("stall") => FaultKind::Stall,
+        Some("fail") => FaultKind::Fail,
+        Some("hang") => FaultKind::Hang,
+        Some("garbage") => FaultKind::Garbage,
+        _ => return Err(bad()),
+    };
+    let mut number = || -> Result<f64, ConfigError> {
+        parts
+            .next()
+            .and_then(|p| p.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0 && *v <= 86_400.0)
+            .ok_or_else(bad)
+    };
+    let (after, duration) = (number()?, number()?);
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Fault {
+        kind,
+        after,
+        duration,
+    })
 }
 
 /// A flag value outside what the daemon can run with.
@@ -219,6 +315,47 @@ impl Args {
                 }
             }
         };
+        if let Some(token) = &self.auth_token {
+            if token.len() < 8 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "--auth-token",
+                    "must be at least 8 characters without spaces".into(),
+                ));
+            }
+        }
+        if let Some(basic) = &self.basic_auth {
+            if !basic
+                .split_once(':')
+                .is_some_and(|(u, p)| !u.is_empty() && !p.is_empty())
+            {
+                return Err(invalid(
+                    "--basic-auth",
+                    "must be USER:PASSWORD, both non-empty".into(),
+                ));
+            }
+        }
+        let max_clients = in_range("--max-clients", self.max_clients, 1, 1000)? as usize;
+        for origin in &self.allowed_origin {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                return Err(invalid(
+                    "--allowed-origin",
+                    format!("must look like https://host[:port] with no path (got {origin:?})"),
+                ));
+            }
+        }
+        let faults = self
+            .test_fault
+            .iter()
+            .map(|f| parse_fault(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !faults.is_empty() && camera != CameraType::Test {
+            return Err(invalid(
+                "--test-fault",
+                "only applies to --camera-type test".into(),
+            ));
+        }
         Ok(Config {
             camera,
             video: VideoParams {
@@ -228,6 +365,7 @@ impl Args {
                 capture_height,
                 fps,
                 device_id: self.device_id,
+                camera_index: self.camera_index,
             },
             quality,
             audio: self.enable_audio.then(|| AudioParams {
@@ -239,6 +377,13 @@ impl Args {
             video_queue_size: video_queue_size as usize,
             audio_queue_size: audio_queue_size as usize,
             client,
+            access: Access {
+                token: self.auth_token.clone(),
+                basic: self.basic_auth.clone(),
+                max_clients,
+                allowed_origins: self.allowed_origin.clone(),
+            },
+            faults,
         })
     }
 }
@@ -248,6 +393,8 @@ impl Args {
 pub enum Parsed {
     /// Run with this configuration.
     Run(Box<Config>),
+    /// Print the devices of this camera type and exit (`--list-devices`).
+    ListDevices(crate::capture::CameraType),
     /// Print this (help) on stdout and exit 0.
     Help(String),
     /// Print this error on stderr and exit 2.
@@ -263,6 +410,7 @@ pub fn parse(program: &str, args: &[&str]) -> Parsed {
         .collect();
     match Args::from_args(&[program], &args) {
         Ok(parsed) => match parsed.validate() {
+            Ok(config) if parsed.list_devices => Parsed::ListDevices(config.camera),
             Ok(config) => Parsed::Run(Box::new(config)),
             Err(e) => Parsed::Error(format!("error: {e}\nRun {program} --help for every flag.")),
         },
@@ -283,6 +431,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse("rpi-streamer", args) {
             Parsed::Run(config) => Ok(*config),
+            Parsed::ListDevices(camera) => Err(format!("list: {camera:?}")),
             Parsed::Help(text) => Err(format!("help: {text}")),
             Parsed::Error(text) => Err(text),
         }
@@ -495,11 +644,80 @@ mod tests {
     }
 
     #[test]
+    fn access_and_fault_flags_parse() {
+        let c = run(&[
+            "--camera-type",
+            "test",
+            "--auth-token",
+            "s3cret-token",
+            "--basic-auth",
+            "me:pw",
+            "--max-clients",
+            "3",
+            "--allowed-origin",
+            "https://cam.example",
+            "--allowed-origin",
+            "http://10.0.0.2:8080",
+            "--test-fault",
+            "stall:1.5:2",
+            "--test-fault",
+            "fail:5:1",
+        ])
+        .unwrap();
+        assert_eq!(c.access.token.as_deref(), Some("s3cret-token"));
+        assert_eq!(c.access.basic.as_deref(), Some("me:pw"));
+        assert_eq!(c.access.max_clients, 3);
+        assert_eq!(c.access.allowed_origins.len(), 2);
+        assert_eq!(
+            c.faults,
+            vec![
+                Fault {
+                    kind: FaultKind::Stall,
+                    after: 1.5,
+                    duration: 2.0
+                },
+                Fault {
+                    kind: FaultKind::Fail,
+                    after: 5.0,
+                    duration: 1.0
+                },
+            ]
+        );
+        let e = error_of(&["--camera-type", "usb", "--test-fault", "stall:1:1"]);
+        assert!(e.contains("only applies to --camera-type test"), "{e}");
+        assert_eq!(
+            run(&["--camera-type", "test"]).unwrap().access.max_clients,
+            16
+        );
+    }
+
+    #[test]
     fn enable_audio_builds_audio_params_with_device_default_rate() {
         let c = run(&["--camera-type", "test", "--enable-audio"]).unwrap();
         let audio = c.audio.unwrap();
         assert_eq!(audio.channels, 1);
         assert_eq!(audio.sample_rate, None);
         assert_eq!(audio.device, None);
+    }
+
+    #[test]
+    fn camera_index_defaults_to_0_and_list_devices_names_the_camera_type() {
+        assert_eq!(
+            run(&["--camera-type", "rpi"]).unwrap().video.camera_index,
+            0
+        );
+        let c = run(&["--camera-type", "rpi", "--camera-index", "2"]).unwrap();
+        assert_eq!(c.video.camera_index, 2);
+        assert!(matches!(
+            parse("rpi-streamer", &["--camera-type", "rpi", "--list-devices"]),
+            Parsed::ListDevices(CameraType::Rpi)
+        ));
+        assert!(matches!(
+            parse(
+                "rpi-streamer",
+                &["--list-devices", "--camera-type", "bogus"]
+            ),
+            Parsed::Error(_)
+        ));
     }
 }

@@ -2,8 +2,10 @@
 //! clean shutdown on SIGINT/SIGTERM (clients closed with 1001, threads joined, exit 0).
 #![forbid(unsafe_code)]
 
+use crate::clock::MonoTime;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::notify::{watchdog_interval, Notifier, CAPTURE_STALL_LIMIT};
 use crate::pipeline::Pipelines;
 use crate::server::Server;
 use crate::stats::Stats;
@@ -106,10 +108,22 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let server = Rc::new(Server {
         config,
         hub: hub.clone(),
-        stats,
+        stats: stats.clone(),
     });
     ex.spawn(hub.clone().run(video_rx, audio_rx)).detach();
     ex.spawn(server.accept_loop(ex.clone(), listener)).detach();
+    let notifier = Notifier::from_env().map(Rc::new);
+    if let Some(n) = &notifier {
+        n.send(&format!("READY=1\nSTATUS=streaming on {local}"));
+        if let Some(interval) = watchdog_interval() {
+            log::info!(
+                "systemd watchdog: pinging every {} ms while capture is alive",
+                interval.as_millis()
+            );
+            ex.spawn(watchdog(n.clone(), interval, stats.clone()))
+                .detach();
+        }
+    }
 
     let signal = future::block_on(ex.run(async {
         let signal = signals.next().await;
@@ -128,7 +142,30 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             _ => "SIGTERM",
         }
     );
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1");
+    }
     pipelines.stop();
     drop(ex);
     Ok(())
+}
+
+/// Pings the systemd watchdog while the video thread keeps publishing.
+async fn watchdog(notifier: Rc<Notifier>, interval: Duration, stats: Arc<Stats>) {
+    let mut withheld = false;
+    loop {
+        let alive = Stats::instant(&stats.last_output)
+            .is_some_and(|t| MonoTime::now().since(t) < CAPTURE_STALL_LIMIT);
+        if alive {
+            if withheld {
+                log::info!("capture is alive again; watchdog pings resume");
+                withheld = false;
+            }
+            notifier.send("WATCHDOG=1");
+        } else if !withheld {
+            log::warn!("capture thread stalled; withholding watchdog pings");
+            withheld = true;
+        }
+        Timer::after(interval).await;
+    }
 }

@@ -40,6 +40,8 @@ pub struct ClientSlot {
     pub addr: SocketAddr,
     /// Message framing the client asked for.
     pub format: WireFormat,
+    /// When the client connected.
+    pub connected_at: std::time::Instant,
     pending: RefCell<Pending>,
     wake_tx: Sender<()>,
     wake_rx: Receiver<()>,
@@ -123,6 +125,7 @@ impl Hub {
             id,
             addr,
             format,
+            connected_at: std::time::Instant::now(),
             pending: RefCell::new(Pending {
                 video: self.latest_video.borrow().clone(),
                 audio: VecDeque::new(),

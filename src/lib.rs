@@ -13,6 +13,7 @@ pub mod hub;
 pub mod jpeg;
 pub mod logger;
 pub mod media;
+pub mod notify;
 pub mod pipeline;
 pub mod server;
 pub mod stats;

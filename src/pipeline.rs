@@ -8,7 +8,9 @@
 //! full the oldest item is dropped and counted.
 #![forbid(unsafe_code)]
 
-use crate::capture::{self, placeholder, AudioSource, CameraType, VideoSource, POLL_TIMEOUT};
+use crate::capture::{
+    self, fault, placeholder, AudioSource, CameraType, VideoSource, POLL_TIMEOUT,
+};
 use crate::clock::{MonoTime, MonotonicStamps};
 use crate::config::Config;
 use crate::jpeg::Encoder;
@@ -38,6 +40,8 @@ impl Pipelines {
         stats: Arc<Stats>,
     ) -> std::io::Result<Pipelines> {
         let stop = Arc::new(AtomicBool::new(false));
+        // The watchdog counts from here until the first frame.
+        Stats::mark(&stats.last_output, MonoTime::now());
         // One epoch for both synthetic sources: the click lands on a marked frame.
         let epoch = MonoTime::now();
         let mut threads = Vec::new();
@@ -113,17 +117,59 @@ struct VideoLoop {
 }
 
 impl VideoLoop {
-    /// A source that delivers nothing for this long is treated as gone.
-    fn stall_timeout(&self) -> Duration {
+    /// No frame for this long: clients get a placeholder (and /healthz says so).
+    fn placeholder_after(&self) -> Duration {
+        stale_after(self.config.video.frame_interval())
+    }
+
+    /// No frame for this long: the source is treated as gone and reopened.
+    fn reopen_after(&self) -> Duration {
         (self.config.video.frame_interval() * 4).max(Duration::from_secs(2))
     }
 
     fn publish(&self, frame: VideoFrame) {
+        let live = !frame.placeholder;
         match self.tx.force_send(Arc::new(frame)) {
             Ok(None) => {}
             Ok(Some(_displaced)) => Stats::add(&self.stats.video_queue_dropped, 1),
             Err(_) => self.stop.store(true, Ordering::SeqCst),
         }
+        let now = MonoTime::now();
+        Stats::mark(&self.stats.last_output, now);
+        if live {
+            Stats::mark(&self.stats.last_live_frame, now);
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn VideoSource>, capture::CaptureError> {
+        let faults = &self.config.faults;
+        fault::check_open(faults, self.epoch)?;
+        let source = capture::open_video(self.config.camera, &self.config.video, self.epoch)?;
+        Ok(if faults.is_empty() {
+            source
+        } else {
+            Box::new(fault::Faulty::new(source, faults.clone(), self.epoch))
+        })
+    }
+
+    fn placeholder(&self, encoder: &mut Encoder, stamps: &mut MonotonicStamps, reason: &str) {
+        let (width, height) = (self.config.video.width, self.config.video.height);
+        let unix = MonoTime::now().to_unix();
+        let image = placeholder::render(width, height, unix, reason);
+        match encoder.encode(&image.picture()) {
+            Ok(jpeg) => {
+                Stats::add(&self.stats.video_placeholders, 1);
+                let ts = stamps.next(unix);
+                self.publish(VideoFrame::new(ts, width, height, jpeg, true));
+            }
+            Err(e) => log::error!("placeholder: {e}"),
+        }
+    }
+
+    fn fail(&self, failures: &mut FailureLog, reason: &str) {
+        failures.report("video source", reason.to_string());
+        self.stats
+            .set_video_state(format!("unavailable: {reason}"), true);
     }
 
     fn run(self) {
@@ -134,7 +180,6 @@ impl VideoLoop {
                 return;
             }
         };
-        let (width, height) = (self.config.video.width, self.config.video.height);
         let mut stamps = MonotonicStamps::default();
         let mut failures = FailureLog::default();
         let mut source: Option<Box<dyn VideoSource>> = None;
@@ -142,12 +187,13 @@ impl VideoLoop {
         let mut next_placeholder = Instant::now();
         let mut last_frame = Instant::now();
         let mut reason = String::from("starting");
+        let mut described = String::new();
 
         while !self.stop.load(Ordering::SeqCst) {
             let Some(src) = source.as_mut() else {
                 if Instant::now() >= next_open {
                     next_open = Instant::now() + RETRY_INTERVAL;
-                    match capture::open_video(self.config.camera, &self.config.video, self.epoch) {
+                    match self.open() {
                         Ok(s) => {
                             let was_failing = failures.recovered();
                             log::info!(
@@ -155,32 +201,22 @@ impl VideoLoop {
                                 if was_failing { "back" } else { "open" },
                                 s.describe()
                             );
+                            described = s.describe();
                             self.stats
-                                .set_video_state(format!("streaming: {}", s.describe()));
+                                .set_video_state(format!("streaming: {described}"), false);
                             source = Some(s);
                             last_frame = Instant::now();
                             continue;
                         }
                         Err(e) => {
                             reason = e.to_string();
-                            self.stats.set_video_state(format!("unavailable: {reason}"));
-                            failures.report("video source", reason.clone());
+                            self.fail(&mut failures, &reason);
                         }
                     }
                 }
                 if Instant::now() >= next_placeholder {
                     next_placeholder = Instant::now() + RETRY_INTERVAL;
-                    let captured = MonoTime::now();
-                    let unix = captured.to_unix();
-                    let image = placeholder::render(width, height, unix, &reason);
-                    match encoder.encode(&image.picture()) {
-                        Ok(jpeg) => {
-                            Stats::add(&self.stats.video_placeholders, 1);
-                            let ts = stamps.next(unix);
-                            self.publish(VideoFrame::new(ts, width, height, jpeg, true));
-                        }
-                        Err(e) => log::error!("placeholder: {e}"),
-                    }
+                    self.placeholder(&mut encoder, &mut stamps, &reason);
                 }
                 let wake = next_open.min(next_placeholder);
                 let nap = wake
@@ -192,6 +228,12 @@ impl VideoLoop {
 
             match src.next_frame() {
                 Ok(Some(frame)) => {
+                    if last_frame.elapsed() > self.placeholder_after() {
+                        log::info!("video source: frames flowing again");
+                        failures.recovered();
+                        self.stats
+                            .set_video_state(format!("streaming: {described}"), false);
+                    }
                     last_frame = Instant::now();
                     Stats::add(&self.stats.video_captured, 1);
                     let (w, h) = frame.picture.size();
@@ -199,10 +241,7 @@ impl VideoLoop {
                     let started = Instant::now();
                     match encoder.encode(&frame.picture) {
                         Ok(jpeg) => {
-                            Stats::add(
-                                &self.stats.video_encode_micros,
-                                started.elapsed().as_micros() as u64,
-                            );
+                            self.stats.record_encode(started.elapsed().as_secs_f64());
                             let ts = stamps.next(unix);
                             self.publish(VideoFrame::new(ts, w, h, jpeg, false));
                         }
@@ -213,19 +252,25 @@ impl VideoLoop {
                     }
                 }
                 Ok(None) => {
-                    if last_frame.elapsed() > self.stall_timeout() {
-                        reason = format!("no frame for {:.1}s", last_frame.elapsed().as_secs_f64());
-                        failures.report("video source", reason.clone());
-                        self.stats.set_video_state(format!("unavailable: {reason}"));
+                    let quiet = last_frame.elapsed();
+                    if quiet > self.reopen_after() {
+                        reason = format!("no frame for {:.1}s", quiet.as_secs_f64());
+                        self.fail(&mut failures, &reason);
                         source = None;
                         next_placeholder = Instant::now();
                         next_open = Instant::now() + RETRY_INTERVAL;
+                    } else if quiet > self.placeholder_after() && Instant::now() >= next_placeholder
+                    {
+                        // Tell viewers at once, keep waiting on the source a little longer.
+                        reason = "no frames from the camera".to_string();
+                        self.fail(&mut failures, &reason);
+                        next_placeholder = Instant::now() + RETRY_INTERVAL;
+                        self.placeholder(&mut encoder, &mut stamps, &reason);
                     }
                 }
                 Err(e) => {
                     reason = e.to_string();
-                    failures.report("video source", reason.clone());
-                    self.stats.set_video_state(format!("unavailable: {reason}"));
+                    self.fail(&mut failures, &reason);
                     source = None;
                     next_placeholder = Instant::now();
                     next_open = Instant::now() + RETRY_INTERVAL;
@@ -233,6 +278,12 @@ impl VideoLoop {
             }
         }
     }
+}
+
+/// How old the newest frame may get before the stream counts as stalled: two frame
+/// intervals, plus a little grace for scheduling jitter.
+pub fn stale_after(frame_interval: Duration) -> Duration {
+    frame_interval * 2 + Duration::from_millis(50)
 }
 
 struct AudioLoop {

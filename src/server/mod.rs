@@ -4,17 +4,23 @@
 //! and counters; everything else is the browser client's files ([`files`]) or a 404.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod files;
 pub mod http;
+pub mod metrics;
 pub mod ws;
 
+use crate::clock::MonoTime;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::pipeline::stale_after;
 use crate::stats::Stats;
+use auth::Resource;
 use http::{json_string, write_response, HeadError, Request, Response};
 use smol::{Async, LocalExecutor, Timer};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,7 +93,11 @@ impl Server {
             }
         };
         if req.path == "/stream" {
-            ws::run(stream, req, peer, self.hub.clone(), self.stats.clone()).await;
+            if let Err(denied) = auth::check(&self.config.access, &req, Resource::Data) {
+                let _ = write_response(&mut reader, &denied, false).await;
+                return;
+            }
+            ws::run(stream, req, peer, self.clone()).await;
             return;
         }
         let response = self.respond(&req);
@@ -100,12 +110,90 @@ impl Server {
             return Response::text(405, "only GET and HEAD are supported")
                 .with("Allow", "GET, HEAD");
         }
+        let resource = match req.path.as_str() {
+            "/healthz" => Resource::Health,
+            "/status" | "/metrics" | "/snapshot.jpg" => Resource::Data,
+            _ => Resource::Page,
+        };
+        if let Err(denied) = auth::check(&self.config.access, req, resource) {
+            return denied;
+        }
+        let no_store = |r: Response| {
+            r.with("Cache-Control", "no-store")
+                .with("Access-Control-Allow-Origin", "*")
+        };
         match req.path.as_str() {
-            "/status" => Response::new(200, "application/json", self.status_json())
-                .with("Cache-Control", "no-store")
-                .with("Access-Control-Allow-Origin", "*"),
+            "/healthz" => {
+                let (status, body) = self.health();
+                no_store(Response::new(status, "application/json", body))
+            }
+            "/status" => no_store(Response::new(200, "application/json", self.status_json())),
+            "/metrics" => no_store(Response::new(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(
+                    &self.stats,
+                    &metrics::Gauges {
+                        clients: self.hub.client_count(),
+                        frame_age: self.live_frame_age().map(|d| d.as_secs_f64()),
+                        video_failing: self.stats.video_failing.load(Ordering::Relaxed),
+                    },
+                ),
+            )),
+            "/snapshot.jpg" => match self.hub.latest_video() {
+                Some(frame) => no_store(Response::new(200, "image/jpeg", frame.jpeg.clone())),
+                None => no_store(Response::text(503, "no frame yet")),
+            },
             path => files::serve(&self.config.client, path, req.header("if-none-match"))
                 .unwrap_or_else(|| Response::text(404, "not found")),
+        }
+    }
+
+    fn live_frame_age(&self) -> Option<Duration> {
+        Stats::instant(&self.stats.last_live_frame).map(|t| MonoTime::now().since(t))
+    }
+
+    /// 200 when the newest captured frame is fresh and no source is failing, else 503, with
+    /// a JSON body saying why.
+    pub fn health(&self) -> (u16, String) {
+        let (video_state, audio_state) = self
+            .stats
+            .source_state
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        let limit = stale_after(self.config.video.frame_interval());
+        let age = self.live_frame_age();
+        let age_ms = age.map_or("null".to_string(), |a| {
+            format!("{:.0}", a.as_secs_f64() * 1e3)
+        });
+        let problem = if self.stats.video_failing.load(Ordering::Relaxed) {
+            Some(format!("video source {video_state}"))
+        } else if !age.is_some_and(|a| a <= limit) {
+            Some(format!(
+                "newest frame is older than {} ms",
+                limit.as_millis()
+            ))
+        } else if self.config.audio.is_some() && audio_state.starts_with("unavailable") {
+            Some(format!("audio source {audio_state}"))
+        } else {
+            None
+        };
+        match problem {
+            None => (
+                200,
+                format!(
+                    "{{\"status\":\"ok\",\"frame_age_ms\":{age_ms},\"clients\":{}}}",
+                    self.hub.client_count()
+                ),
+            ),
+            Some(reason) => (
+                503,
+                format!(
+                    "{{\"status\":\"unhealthy\",\"reason\":{},\"frame_age_ms\":{age_ms}}}",
+                    json_string(&reason)
+                ),
+            ),
         }
     }
 
@@ -126,9 +214,28 @@ impl Server {
             }
         };
         let latest = self.hub.latest_video();
+        let clients: Vec<String> = self
+            .hub
+            .clients()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"address\":{},\"format\":\"{}\",\"connected_s\":{:.1},\
+                     \"video_skipped\":{},\"audio_dropped\":{}}}",
+                    json_string(&c.addr.to_string()),
+                    match c.format {
+                        crate::media::WireFormat::Binary => "binary",
+                        crate::media::WireFormat::Text => "text",
+                    },
+                    c.connected_at.elapsed().as_secs_f64(),
+                    c.video_skipped.get(),
+                    c.audio_dropped.get()
+                )
+            })
+            .collect();
         format!(
             "{{\"version\":{},\"camera\":{},\"video\":{{\"width\":{},\"height\":{},\"fps\":{},\
-             \"quality\":{},\"state\":{},\"latest_ts\":{}}},\"audio\":{audio},\"clients\":{},\
+             \"quality\":{},\"state\":{},\"latest_ts\":{}}},\"audio\":{audio},\"clients\":[{}],\
              \"counters\":{{\"video_captured\":{},\"video_placeholders\":{},\
              \"video_encode_errors\":{},\"video_queue_dropped\":{},\"audio_chunks\":{},\
              \"audio_queue_dropped\":{},\"client_video_skipped\":{},\"client_audio_dropped\":{},\
@@ -141,7 +248,7 @@ impl Server {
             c.quality,
             json_string(&video_state),
             latest.map_or("null".to_string(), |f| format!("{:.6}", f.ts)),
-            self.hub.client_count(),
+            clients.join(","),
             Stats::get(&s.video_captured),
             Stats::get(&s.video_placeholders),
             Stats::get(&s.video_encode_errors),

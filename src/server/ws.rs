@@ -8,8 +8,7 @@
 #![forbid(unsafe_code)]
 
 use super::http::{write_response, Request, Response};
-use super::Conn;
-use crate::hub::Hub;
+use super::{Conn, Server};
 use crate::media::WireFormat;
 use crate::stats::Stats;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -18,10 +17,11 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use futures_lite::{future, StreamExt};
+use smol::Timer;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest message a client may send us (we expect none but control frames).
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
@@ -59,8 +59,42 @@ enum Ended {
     Error(String),
 }
 
+/// Interval between our pings; browsers and tungstenite answer them automatically.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A client we have not heard from (not even a pong) for this long is dropped.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+/// A client whose socket accepts nothing for this long is dropped.
+pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Checks the request against `--max-clients` and `--allowed-origin`.
+pub fn admit(server: &Server, req: &Request) -> Result<(), Response> {
+    let access = &server.config.access;
+    if let Some(origin) = req.header("origin") {
+        if !access.allowed_origins.is_empty()
+            && !access
+                .allowed_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin.trim()))
+        {
+            return Err(Response::text(403, "this origin may not open the stream"));
+        }
+    }
+    if server.hub.client_count() >= access.max_clients {
+        return Err(Response::text(
+            503,
+            &format!(
+                "too many clients ({} connected, --max-clients {}); try again later",
+                server.hub.client_count(),
+                access.max_clients
+            ),
+        )
+        .with("Retry-After", "5"));
+    }
+    Ok(())
+}
+
 /// Completes the upgrade on `stream` and runs the session until either side ends it.
-pub async fn run(stream: Conn, req: Request, peer: SocketAddr, hub: Rc<Hub>, stats: Arc<Stats>) {
+pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server>) {
     let mut raw = stream.clone();
     let accept = match accept_key(&req) {
         Ok(a) => a,
@@ -73,6 +107,14 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, hub: Rc<Hub>, sta
             return;
         }
     };
+    if let Err(refusal) = admit(&server, &req) {
+        log::info!(
+            "client {peer} refused: {}",
+            String::from_utf8_lossy(&refusal.body).trim()
+        );
+        let _ = write_response(&mut raw, &refusal, false).await;
+        return;
+    }
     let format = match req.query_param("format") {
         Some("binary") => WireFormat::Binary,
         _ => WireFormat::Text,
@@ -97,19 +139,21 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, hub: Rc<Hub>, sta
     let ws =
         WebSocketStream::from_partially_read(raw, req.leftover, Role::Server, Some(config)).await;
     let (mut tx, mut rx) = ws.split();
-    let client = hub.register(peer, format);
+    let stats = server.stats.clone();
+    let client = server.hub.register(peer, format);
     log::info!(
         "client {peer} connected ({} format, {} clients)",
-        if format == WireFormat::Binary {
-            "binary"
-        } else {
-            "text"
+        match format {
+            WireFormat::Binary => "binary",
+            WireFormat::Text => "text",
         },
-        hub.client_count()
+        server.hub.client_count()
     );
 
+    let last_heard = Cell::new(Instant::now());
     let reader = async {
         while let Some(msg) = rx.next().await {
+            last_heard.set(Instant::now());
             match msg {
                 Ok(Message::Close(_)) => return Ended::ClientClosed,
                 Ok(_) => {}
@@ -119,14 +163,46 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, hub: Rc<Hub>, sta
         Ended::ClientClosed
     };
     let writer = async {
+        let mut next_ping = Instant::now() + PING_INTERVAL;
         loop {
             // Wait for the socket first, then take what is newest *now*: a frame picked
             // before a stall would be stale by the time it could be written.
-            if let Err(e) = stream.0.writable().await {
-                return Ended::Error(e.to_string());
+            let ready = future::or(async { Some(stream.0.writable().await) }, async {
+                Timer::after(WRITE_STALL_LIMIT).await;
+                None
+            })
+            .await;
+            match ready {
+                None => {
+                    return Ended::Error(format!(
+                        "not reading for {} s",
+                        WRITE_STALL_LIMIT.as_secs()
+                    ))
+                }
+                Some(Err(e)) => return Ended::Error(e.to_string()),
+                Some(Ok(())) => {}
             }
-            let Some(batch) = client.slot.next_batch().await else {
-                break;
+            let next = future::or(async { Some(client.slot.next_batch().await) }, async {
+                Timer::at(next_ping).await;
+                None
+            })
+            .await;
+            let batch = match next {
+                Some(Some(batch)) => batch,
+                Some(None) => return Ended::Shutdown,
+                None => {
+                    if last_heard.get().elapsed() > SILENCE_LIMIT {
+                        return Ended::Error(format!(
+                            "no answer to pings for {} s",
+                            SILENCE_LIMIT.as_secs()
+                        ));
+                    }
+                    next_ping = Instant::now() + PING_INTERVAL;
+                    if let Err(e) = tx.send(Message::Ping(Default::default())).await {
+                        return Ended::Error(e.to_string());
+                    }
+                    continue;
+                }
             };
             let messages = batch
                 .audio
@@ -142,7 +218,6 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, hub: Rc<Hub>, sta
                 Stats::add(&stats.bytes_sent, len);
             }
         }
-        Ended::Shutdown
     };
     let ended = future::or(reader, writer).await;
     let close = match &ended {

@@ -129,6 +129,21 @@ impl Daemon {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// A function that GETs a path from the daemon on `port` (usable from other threads).
+    pub fn probe(port: u16) -> impl Fn(&str) -> String {
+        move |path: &str| {
+            use std::io::{Read, Write};
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                return String::new();
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
