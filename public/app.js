@@ -426,7 +426,6 @@
         // Resolution changed (or first frame): the canvas follows the stream.
         canvas.width = bmp.width;
         canvas.height = bmp.height;
-        player.style.setProperty("--aspect", bmp.width + " / " + bmp.height);
       }
       ctx2d.drawImage(bmp, 0, 0);
       bmp.close();

@@ -308,6 +308,12 @@ def test_audio_falls_back_to_script_processor(ctx):
     check_audio(ctx, "?audio=scriptprocessor", "scriptprocessor")
 
 
+def test_audio_in_text_format(ctx):
+    """Text audio messages carry no rate: the page takes it from /status and plays."""
+    check_audio(ctx, "?format=text", "worklet")
+    assert ctx.page.snap()["format"] == "text"
+
+
 def test_reconnects_after_the_daemon_restarts(ctx):
     """Killing the daemon shows 'reconnecting'; a restart is picked up without a reload,
     and the new stream's resolution (changed across the restart) is followed."""
