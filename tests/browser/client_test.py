@@ -290,6 +290,9 @@ def test_audio_starts_on_click_and_plays_the_tone(ctx):
 
     def screenshot_and_mute():
         wait_until("a full fps window", lambda: ctx.page.snap()["fps"] > FPS - 3, 5)
+        # Show the overlay with every figure filled in (it refreshes twice a second).
+        wait_until("an A/V offset in the overlay", lambda: "A/V offset –" not in
+                   ctx.page.driver.find_element(By.ID, "stats").text, 5)
         ctx.page.driver.save_screenshot(os.path.join(ctx.artifacts, "client.png"))
         if ctx.screenshot:
             shutil.copy(os.path.join(ctx.artifacts, "client.png"), ctx.screenshot)
