@@ -466,7 +466,9 @@
 
   function updateAudioUi() {
     const available = !!audioFormat;
-    audioOverlay.hidden = !available || audioWanted;
+    // Started, then suspended by the browser (iOS: calls, lock screen): offer to resume.
+    const needsResume = audioWanted && audio.ready && audio.ctx.state !== "running";
+    audioOverlay.hidden = !available || (audioWanted && !needsResume);
     $("audio-controls").hidden = !audioWanted;
   }
 
@@ -475,24 +477,26 @@
     audioWanted = true;
     updateAudioUi();
     const force = params.get("audio") === "scriptprocessor";
-    audio.start(audioFormat.rate, force).then(
-      () => updateAudioUi(),
-      (e) => {
-        audioWanted = false;
-        updateAudioUi();
-        setState(state, "audio failed: " + e.message);
-      },
-    );
-    // Safari suspends ("interrupted") the context on calls, lock screen or tab switches.
-    audio.ctx.onstatechange = () => {
-      if (audio.ctx.state !== "running") audioOverlay.hidden = false;
+    const failed = (e) => {
+      audioWanted = false;
+      updateAudioUi();
+      setState(state, "audio failed: " + e.message);
     };
+    let started;
+    try {
+      started = audio.start(audioFormat.rate, force);
+    } catch (e) {
+      failed(e);
+      return;
+    }
+    started.then(() => updateAudioUi(), failed);
+    // Safari suspends ("interrupted") the context on calls, lock screen or tab switches.
+    audio.ctx.onstatechange = updateAudioUi;
   }
 
   audioOverlay.addEventListener("click", () => {
     if (audio.ctx) {
-      audio.ctx.resume();
-      audioOverlay.hidden = true;
+      audio.ctx.resume().then(updateAudioUi, () => {});
     } else {
       startAudio();
     }
