@@ -5,7 +5,7 @@ DESCRIPTION = "rpi-streamer streams a Raspberry Pi camera (libcamera), a USB \
                the browser client itself."
 SECTION = "multimedia"
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=7;endline=7;md5=29c91c89ee62891477a1476375143bef"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=4ce38049e37c4754fbebc151ebfba27e"
 
 # JPEG encoding links the distro's libjpeg-turbo (libturbojpeg) instead of the
 # copy bundled in turbojpeg-sys, which would be built with cmake inside cargo.
