@@ -17,6 +17,8 @@
 use crate::clock::MonoTime;
 use std::time::Duration;
 
+#[cfg(feature = "alsa")]
+pub mod alsa;
 pub mod draw;
 pub mod fault;
 pub mod placeholder;
@@ -211,6 +213,10 @@ pub trait AudioSource: Send {
     fn format(&self) -> AudioFormat;
     /// The next block (20 ms nominal), or `None` if none arrived within [`POLL_TIMEOUT`].
     fn next_chunk(&mut self) -> Result<Option<AudioBlock<'_>>, CaptureError>;
+    /// Overruns (samples lost and recovered from) since the last call, for the counters.
+    fn take_xruns(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Opens the video source for `camera`; the one place backends are chosen.
@@ -237,7 +243,11 @@ pub fn open_audio(
     epoch: MonoTime,
 ) -> Result<Box<dyn AudioSource>, CaptureError> {
     match (camera, &params.device) {
+        // The test camera keeps its synthetic tone unless a device is named explicitly.
         (CameraType::Test, None) => Ok(Box::new(test::TestTone::new(params, epoch)?)),
+        #[cfg(feature = "alsa")]
+        _ => Ok(Box::new(alsa::AlsaSource::open(params)?)),
+        #[cfg(not(feature = "alsa"))]
         _ => Err(CaptureError::Config(
             "this build has no microphone (ALSA) backend".into(),
         )),
