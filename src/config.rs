@@ -45,6 +45,12 @@ pub struct Args {
     /// video device number N for /dev/videoN (usb only; default 0)
     #[argh(option, default = "0")]
     pub device_id: u32,
+    /// libcamera camera number N, as listed by --list-devices (rpi only; default 0)
+    #[argh(option, default = "0")]
+    pub camera_index: u32,
+    /// print the cameras the chosen --camera-type can open (and the microphones), then exit
+    #[argh(switch)]
+    pub list_devices: bool,
     /// also stream audio (test: a synthetic tone; usb/rpi: the microphone)
     #[argh(switch)]
     pub enable_audio: bool,
@@ -359,6 +365,7 @@ impl Args {
                 capture_height,
                 fps,
                 device_id: self.device_id,
+                camera_index: self.camera_index,
             },
             quality,
             audio: self.enable_audio.then(|| AudioParams {
@@ -386,6 +393,8 @@ impl Args {
 pub enum Parsed {
     /// Run with this configuration.
     Run(Box<Config>),
+    /// Print the devices of this camera type and exit (`--list-devices`).
+    ListDevices(crate::capture::CameraType),
     /// Print this (help) on stdout and exit 0.
     Help(String),
     /// Print this error on stderr and exit 2.
@@ -401,6 +410,7 @@ pub fn parse(program: &str, args: &[&str]) -> Parsed {
         .collect();
     match Args::from_args(&[program], &args) {
         Ok(parsed) => match parsed.validate() {
+            Ok(config) if parsed.list_devices => Parsed::ListDevices(config.camera),
             Ok(config) => Parsed::Run(Box::new(config)),
             Err(e) => Parsed::Error(format!("error: {e}\nRun {program} --help for every flag.")),
         },
@@ -421,6 +431,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse("rpi-streamer", args) {
             Parsed::Run(config) => Ok(*config),
+            Parsed::ListDevices(camera) => Err(format!("list: {camera:?}")),
             Parsed::Help(text) => Err(format!("help: {text}")),
             Parsed::Error(text) => Err(text),
         }
@@ -687,5 +698,26 @@ mod tests {
         assert_eq!(audio.channels, 1);
         assert_eq!(audio.sample_rate, None);
         assert_eq!(audio.device, None);
+    }
+
+    #[test]
+    fn camera_index_defaults_to_0_and_list_devices_names_the_camera_type() {
+        assert_eq!(
+            run(&["--camera-type", "rpi"]).unwrap().video.camera_index,
+            0
+        );
+        let c = run(&["--camera-type", "rpi", "--camera-index", "2"]).unwrap();
+        assert_eq!(c.video.camera_index, 2);
+        assert!(matches!(
+            parse("rpi-streamer", &["--camera-type", "rpi", "--list-devices"]),
+            Parsed::ListDevices(CameraType::Rpi)
+        ));
+        assert!(matches!(
+            parse(
+                "rpi-streamer",
+                &["--list-devices", "--camera-type", "bogus"]
+            ),
+            Parsed::Error(_)
+        ));
     }
 }

@@ -15,6 +15,18 @@ fn main() -> ExitCode {
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let config = match config::parse(&program, &rest) {
         Parsed::Run(config) => config,
+        Parsed::ListDevices(camera) => {
+            return match rpi_streamer::capture::list_devices(camera) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Parsed::Help(text) => {
             print!("{text}");
             return ExitCode::SUCCESS;

@@ -517,6 +517,7 @@ pub fn list_devices() -> String {
         out.push_str("  (no sound card with a capture device)\n");
     }
     out.push_str("Capture PCMs in the ALSA configuration:\n");
+    let mut described = false;
     if let Ok(hints) = alsa::device_name::HintIter::new_str(None, "pcm") {
         for hint in hints {
             if hint.direction == Some(Direction::Playback) {
@@ -528,7 +529,11 @@ pub fn list_devices() -> String {
             }
             let desc = hint.desc.unwrap_or_default().replace('\n', " - ");
             let _ = writeln!(out, "  {name}: {desc}");
+            described = true;
         }
+    }
+    if !described {
+        out.push_str("  (none described; `default` is the system's default input)\n");
     }
     out
 }

@@ -21,6 +21,8 @@ use std::time::Duration;
 pub mod alsa;
 pub mod draw;
 pub mod fault;
+#[cfg(feature = "libcamera")]
+pub mod libcamera;
 pub mod placeholder;
 pub mod test;
 
@@ -53,6 +55,8 @@ pub struct VideoParams {
     pub fps: u32,
     /// `/dev/videoN` index (`--device-id`).
     pub device_id: u32,
+    /// Which libcamera camera, in libcamera's order (`--camera-index`).
+    pub camera_index: u32,
 }
 
 impl VideoParams {
@@ -230,8 +234,36 @@ pub fn open_video(
         CameraType::Usb => Err(CaptureError::Config(
             "this build has no USB camera (V4L2) backend".into(),
         )),
+        #[cfg(feature = "libcamera")]
+        CameraType::Rpi => Ok(Box::new(libcamera::LibcameraSource::open(params)?)),
+        #[cfg(not(feature = "libcamera"))]
         CameraType::Rpi => Err(CaptureError::Config(
             "this build has no Raspberry Pi camera (libcamera) backend".into(),
+        )),
+    }
+}
+
+/// What `--list-devices` prints for `camera`: the cameras a backend can open, then the
+/// microphones when the build has the ALSA backend.
+pub fn list_devices(camera: CameraType) -> Result<String, CaptureError> {
+    let video = list_video_devices(camera)?;
+    #[cfg(feature = "alsa")]
+    return Ok(format!("{video}\n{}", alsa::list_devices()));
+    #[cfg(not(feature = "alsa"))]
+    Ok(video)
+}
+
+fn list_video_devices(camera: CameraType) -> Result<String, CaptureError> {
+    match camera {
+        CameraType::Test => Ok("test: the synthetic pattern (always available)\n".into()),
+        #[cfg(feature = "libcamera")]
+        CameraType::Rpi => libcamera::list_devices(),
+        #[cfg(not(feature = "libcamera"))]
+        CameraType::Rpi => Err(CaptureError::Config(
+            "this build has no Raspberry Pi camera (libcamera) backend".into(),
+        )),
+        CameraType::Usb => Err(CaptureError::Config(
+            "this build cannot list USB cameras yet".into(),
         )),
     }
 }
