@@ -1,14 +1,19 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! rpi-streamer: a camera (and microphone) streamed to browsers over one WebSocket.
+//!
+//! The data flow, one module each: [`config`] (flags) → [`capture`] (sources) →
+//! [`pipeline`] (capture threads: [`jpeg`] encoding, placeholders, reopening) →
+//! [`media`] (frames and wire framing) → [`hub`] (fan-out) → [`server`] (HTTP/WebSocket).
+//! [`clock`] maps capture instants to UNIX time; [`daemon`] wires it together.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod hub;
+pub mod jpeg;
+pub mod logger;
+pub mod media;
+pub mod notify;
+pub mod pipeline;
+pub mod server;
+pub mod stats;

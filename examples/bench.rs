@@ -1,0 +1,419 @@
+//! The project's benchmark: the release daemon on the synthetic source, measured from outside.
+//!
+//! For each size and client count it runs the daemon for a fixed time and prints, from the
+//! same run: daemon CPU ms per produced and per delivered frame, peak RSS, latency p50/p99
+//! (receive time − capture timestamp), delivered fps per client, and the *floor*: CPU ms to
+//! JPEG-encode + base64 the same frames in this process. The ratio pipeline ÷ floor is the
+//! figure of merit. Run with `scripts/bench` (builds the release binaries first).
+//!
+//! Flags: `--seconds N` (default 10), `--sizes 640x480,1280x720`, `--clients 1,8,32`,
+//! `--fps 30`, `--quality 70`.
+
+use rpi_streamer::capture::test::TestPattern;
+use rpi_streamer::capture::{VideoParams, VideoSource};
+use rpi_streamer::clock::MonoTime;
+use rpi_streamer::jpeg::Encoder;
+use rpi_streamer::media::VideoFrame;
+use rustix::time::{clock_gettime, ClockId};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Options {
+    seconds: f64,
+    sizes: Vec<(u32, u32)>,
+    clients: Vec<usize>,
+    fps: u32,
+    quality: u8,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut o = Options {
+        seconds: 10.0,
+        sizes: vec![(640, 480), (1280, 720)],
+        clients: vec![1, 8, 32],
+        fps: 30,
+        quality: 70,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--seconds" => o.seconds = value.parse().map_err(|e| bad(&e))?,
+            "--fps" => o.fps = value.parse().map_err(|e| bad(&e))?,
+            "--quality" => o.quality = value.parse().map_err(|e| bad(&e))?,
+            "--clients" => {
+                o.clients = value
+                    .split(',')
+                    .map(|c| c.parse().map_err(|e| bad(&e)))
+                    .collect::<Result<_, _>>()?
+            }
+            "--sizes" => {
+                o.sizes = value
+                    .split(',')
+                    .map(|s| {
+                        let (w, h) = s.split_once('x').ok_or(bad(&"want WxH"))?;
+                        Ok((
+                            w.parse().map_err(|e| bad(&e))?,
+                            h.parse().map_err(|e| bad(&e))?,
+                        ))
+                    })
+                    .collect::<Result<_, String>>()?
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(o)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// CPU time of a process in milliseconds: nanosecond run times of its threads from
+/// schedstat, or utime + stime (10 ms ticks) where schedstat is missing.
+fn process_cpu_ms(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    let schedstat_ns: Option<u64> = tasks.ok().map(|dir| {
+        dir.filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .sum()
+    });
+    if let Some(ns) = schedstat_ns.filter(|ns| *ns > 0) {
+        return ns as f64 / 1e6;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    // USER_HZ is 100 on every Linux we target.
+    ticks * 10.0
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn status_counter(port: u16, name: &str) -> Option<u64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /status HTTP/1.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let key = format!("\"{name}\":");
+    let start = body.find(&key)? + key.len();
+    let digits: String = body[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn start_daemon(o: &Options, (w, h): (u32, u32)) -> Result<(Child, u16), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let daemon = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .map(|dir| dir.join("rpi-streamer"))
+        .ok_or("cannot locate target dir")?;
+    if !daemon.is_file() {
+        return Err(format!("{} missing: run scripts/bench", daemon.display()));
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let mut child = Command::new(&daemon)
+        .args([
+            "--camera-type",
+            "test",
+            "--host",
+            "127.0.0.1",
+            "--no-client",
+        ])
+        .args(["--port", &port.to_string(), "--fps", &o.fps.to_string()])
+        .args(["--width", &w.to_string(), "--height", &h.to_string()])
+        .args(["--quality", &o.quality.to_string()])
+        .env("RUST_LOG", "warn,rpi_streamer::daemon=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", daemon.display()))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("listening on") => break,
+            Some(Ok(_)) if Instant::now() < deadline => continue,
+            _ => {
+                let _ = child.kill();
+                return Err("daemon did not start".into());
+            }
+        }
+    }
+    // Keep draining stderr so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, port))
+}
+
+#[derive(Default)]
+struct ClientTally {
+    frames: u64,
+    latencies_ms: Vec<f64>,
+}
+
+fn run_client(
+    port: u16,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<ClientTally>>,
+) {
+    let Ok((mut ws, _)) = tungstenite::connect(format!("ws://127.0.0.1:{port}/stream")) else {
+        return;
+    };
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(msg) = ws.read() else { break };
+        let received = unix_now();
+        if let tungstenite::Message::Text(text) = msg {
+            let text = text.as_str();
+            if let Some(rest) = text.strip_prefix("video:") {
+                let ts: f64 = rest
+                    .split(':')
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0.0);
+                if measuring.load(Ordering::Relaxed) {
+                    let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+                    t.frames += 1;
+                    t.latencies_ms.push((received - ts) * 1000.0);
+                }
+            }
+        }
+    }
+    let _ = ws.close(None);
+}
+
+struct Scenario {
+    size: (u32, u32),
+    clients: usize,
+    produced: u64,
+    cpu_per_produced: f64,
+    cpu_per_delivered: f64,
+    rss_mib: f64,
+    p50: f64,
+    p99: f64,
+    fps_per_client: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn run_scenario(o: &Options, size: (u32, u32), clients: usize) -> Result<Scenario, String> {
+    let (mut child, port) = start_daemon(o, size)?;
+    let pid = child.id();
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tallies: Vec<_> = (0..clients)
+        .map(|_| Arc::new(Mutex::new(ClientTally::default())))
+        .collect();
+    let threads: Vec<_> = tallies
+        .iter()
+        .map(|t| {
+            let (m, s, t) = (measuring.clone(), stop.clone(), t.clone());
+            std::thread::spawn(move || run_client(port, m, s, t))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let produced_before = status_counter(port, "video_captured").unwrap_or(0);
+    let cpu_before = process_cpu_ms(pid);
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(o.seconds));
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_ms(pid) - cpu_before;
+    let produced = status_counter(port, "video_captured").unwrap_or(0) - produced_before;
+    let rss = peak_rss_kib(pid);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut latencies = Vec::new();
+    let mut delivered = 0;
+    for t in &tallies {
+        let t = t.lock().unwrap_or_else(|e| e.into_inner());
+        delivered += t.frames;
+        latencies.extend_from_slice(&t.latencies_ms);
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(Scenario {
+        size,
+        clients,
+        produced,
+        cpu_per_produced: cpu / produced.max(1) as f64,
+        cpu_per_delivered: cpu / delivered.max(1) as f64,
+        rss_mib: rss as f64 / 1024.0,
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        fps_per_client: delivered as f64 / clients as f64 / elapsed,
+    })
+}
+
+/// CPU ms per frame to JPEG-encode and base64 the synthetic frames in this thread, and the
+/// CPU ms the synthetic source spends drawing each one (part of the pipeline, not the floor).
+fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64), String> {
+    let params = VideoParams {
+        width: w,
+        height: h,
+        capture_width: w,
+        capture_height: h,
+        fps: o.fps,
+        device_id: 0,
+    };
+    // An epoch a day ago makes every frame overdue: the pattern renders without pacing.
+    let epoch = MonoTime::now().earlier_by(Duration::from_secs(86_400));
+    let mut source = TestPattern::new(&params, epoch).map_err(|e| e.to_string())?;
+    let mut encoder = Encoder::new(o.quality).map_err(|e| e.to_string())?;
+    let mut cpu = Duration::ZERO;
+    let mut render = Duration::ZERO;
+    let mut bytes = 0usize;
+    for _ in 0..frames {
+        let r0 = clock_gettime(ClockId::ThreadCPUTime);
+        let frame = source
+            .next_frame()
+            .map_err(|e| e.to_string())?
+            .ok_or("pattern not ready")?;
+        let t0 = clock_gettime(ClockId::ThreadCPUTime);
+        render += cpu_between(r0, t0);
+        let jpeg = encoder.encode(&frame.picture).map_err(|e| e.to_string())?;
+        let framed = VideoFrame::new(0.0, w, h, jpeg, false);
+        bytes += framed.text().len();
+        let t1 = clock_gettime(ClockId::ThreadCPUTime);
+        cpu += cpu_between(t0, t1);
+    }
+    std::hint::black_box(bytes);
+    let per_frame = |d: Duration| d.as_secs_f64() * 1000.0 / frames as f64;
+    Ok((per_frame(cpu), per_frame(render)))
+}
+
+fn cpu_between(a: rustix::time::Timespec, b: rustix::time::Timespec) -> Duration {
+    let nanos = (b.tv_sec - a.tv_sec) as i128 * 1_000_000_000 + (b.tv_nsec - a.tv_nsec) as i128;
+    Duration::from_nanos(nanos.max(0) as u64)
+}
+
+fn main() {
+    let o = match parse_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "rpi-streamer benchmark: test source @ {} fps q{}, {:.0} s per run; {cpu_model}, {cores} cores",
+        o.fps, o.quality, o.seconds
+    );
+    println!(
+        "{:>9} {:>7} {:>8} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}",
+        "size",
+        "clients",
+        "frames",
+        "cpu/prod",
+        "cpu/deliv",
+        "floor",
+        "ratio",
+        "rss MiB",
+        "p50 ms",
+        "p99 ms",
+        "fps/cl"
+    );
+    let mut failed = false;
+    for &size in &o.sizes {
+        let (floor, render) = match floor_ms(&o, size, 200) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("floor {}x{}: {e}", size.0, size.1);
+                failed = true;
+                continue;
+            }
+        };
+        println!(
+            "{:>9}: floor (encode + base64) {floor:.3} ms/frame, test-pattern drawing {render:.3} ms/frame",
+            format!("{}x{}", size.0, size.1)
+        );
+        for &clients in &o.clients {
+            match run_scenario(&o, size, clients) {
+                Ok(s) => println!(
+                    "{:>9} {:>7} {:>8} {:>10.3} {:>10.3} {:>8.3} {:>8.2} {:>8.1} {:>9.1} {:>8.1} {:>7.1}",
+                    format!("{}x{}", s.size.0, s.size.1),
+                    s.clients,
+                    s.produced,
+                    s.cpu_per_produced,
+                    s.cpu_per_delivered,
+                    floor,
+                    s.cpu_per_produced / floor,
+                    s.rss_mib,
+                    s.p50,
+                    s.p99,
+                    s.fps_per_client
+                ),
+                Err(e) => {
+                    eprintln!("{}x{} with {clients} clients: {e}", size.0, size.1);
+                    failed = true;
+                }
+            }
+        }
+    }
+    println!(
+        "cpu/prod, cpu/deliv: daemon CPU ms per produced / per delivered frame; floor: CPU ms to \
+         encode + base64 one frame in-process; ratio = cpu/prod / floor; latency = receive time − \
+         capture timestamp."
+    );
+    if failed {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,245 @@
+//! Capture sources: where frames and audio come from.
+//!
+//! Each backend is one file behind one of two traits, [`VideoSource`] and [`AudioSource`].
+//! A source only captures: it hands out borrowed pictures (often straight from a driver
+//! buffer) with their CLOCK_MONOTONIC capture instant. Encoding, placeholders on failure,
+//! reopening and pacing of the hand-off live in [`crate::pipeline`], so a new backend is one
+//! file plus one arm in [`open_video`] / [`open_audio`].
+//!
+//! Contract for implementors:
+//! - `next_*` blocks for at most [`POLL_TIMEOUT`] and returns `Ok(None)` when nothing arrived
+//!   in that time, so the capture thread can notice shutdown promptly.
+//! - [`CaptureError::Unavailable`] means "device gone or failing, try to reopen later"; the
+//!   pipeline drops the source, shows placeholder frames and calls `open_*` again every second.
+//! - [`CaptureError::Config`] means the request can never work (bad flag for this device);
+//!   it is reported and the pipeline still retries, slower, since hardware can change.
+
+use crate::clock::MonoTime;
+use std::time::Duration;
+
+pub mod draw;
+pub mod fault;
+pub mod placeholder;
+pub mod test;
+
+/// Longest time a `next_frame` / `next_chunk` call may block.
+pub const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Which kind of camera to open (`--camera-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CameraType {
+    /// A Raspberry Pi camera through libcamera.
+    Rpi,
+    /// A USB (UVC) webcam through V4L2.
+    Usb,
+    /// The synthetic test pattern; needs no hardware.
+    Test,
+}
+
+/// What a video source is asked for, from the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoParams {
+    /// Output size on the wire.
+    pub width: u32,
+    /// Output size on the wire.
+    pub height: u32,
+    /// Size to capture at (USB); equal to the output size unless `--capture-*` was given.
+    pub capture_width: u32,
+    /// Size to capture at (USB); equal to the output size unless `--capture-*` was given.
+    pub capture_height: u32,
+    /// Requested frames per second.
+    pub fps: u32,
+    /// `/dev/videoN` index (`--device-id`).
+    pub device_id: u32,
+}
+
+impl VideoParams {
+    /// Time between two frames at the requested rate.
+    pub fn frame_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.fps.max(1)))
+    }
+}
+
+/// What an audio source is asked for, from the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioParams {
+    /// Sample rate; `None` = the device's own rate (48000 for the synthetic source).
+    pub sample_rate: Option<u32>,
+    /// 1 (mono) or 2 (stereo).
+    pub channels: u16,
+    /// ALSA device: a card number or a PCM name; `None` = the default input.
+    pub device: Option<String>,
+}
+
+/// The format an audio source actually delivers: interleaved signed 16-bit little-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AudioFormat {
+    /// Samples per second per channel.
+    pub sample_rate: u32,
+    /// Interleaved channels.
+    pub channels: u16,
+}
+
+impl AudioFormat {
+    /// Bytes of one frame (one sample of every channel).
+    pub fn bytes_per_frame(&self) -> usize {
+        usize::from(self.channels) * 2
+    }
+
+    /// Frames in a chunk of `d`.
+    pub fn frames_in(&self, d: Duration) -> usize {
+        (f64::from(self.sample_rate) * d.as_secs_f64()).round() as usize
+    }
+}
+
+/// One captured picture, borrowed from wherever the source keeps it.
+#[derive(Clone, Copy, Debug)]
+pub enum Picture<'a> {
+    /// Planar YUV 4:2:0 (I420/YU12): full-size Y, quarter-size U and V.
+    I420 {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Y, U, V planes.
+        planes: [&'a [u8]; 3],
+        /// Bytes per row of each plane.
+        strides: [usize; 3],
+    },
+    /// Semi-planar YUV 4:2:0: Y plane then one interleaved UV plane.
+    Nv12 {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// Y plane and UV plane.
+        planes: [&'a [u8]; 2],
+        /// Bytes per row of each plane.
+        strides: [usize; 2],
+    },
+    /// Packed YUV 4:2:2, Y0 U Y1 V.
+    Yuyv {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+        /// The packed rows.
+        data: &'a [u8],
+        /// Bytes per row.
+        stride: usize,
+    },
+    /// A complete JPEG image (a camera's MJPEG frame).
+    Jpeg {
+        /// Width in pixels, as negotiated.
+        width: u32,
+        /// Height in pixels, as negotiated.
+        height: u32,
+        /// The bytes the camera produced (only `bytesused` of the buffer).
+        data: &'a [u8],
+    },
+}
+
+impl Picture<'_> {
+    /// Width and height of the picture.
+    pub fn size(&self) -> (u32, u32) {
+        match *self {
+            Picture::I420 { width, height, .. }
+            | Picture::Nv12 { width, height, .. }
+            | Picture::Yuyv { width, height, .. }
+            | Picture::Jpeg { width, height, .. } => (width, height),
+        }
+    }
+}
+
+/// A picture and the instant its exposure was captured.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    /// Capture instant on CLOCK_MONOTONIC (driver/sensor timestamp where there is one).
+    pub captured: MonoTime,
+    /// The image.
+    pub picture: Picture<'a>,
+}
+
+/// A run of audio frames and the capture instant of its first sample.
+#[derive(Clone, Copy, Debug)]
+pub struct AudioBlock<'a> {
+    /// Capture instant of the first sample, on CLOCK_MONOTONIC.
+    pub captured: MonoTime,
+    /// Interleaved s16le samples, a whole number of frames.
+    pub pcm: &'a [u8],
+}
+
+/// Why a source could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The device is missing or failing; reopening later may help.
+    #[error("{context}: {reason}")]
+    Unavailable {
+        /// What was being done, e.g. "opening /dev/video0".
+        context: String,
+        /// What went wrong, with a hint for the user where one helps.
+        reason: String,
+    },
+    /// The request cannot be satisfied by this device or build.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl CaptureError {
+    /// An [`CaptureError::Unavailable`] with context.
+    pub fn unavailable(context: impl Into<String>, reason: impl ToString) -> CaptureError {
+        CaptureError::Unavailable {
+            context: context.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A camera (or anything that yields pictures).
+pub trait VideoSource: Send {
+    /// One line describing the negotiated format, for the log and status.
+    fn describe(&self) -> String;
+    /// The next picture, or `None` if none arrived within [`POLL_TIMEOUT`].
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError>;
+}
+
+/// A microphone (or anything that yields PCM).
+pub trait AudioSource: Send {
+    /// One line describing the negotiated format, for the log and status.
+    fn describe(&self) -> String;
+    /// The format every block is in.
+    fn format(&self) -> AudioFormat;
+    /// The next block (20 ms nominal), or `None` if none arrived within [`POLL_TIMEOUT`].
+    fn next_chunk(&mut self) -> Result<Option<AudioBlock<'_>>, CaptureError>;
+}
+
+/// Opens the video source for `camera`; the one place backends are chosen.
+pub fn open_video(
+    camera: CameraType,
+    params: &VideoParams,
+    epoch: MonoTime,
+) -> Result<Box<dyn VideoSource>, CaptureError> {
+    match camera {
+        CameraType::Test => Ok(Box::new(test::TestPattern::new(params, epoch)?)),
+        CameraType::Usb => Err(CaptureError::Config(
+            "this build has no USB camera (V4L2) backend".into(),
+        )),
+        CameraType::Rpi => Err(CaptureError::Config(
+            "this build has no Raspberry Pi camera (libcamera) backend".into(),
+        )),
+    }
+}
+
+/// Opens the audio source; the synthetic tone unless a real device is asked for.
+pub fn open_audio(
+    camera: CameraType,
+    params: &AudioParams,
+    epoch: MonoTime,
+) -> Result<Box<dyn AudioSource>, CaptureError> {
+    match (camera, &params.device) {
+        (CameraType::Test, None) => Ok(Box::new(test::TestTone::new(params, epoch)?)),
+        _ => Err(CaptureError::Config(
+            "this build has no microphone (ALSA) backend".into(),
+        )),
+    }
+}

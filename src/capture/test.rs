@@ -1,0 +1,355 @@
+//! The synthetic source (`--camera-type test`): a moving pattern and a tone with clicks.
+//!
+//! Both are paced by CLOCK_MONOTONIC from one shared epoch: frame k is due at
+//! `epoch + k/fps` and audio sample s at `epoch + s/rate`. Every `fps`-th frame (one per
+//! second) is *marked* with a white bar, and the tone carries a click starting exactly at the
+//! same instant, so A/V sync can be measured end to end. A late frame is skipped, never
+//! bunched: the next frame shown is the one due now.
+#![forbid(unsafe_code)]
+
+use super::draw::{clock_text, text_width, I420Image, Yuv, BLACK, WHITE};
+use super::{
+    AudioBlock, AudioFormat, AudioParams, AudioSource, CaptureError, Frame, VideoParams,
+    VideoSource, POLL_TIMEOUT,
+};
+use crate::clock::MonoTime;
+use std::time::Duration;
+
+/// Colours of the region that changes every frame: consecutive frames always differ.
+pub const FRAME_PALETTE: [Yuv; 6] = [
+    Yuv::from_rgb(255, 0, 0),
+    Yuv::from_rgb(0, 255, 0),
+    Yuv::from_rgb(0, 0, 255),
+    Yuv::from_rgb(255, 255, 0),
+    Yuv::from_rgb(0, 255, 255),
+    Yuv::from_rgb(255, 0, 255),
+];
+
+const BARS: [Yuv; 7] = [
+    Yuv::from_rgb(192, 192, 192),
+    Yuv::from_rgb(192, 192, 0),
+    Yuv::from_rgb(0, 192, 192),
+    Yuv::from_rgb(0, 192, 0),
+    Yuv::from_rgb(192, 0, 192),
+    Yuv::from_rgb(192, 0, 0),
+    Yuv::from_rgb(0, 0, 192),
+];
+
+/// Side of the per-frame colour square in the top-right corner, as a fraction of the height.
+pub fn frame_marker_rect(width: u32, height: u32) -> (u32, u32, u32, u32) {
+    let side = (height / 6).max(8) & !1;
+    (width - side, 0, side, side)
+}
+
+/// Sleeps until `due` or for [`POLL_TIMEOUT`], whichever is first; true if `due` was reached.
+fn wait_until(due: MonoTime) -> bool {
+    let now = MonoTime::now();
+    if now >= due {
+        return true;
+    }
+    let left = due.since(now);
+    if left > POLL_TIMEOUT {
+        std::thread::sleep(POLL_TIMEOUT);
+        return false;
+    }
+    std::thread::sleep(left);
+    true
+}
+
+/// The moving test pattern.
+pub struct TestPattern {
+    image: I420Image,
+    fps: u32,
+    epoch: MonoTime,
+    next_index: u64,
+}
+
+impl TestPattern {
+    /// A pattern at the requested size and rate, frame 0 due at `epoch`.
+    pub fn new(params: &VideoParams, epoch: MonoTime) -> Result<TestPattern, CaptureError> {
+        Ok(TestPattern {
+            image: I420Image::new(params.width, params.height),
+            fps: params.fps.max(1),
+            epoch,
+            next_index: 0,
+        })
+    }
+
+    fn due(&self, index: u64) -> MonoTime {
+        self.epoch.later_by(Duration::from_nanos(
+            index * 1_000_000_000 / u64::from(self.fps),
+        ))
+    }
+
+    fn render(&mut self, index: u64, captured: MonoTime) {
+        let (w, h) = (i64::from(self.image.width), i64::from(self.image.height));
+        let img = &mut self.image;
+        // Colour bars scrolling left by 4 px a frame.
+        let bar_w = (w / BARS.len() as i64).max(2);
+        let shift = (index as i64 * 4) % (bar_w * BARS.len() as i64);
+        // Draw one 2-pixel band and copy it down: a third of the cost of filling every bar.
+        for i in 0..=BARS.len() as i64 {
+            let x = i * bar_w - shift;
+            img.fill(x, 0, bar_w, 2, BARS[(i as usize) % BARS.len()]);
+        }
+        img.repeat_first_band();
+        // A box bouncing across the lower half.
+        let span = (w - h / 8).max(1);
+        let pos = (index as i64 * 8) % (2 * span);
+        let bx = if pos < span { pos } else { 2 * span - pos };
+        img.fill(bx, h * 5 / 8, h / 8, h / 8, BLACK);
+        // Frame number and capture time, big enough to read in a screenshot.
+        let scale = (h / 60).max(1);
+        let line = 9 * scale;
+        let lines = [
+            "RPI-STREAMER TEST".to_string(),
+            format!("FRAME {index:06}"),
+            clock_text(captured.to_unix()),
+        ];
+        let box_w = lines
+            .iter()
+            .map(|l| text_width(l, scale))
+            .max()
+            .unwrap_or(0)
+            + 2 * scale;
+        img.fill(0, 0, box_w, line * lines.len() as i64 + scale, BLACK);
+        for (i, l) in lines.iter().enumerate() {
+            img.text(scale, scale + i as i64 * line, scale, l, WHITE);
+        }
+        // The per-frame colour square, drawn last so nothing covers it.
+        let (mx, my, ms, _) = frame_marker_rect(img.width, img.height);
+        let colour = FRAME_PALETTE[(index % FRAME_PALETTE.len() as u64) as usize];
+        img.fill(mx.into(), my.into(), ms.into(), ms.into(), colour);
+        // The once-a-second mark: its timestamp equals the audio click's.
+        if index % u64::from(self.fps) == 0 {
+            img.fill(0, h - h / 10, w, h / 10, WHITE);
+        }
+    }
+}
+
+impl VideoSource for TestPattern {
+    fn describe(&self) -> String {
+        format!(
+            "test pattern {}x{} I420 at {} fps",
+            self.image.width, self.image.height, self.fps
+        )
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        let due = self.due(self.next_index);
+        if !wait_until(due) {
+            return Ok(None);
+        }
+        // Skip frames whose slot has passed: show the one due now.
+        let now = MonoTime::now();
+        let elapsed = now.since(self.epoch).as_nanos() as u64;
+        let current = elapsed.saturating_mul(u64::from(self.fps)) / 1_000_000_000;
+        let index = current.max(self.next_index);
+        let captured = self.due(index);
+        self.next_index = index + 1;
+        self.render(index, captured);
+        Ok(Some(Frame {
+            captured,
+            picture: self.image.picture(),
+        }))
+    }
+}
+
+/// Frequency of the synthetic tone.
+pub const TONE_HZ: f64 = 440.0;
+/// Length of the once-a-second click.
+pub const CLICK: Duration = Duration::from_millis(5);
+/// Length of one audio chunk.
+pub const CHUNK: Duration = Duration::from_millis(20);
+
+/// The synthetic tone with a click at every whole second after the epoch.
+pub struct TestTone {
+    format: AudioFormat,
+    epoch: MonoTime,
+    next_chunk: u64,
+    frames_per_chunk: u64,
+    pcm: Vec<u8>,
+}
+
+impl TestTone {
+    /// A tone at the requested rate (48000 by default) and channels.
+    pub fn new(params: &AudioParams, epoch: MonoTime) -> Result<TestTone, CaptureError> {
+        let format = AudioFormat {
+            sample_rate: params.sample_rate.unwrap_or(48_000),
+            channels: params.channels,
+        };
+        let frames_per_chunk = format.frames_in(CHUNK) as u64;
+        Ok(TestTone {
+            format,
+            epoch,
+            next_chunk: 0,
+            frames_per_chunk,
+            pcm: Vec::with_capacity(frames_per_chunk as usize * format.bytes_per_frame()),
+        })
+    }
+
+    fn sample_time(&self, sample: u64) -> MonoTime {
+        let nanos = u128::from(sample) * 1_000_000_000 / u128::from(self.format.sample_rate);
+        self.epoch.later_by(Duration::from_nanos(nanos as u64))
+    }
+
+    /// The value of sample `s` (absolute index since the epoch).
+    pub fn sample(rate: u32, s: u64) -> i16 {
+        let rate_u = u64::from(rate);
+        let in_second = s % rate_u;
+        let click_len = (u128::from(rate_u) * CLICK.as_nanos() / 1_000_000_000) as u64;
+        if in_second < click_len {
+            // A loud square burst: easy to find by threshold.
+            return if (in_second / 8) % 2 == 0 {
+                30_000
+            } else {
+                -30_000
+            };
+        }
+        let phase = (s as f64 / f64::from(rate)) * TONE_HZ * std::f64::consts::TAU;
+        (phase.sin() * 8_000.0) as i16
+    }
+}
+
+impl AudioSource for TestTone {
+    fn describe(&self) -> String {
+        format!(
+            "test tone {} Hz, {} Hz x {} ch s16le, click every second",
+            TONE_HZ, self.format.sample_rate, self.format.channels
+        )
+    }
+
+    fn format(&self) -> AudioFormat {
+        self.format
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<AudioBlock<'_>>, CaptureError> {
+        let first = self.next_chunk * self.frames_per_chunk;
+        let end = first + self.frames_per_chunk;
+        if !wait_until(self.sample_time(end)) {
+            return Ok(None);
+        }
+        // More than a second behind (machine suspended, debugger): jump to now instead of
+        // bursting out the backlog.
+        let now = MonoTime::now();
+        if now.since(self.sample_time(end)) > Duration::from_secs(1) {
+            let elapsed = now.since(self.epoch).as_nanos();
+            let frames = elapsed * u128::from(self.format.sample_rate) / 1_000_000_000;
+            self.next_chunk = (frames / u128::from(self.frames_per_chunk)) as u64 - 1;
+            return self.next_chunk();
+        }
+        self.next_chunk += 1;
+        self.pcm.clear();
+        for s in first..end {
+            let value = TestTone::sample(self.format.sample_rate, s).to_le_bytes();
+            for _ in 0..self.format.channels {
+                self.pcm.extend_from_slice(&value);
+            }
+        }
+        Ok(Some(AudioBlock {
+            captured: self.sample_time(first),
+            pcm: &self.pcm,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(fps: u32) -> VideoParams {
+        VideoParams {
+            width: 64,
+            height: 48,
+            capture_width: 64,
+            capture_height: 48,
+            fps,
+            device_id: 0,
+        }
+    }
+
+    #[test]
+    fn frames_are_due_on_the_epoch_grid_without_drift() {
+        let epoch = MonoTime::now();
+        let mut p = TestPattern::new(&params(50), epoch).unwrap();
+        let mut stamps = Vec::new();
+        while stamps.len() < 10 {
+            if let Some(f) = p.next_frame().unwrap() {
+                stamps.push(f.captured);
+            }
+        }
+        for s in &stamps {
+            let offset = s.since(epoch).as_nanos();
+            assert_eq!(
+                offset % 20_000_000,
+                0,
+                "frame not on the 20 ms grid: {offset}"
+            );
+        }
+        assert!(stamps.windows(2).all(|w| w[1] > w[0]));
+    }
+
+    #[test]
+    fn a_late_source_skips_to_the_frame_due_now() {
+        let epoch = MonoTime::now().earlier_by(Duration::from_secs(2));
+        let mut p = TestPattern::new(&params(10), epoch).unwrap();
+        let f = p.next_frame().unwrap().expect("overdue frame is immediate");
+        let index = f.captured.since(epoch).as_millis() / 100;
+        assert!(index >= 20, "expected about frame 20, got {index}");
+    }
+
+    #[test]
+    fn consecutive_frames_differ_in_the_marker_square() {
+        let mut p = TestPattern::new(&params(30), MonoTime::now()).unwrap();
+        let (mx, my, _, _) = frame_marker_rect(64, 48);
+        let at = (my as usize + 2) * 64 + mx as usize + 2;
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            if let Some(f) = p.next_frame().unwrap() {
+                let super::super::Picture::I420 { planes, .. } = f.picture else {
+                    panic!("I420 expected")
+                };
+                let cat = (at / 64 / 2) * 32 + (at % 64) / 2;
+                seen.push((planes[0][at], planes[1][cat], planes[2][cat]));
+            }
+        }
+        assert_ne!(seen[0], seen[1]);
+        assert_ne!(seen[1], seen[2]);
+    }
+
+    #[test]
+    fn the_click_starts_on_each_whole_second() {
+        let rate = 48_000;
+        assert!(TestTone::sample(rate, 0).abs() >= 30_000);
+        assert!(TestTone::sample(rate, rate as u64).abs() >= 30_000);
+        assert!(TestTone::sample(rate, 2 * rate as u64 + 100).abs() >= 30_000);
+        // The tone itself stays well below the click level.
+        assert!((rate as u64 / 2..rate as u64 / 2 + 500)
+            .all(|s| TestTone::sample(rate, s).abs() <= 8_000));
+    }
+
+    #[test]
+    fn audio_chunks_are_20ms_contiguous_and_stamped_on_the_sample_grid() {
+        let epoch = MonoTime::now();
+        let mut tone = TestTone::new(
+            &AudioParams {
+                sample_rate: Some(44_100),
+                channels: 2,
+                device: None,
+            },
+            epoch,
+        )
+        .unwrap();
+        let mut stamps = Vec::new();
+        while stamps.len() < 5 {
+            if let Some(block) = tone.next_chunk().unwrap() {
+                assert_eq!(block.pcm.len(), 882 * 4);
+                stamps.push(block.captured);
+            }
+        }
+        for (j, s) in stamps.iter().enumerate() {
+            let expected = (j as u128 * 882 * 1_000_000_000 / 44_100) as u64;
+            assert_eq!(s.since(epoch).as_nanos() as u64, expected);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Capture instants on CLOCK_MONOTONIC and their mapping to UNIX wall time.
+//!
+//! Drivers stamp frames and audio periods on CLOCK_MONOTONIC (V4L2 buffers, libcamera's
+//! SensorTimestamp, ALSA htstamps). The wire carries UNIX seconds, so every source keeps its
+//! instants as [`MonoTime`] and converts once, here. The offset between the two clocks is read
+//! fresh on each conversion: a Pi has no RTC and its wall clock jumps when NTP syncs after boot.
+#![forbid(unsafe_code)]
+
+use rustix::time::{clock_gettime, ClockId};
+use std::time::Duration;
+
+/// A point on CLOCK_MONOTONIC, in nanoseconds since boot (the kernel's own timestamp clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MonoTime(u64);
+
+impl MonoTime {
+    /// The current instant.
+    pub fn now() -> MonoTime {
+        let ts = clock_gettime(ClockId::Monotonic);
+        MonoTime::from_timespec(ts.tv_sec as i64, ts.tv_nsec as i64)
+    }
+
+    /// An instant from nanoseconds on CLOCK_MONOTONIC.
+    pub const fn from_nanos(nanos: u64) -> MonoTime {
+        MonoTime(nanos)
+    }
+
+    /// An instant from a `timespec`/`timeval`-style pair; negative parts clamp to zero.
+    pub fn from_timespec(secs: i64, nanos: i64) -> MonoTime {
+        let total = secs as i128 * 1_000_000_000 + nanos as i128;
+        MonoTime(total.clamp(0, u64::MAX as i128) as u64)
+    }
+
+    /// Nanoseconds since boot.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// This instant moved later by `d` (saturating).
+    pub fn later_by(self, d: Duration) -> MonoTime {
+        MonoTime(
+            self.0
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
+    }
+
+    /// This instant moved earlier by `d` (saturating at boot).
+    pub fn earlier_by(self, d: Duration) -> MonoTime {
+        MonoTime(
+            self.0
+                .saturating_sub(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    pub fn since(self, earlier: MonoTime) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    /// This instant as UNIX seconds, through the current wall-clock offset.
+    pub fn to_unix(self) -> f64 {
+        mono_to_unix(self, wall_offset_nanos())
+    }
+}
+
+/// UNIX time minus monotonic time, in nanoseconds, sampled now.
+///
+/// The wall clock is read between two monotonic reads and paired with their midpoint, which
+/// bounds the pairing error by half the (sub-microsecond) gap between them.
+pub fn wall_offset_nanos() -> i128 {
+    let before = clock_gettime(ClockId::Monotonic);
+    let wall = clock_gettime(ClockId::Realtime);
+    let after = clock_gettime(ClockId::Monotonic);
+    let nanos = |ts: rustix::time::Timespec| ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
+    let mono_mid = (nanos(before) + nanos(after)) / 2;
+    nanos(wall) - mono_mid
+}
+
+/// Maps a monotonic instant to UNIX seconds with a given offset (see [`wall_offset_nanos`]).
+pub fn mono_to_unix(t: MonoTime, offset_nanos: i128) -> f64 {
+    let unix_nanos = t.0 as i128 + offset_nanos;
+    // Split before converting so the float keeps sub-microsecond precision.
+    let secs = unix_nanos.div_euclid(1_000_000_000);
+    let frac = unix_nanos.rem_euclid(1_000_000_000);
+    secs as f64 + frac as f64 / 1e9
+}
+
+/// Keeps one stream's wire timestamps strictly increasing.
+///
+/// A wall-clock step backwards (NTP after boot) or two buffers with the same driver stamp
+/// must not make a client see time run backwards; such a stamp is nudged 1 µs past the last.
+#[derive(Debug, Default)]
+pub struct MonotonicStamps {
+    last: Option<f64>,
+}
+
+impl MonotonicStamps {
+    /// The UNIX timestamp to put on the wire for an item captured at `unix`.
+    pub fn next(&mut self, unix: f64) -> f64 {
+        let stamp = match self.last {
+            Some(last) if unix <= last => last + 1e-6,
+            _ => unix,
+        };
+        self.last = Some(stamp);
+        stamp
+    }
+}
+
+/// Formats a UNIX timestamp the way the wire carries it: seconds with microsecond digits.
+pub fn format_unix(unix: f64) -> String {
+    format!("{unix:.6}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn now_maps_to_the_system_wall_clock() {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs_f64();
+        let mapped = MonoTime::now().to_unix();
+        assert!((mapped - wall).abs() < 0.01, "mapped {mapped} wall {wall}");
+    }
+
+    #[test]
+    fn an_older_instant_maps_to_an_older_unix_time_by_the_same_amount() {
+        let now = MonoTime::now();
+        let earlier = now.earlier_by(Duration::from_millis(1500));
+        let offset = wall_offset_nanos();
+        let delta = mono_to_unix(now, offset) - mono_to_unix(earlier, offset);
+        assert!((delta - 1.5).abs() < 1e-6, "delta {delta}");
+    }
+
+    #[test]
+    fn mapping_keeps_microseconds_for_current_dates() {
+        let offset: i128 = 1_700_000_000_000_000_000;
+        let t = MonoTime::from_nanos(123_456_789_000);
+        let unix = mono_to_unix(t, offset);
+        assert_eq!(format_unix(unix), "1700000123.456789");
+    }
+
+    #[test]
+    fn timespec_parts_combine_and_negative_clamps() {
+        assert_eq!(MonoTime::from_timespec(2, 500).as_nanos(), 2_000_000_500);
+        assert_eq!(MonoTime::from_timespec(-1, 0).as_nanos(), 0);
+    }
+
+    #[test]
+    fn stamps_strictly_increase_even_when_the_clock_steps_back() {
+        let mut stamps = MonotonicStamps::default();
+        assert_eq!(stamps.next(100.0), 100.0);
+        let second = stamps.next(99.0);
+        assert!(second > 100.0 && second < 100.001);
+        let third = stamps.next(second);
+        assert!(third > second);
+        assert_eq!(stamps.next(200.0), 200.0);
+    }
+
+    #[test]
+    fn since_saturates() {
+        let a = MonoTime::from_nanos(10);
+        let b = MonoTime::from_nanos(5);
+        assert_eq!(a.since(b), Duration::from_nanos(5));
+        assert_eq!(b.since(a), Duration::ZERO);
+    }
+}

@@ -1,0 +1,35 @@
+//! The `rpi-streamer` binary: flags → configuration → daemon.
+#![forbid(unsafe_code)]
+
+use rpi_streamer::config::{self, Parsed};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let program = args
+        .first()
+        .and_then(|p| std::path::Path::new(p).file_name())
+        .and_then(|p| p.to_str())
+        .unwrap_or("rpi-streamer")
+        .to_string();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let config = match config::parse(&program, &rest) {
+        Parsed::Run(config) => config,
+        Parsed::Help(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Error(text) => {
+            eprintln!("{text}");
+            return ExitCode::from(2);
+        }
+    };
+    rpi_streamer::logger::init();
+    match rpi_streamer::daemon::run(*config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

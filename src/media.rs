@@ -1,0 +1,273 @@
+//! Encoded media as it travels from capture to clients, and its framing on the wire.
+//!
+//! A frame is encoded once (JPEG) on its capture thread and then shared by every client as an
+//! `Arc`. Each wire form (the seed's text message, the opt-in binary one) is also built once,
+//! on first use, and cloned to clients by reference count: no copy per client.
+//!
+//! Text (default, the seed's format): `video:<ts>:<width>:<height>:<base64 JPEG>` and
+//! `audio:<ts>:<base64 PCM s16le>`, `<ts>` being UNIX seconds with microsecond digits.
+//!
+//! Binary (`/stream?format=binary`): a 16-byte little-endian header then the raw payload:
+//!
+//! | bytes | video (kind 1)        | audio (kind 2)       |
+//! |-------|-----------------------|----------------------|
+//! | 0     | kind = 1              | kind = 2             |
+//! | 1     | 0                     | channels             |
+//! | 2..4  | 0                     | 0                    |
+//! | 4..12 | f64 timestamp         | f64 timestamp        |
+//! | 12..14| u16 width             | u32 sample rate      |
+//! | 14..16| u16 height            | (cont.)              |
+//! | 16..  | JPEG                  | PCM s16le interleaved|
+#![forbid(unsafe_code)]
+
+use crate::clock::format_unix;
+use async_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
+use base64::Engine as _;
+use std::sync::OnceLock;
+
+/// Size of the binary header.
+pub const BINARY_HEADER_LEN: usize = 16;
+/// Binary kind byte of a video message.
+pub const KIND_VIDEO: u8 = 1;
+/// Binary kind byte of an audio message.
+pub const KIND_AUDIO: u8 = 2;
+
+/// How a client wants its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireFormat {
+    /// The seed's base64 text messages.
+    Text,
+    /// Header + raw payload binary messages.
+    Binary,
+}
+
+/// One encoded video frame.
+#[derive(Debug)]
+pub struct VideoFrame {
+    /// UNIX capture time in seconds.
+    pub ts: f64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The JPEG image.
+    pub jpeg: Vec<u8>,
+    /// True for a "NO SIGNAL" placeholder rather than a captured picture.
+    pub placeholder: bool,
+    text: OnceLock<Utf8Bytes>,
+    binary: OnceLock<Bytes>,
+}
+
+/// One chunk of audio.
+#[derive(Debug)]
+pub struct AudioChunk {
+    /// UNIX capture time of the first sample, in seconds.
+    pub ts: f64,
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// Interleaved channels.
+    pub channels: u16,
+    /// PCM s16le interleaved.
+    pub pcm: Vec<u8>,
+    text: OnceLock<Utf8Bytes>,
+    binary: OnceLock<Bytes>,
+}
+
+fn base64_engine() -> &'static impl base64::Engine {
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon")
+    ))]
+    {
+        static ENGINE: OnceLock<base64::engine::Simd> = OnceLock::new();
+        ENGINE.get_or_init(|| base64::engine::Simd::standard(base64::engine::general_purpose::PAD))
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
+    {
+        &base64::engine::general_purpose::STANDARD
+    }
+}
+
+/// Appends the base64 of `data` to `out`.
+pub fn push_base64(out: &mut String, data: &[u8]) {
+    base64_engine().encode_string(data, out);
+}
+
+impl VideoFrame {
+    /// A frame ready to be framed for the wire.
+    pub fn new(ts: f64, width: u32, height: u32, jpeg: Vec<u8>, placeholder: bool) -> VideoFrame {
+        VideoFrame {
+            ts,
+            width,
+            height,
+            jpeg,
+            placeholder,
+            text: OnceLock::new(),
+            binary: OnceLock::new(),
+        }
+    }
+
+    /// The seed's text message, built on first use.
+    pub fn text(&self) -> &Utf8Bytes {
+        self.text.get_or_init(|| {
+            let ts = format_unix(self.ts);
+            let mut s = String::with_capacity(32 + ts.len() + self.jpeg.len().div_ceil(3) * 4);
+            s.push_str("video:");
+            s.push_str(&ts);
+            s.push(':');
+            s.push_str(&self.width.to_string());
+            s.push(':');
+            s.push_str(&self.height.to_string());
+            s.push(':');
+            push_base64(&mut s, &self.jpeg);
+            Utf8Bytes::from(s)
+        })
+    }
+
+    /// The binary message, built on first use.
+    pub fn binary(&self) -> &Bytes {
+        self.binary.get_or_init(|| {
+            let mut b = Vec::with_capacity(BINARY_HEADER_LEN + self.jpeg.len());
+            b.extend_from_slice(&[KIND_VIDEO, 0, 0, 0]);
+            b.extend_from_slice(&self.ts.to_le_bytes());
+            b.extend_from_slice(&(self.width.min(u16::MAX.into()) as u16).to_le_bytes());
+            b.extend_from_slice(&(self.height.min(u16::MAX.into()) as u16).to_le_bytes());
+            b.extend_from_slice(&self.jpeg);
+            Bytes::from(b)
+        })
+    }
+
+    /// The WebSocket message in `format`; a reference-counted clone, not a copy.
+    pub fn message(&self, format: WireFormat) -> Message {
+        match format {
+            WireFormat::Text => Message::Text(self.text().clone()),
+            WireFormat::Binary => Message::Binary(self.binary().clone()),
+        }
+    }
+}
+
+impl AudioChunk {
+    /// A chunk ready to be framed for the wire.
+    pub fn new(ts: f64, sample_rate: u32, channels: u16, pcm: Vec<u8>) -> AudioChunk {
+        AudioChunk {
+            ts,
+            sample_rate,
+            channels,
+            pcm,
+            text: OnceLock::new(),
+            binary: OnceLock::new(),
+        }
+    }
+
+    /// The seed's text message, built on first use.
+    pub fn text(&self) -> &Utf8Bytes {
+        self.text.get_or_init(|| {
+            let ts = format_unix(self.ts);
+            let mut s = String::with_capacity(8 + ts.len() + self.pcm.len().div_ceil(3) * 4);
+            s.push_str("audio:");
+            s.push_str(&ts);
+            s.push(':');
+            push_base64(&mut s, &self.pcm);
+            Utf8Bytes::from(s)
+        })
+    }
+
+    /// The binary message, built on first use.
+    pub fn binary(&self) -> &Bytes {
+        self.binary.get_or_init(|| {
+            let mut b = Vec::with_capacity(BINARY_HEADER_LEN + self.pcm.len());
+            b.extend_from_slice(&[KIND_AUDIO, self.channels.min(255) as u8, 0, 0]);
+            b.extend_from_slice(&self.ts.to_le_bytes());
+            b.extend_from_slice(&self.sample_rate.to_le_bytes());
+            b.extend_from_slice(&self.pcm);
+            Bytes::from(b)
+        })
+    }
+
+    /// The WebSocket message in `format`; a reference-counted clone, not a copy.
+    pub fn message(&self, format: WireFormat) -> Message {
+        match format {
+            WireFormat::Text => Message::Text(self.text().clone()),
+            WireFormat::Binary => Message::Binary(self.binary().clone()),
+        }
+    }
+
+    /// Duration of the chunk in seconds.
+    pub fn duration(&self) -> f64 {
+        let frames = self.pcm.len() / (usize::from(self.channels.max(1)) * 2);
+        frames as f64 / f64::from(self.sample_rate.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_text_follows_the_seed_grammar() {
+        let f = VideoFrame::new(1700000000.25, 640, 480, vec![0xff, 0xd8, 0xff, 0xd9], false);
+        assert_eq!(
+            f.text().as_str(),
+            "video:1700000000.250000:640:480:/9j/2Q=="
+        );
+    }
+
+    #[test]
+    fn audio_text_follows_the_seed_grammar() {
+        let a = AudioChunk::new(12.5, 48000, 1, vec![1, 0, 255, 255]);
+        assert_eq!(a.text().as_str(), "audio:12.500000:AQD//w==");
+    }
+
+    #[test]
+    fn base64_matches_the_reference_engine_for_every_length() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        for len in [0, 1, 2, 3, 31, 32, 33, 64, 100, 4999, 5000] {
+            let mut ours = String::new();
+            push_base64(&mut ours, &data[..len]);
+            let reference = base64::engine::general_purpose::STANDARD.encode(&data[..len]);
+            assert_eq!(ours, reference, "length {len}");
+        }
+    }
+
+    #[test]
+    fn binary_video_header_layout() {
+        let f = VideoFrame::new(1.5, 1280, 720, vec![9, 8, 7], false);
+        let b = f.binary();
+        assert_eq!(b.len(), BINARY_HEADER_LEN + 3);
+        assert_eq!(b[0], KIND_VIDEO);
+        assert_eq!(f64::from_le_bytes(b[4..12].try_into().unwrap()), 1.5);
+        assert_eq!(u16::from_le_bytes([b[12], b[13]]), 1280);
+        assert_eq!(u16::from_le_bytes([b[14], b[15]]), 720);
+        assert_eq!(&b[16..], &[9, 8, 7]);
+    }
+
+    #[test]
+    fn binary_audio_header_layout() {
+        let a = AudioChunk::new(2.25, 44100, 2, vec![1, 2, 3, 4]);
+        let b = a.binary();
+        assert_eq!(&b[0..4], &[KIND_AUDIO, 2, 0, 0]);
+        assert_eq!(f64::from_le_bytes(b[4..12].try_into().unwrap()), 2.25);
+        assert_eq!(u32::from_le_bytes(b[12..16].try_into().unwrap()), 44100);
+        assert_eq!(&b[16..], &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn messages_share_the_built_payload() {
+        let f = VideoFrame::new(1.0, 16, 16, vec![1; 1000], false);
+        let (Message::Text(a), Message::Text(b)) =
+            (f.message(WireFormat::Text), f.message(WireFormat::Text))
+        else {
+            panic!("text messages expected");
+        };
+        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
+    }
+
+    #[test]
+    fn audio_duration_counts_frames_across_channels() {
+        let a = AudioChunk::new(0.0, 48000, 2, vec![0; 960 * 4]);
+        assert!((a.duration() - 0.02).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,288 @@
+//! HTTP/1.1 request heads (parsed with `httparse`), responses, and the endpoints that are not
+//! the stream: the browser client's files and `/status`.
+//!
+//! Heads are read with a size cap and a deadline, so a client that sends a huge or endless
+//! head costs one bounded buffer for a bounded time and then gets an error.
+#![forbid(unsafe_code)]
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::fmt::Write as _;
+
+/// Largest request head accepted.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most headers accepted.
+pub const MAX_HEADERS: usize = 64;
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// Path without the query, still percent-encoded.
+    pub path: String,
+    /// The raw query string after `?`, if any.
+    pub query: Option<String>,
+    /// Header names (lower-cased) and values.
+    pub headers: Vec<(String, String)>,
+    /// Bytes received after the head (e.g. a WebSocket frame sent eagerly).
+    pub leftover: Vec<u8>,
+}
+
+impl Request {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True if header `name` holds `token` in its comma-separated list (case-insensitive).
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// The value of query parameter `key` (not percent-decoded; ours are plain words).
+    pub fn query_param(&self, key: &str) -> Option<&str> {
+        self.query
+            .as_deref()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Why a request head could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    /// Connection closed before a full head arrived.
+    #[error("connection closed before the request head was complete")]
+    Closed,
+    /// Head larger than [`MAX_HEAD_BYTES`].
+    #[error("request head larger than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    /// Not HTTP.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// Socket error.
+    #[error("reading request: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Parses a complete head from `buf`; `Ok(None)` if more bytes are needed.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= MAX_HEAD_BYTES {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            }
+        }
+        Ok(httparse::Status::Complete(len)) => {
+            let target = req.path.unwrap_or("/");
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                None => (target.to_string(), None),
+            };
+            let headers = req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            Ok(Some(Request {
+                method: req.method.unwrap_or("").to_string(),
+                path,
+                query,
+                headers,
+                leftover: buf[len..].to_vec(),
+            }))
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(e) => Err(HeadError::Malformed(e.to_string())),
+    }
+}
+
+/// Reads one request head from `stream`.
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, HeadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let want = (MAX_HEAD_BYTES + 1 - buf.len()).min(chunk.len());
+        let n = stream.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(HeadError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(req) = parse_head(&buf)? {
+            return Ok(req);
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+/// A complete response, written in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// The reason phrase for the statuses we send.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+impl Response {
+    /// A response with a body of `content_type`.
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: body.into(),
+        }
+    }
+
+    /// A plain-text error or notice.
+    pub fn text(status: u16, message: &str) -> Response {
+        Response::new(status, "text/plain; charset=utf-8", format!("{message}\n"))
+    }
+
+    /// Adds a header.
+    pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The bytes on the wire; `head_only` leaves the body out (HEAD requests).
+    pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
+        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (name, value) in &self.headers {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        let _ = write!(
+            head,
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.body.len()
+        );
+        let mut out = head.into_bytes();
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
+/// Writes `response` and flushes.
+pub async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    response: &Response,
+    head_only: bool,
+) -> std::io::Result<()> {
+    stream.write_all(&response.to_bytes(head_only)).await?;
+    stream.flush().await
+}
+
+/// Escapes a string for a JSON string literal.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_websocket_upgrade_head() {
+        let raw = b"GET /stream?format=binary&x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\
+                    Connection: keep-alive, Upgrade\r\n\r\nEXTRA";
+        let req = parse_head(raw).unwrap().unwrap();
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.path, "/stream");
+        assert_eq!(req.query_param("format"), Some("binary"));
+        assert_eq!(req.query_param("x"), Some(""));
+        assert_eq!(req.query_param("y"), None);
+        assert!(req.header_has_token("connection", "upgrade"));
+        assert_eq!(req.header("UPGRADE"), Some("websocket"));
+        assert_eq!(req.leftover, b"EXTRA");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_oversized_or_garbage_heads_fail() {
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            .unwrap()
+            .is_none());
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_HEAD_BYTES + 10, b'a');
+        assert!(matches!(parse_head(&big), Err(HeadError::TooLarge)));
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01\x02\x00garbage\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn responses_carry_length_and_close() {
+        let r = Response::text(404, "no such page").with("X-Test", "1");
+        let bytes = String::from_utf8(r.to_bytes(false)).unwrap();
+        assert!(bytes.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(bytes.contains("Content-Length: 13\r\n"));
+        assert!(bytes.contains("X-Test: 1\r\n"));
+        assert!(bytes.ends_with("\r\n\r\nno such page\n"));
+        let head = String::from_utf8(r.to_bytes(true)).unwrap();
+        assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}

@@ -1,0 +1,157 @@
+//! `/metrics` in the Prometheus text exposition format.
+#![forbid(unsafe_code)]
+
+use crate::stats::{Stats, ENCODE_BUCKETS};
+use std::fmt::Write as _;
+
+/// Values that are not plain counters in [`Stats`].
+pub struct Gauges {
+    /// Connected stream clients.
+    pub clients: usize,
+    /// Age of the newest live frame in seconds, if any.
+    pub frame_age: Option<f64>,
+    /// 1 while the video source is failing or stalled.
+    pub video_failing: bool,
+}
+
+/// Renders every counter, the encode histogram and the gauges.
+pub fn render(s: &Stats, g: &Gauges) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        let _ = writeln!(out, "# HELP rpi_streamer_{name} {help}");
+        let _ = writeln!(out, "# TYPE rpi_streamer_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "rpi_streamer_{name}{labels} {value}");
+        }
+    };
+    let c = |x: &std::sync::atomic::AtomicU64| Stats::get(x) as f64;
+    family(
+        "video_frames_total",
+        "counter",
+        "Video frames by outcome.",
+        &[
+            ("{outcome=\"captured\"}", c(&s.video_captured)),
+            ("{outcome=\"placeholder\"}", c(&s.video_placeholders)),
+        ],
+    );
+    family(
+        "video_frames_dropped_total",
+        "counter",
+        "Video frames dropped, by reason.",
+        &[
+            ("{reason=\"encode_error\"}", c(&s.video_encode_errors)),
+            ("{reason=\"queue_full\"}", c(&s.video_queue_dropped)),
+            ("{reason=\"client_skipped\"}", c(&s.client_video_skipped)),
+        ],
+    );
+    family(
+        "audio_chunks_total",
+        "counter",
+        "Audio chunks captured.",
+        &[("", c(&s.audio_chunks))],
+    );
+    family(
+        "audio_chunks_dropped_total",
+        "counter",
+        "Audio chunks dropped, by reason.",
+        &[
+            ("{reason=\"queue_full\"}", c(&s.audio_queue_dropped)),
+            ("{reason=\"client_backlog\"}", c(&s.client_audio_dropped)),
+        ],
+    );
+    family(
+        "messages_sent_total",
+        "counter",
+        "WebSocket messages written to clients.",
+        &[("", c(&s.messages_sent))],
+    );
+    family(
+        "bytes_sent_total",
+        "counter",
+        "WebSocket payload bytes written to clients.",
+        &[("", c(&s.bytes_sent))],
+    );
+    family(
+        "clients",
+        "gauge",
+        "Connected stream clients.",
+        &[("", g.clients as f64)],
+    );
+    family(
+        "video_source_failing",
+        "gauge",
+        "1 while the video source is missing, failing or stalled.",
+        &[("", f64::from(u8::from(g.video_failing)))],
+    );
+    if let Some(age) = g.frame_age {
+        family(
+            "frame_age_seconds",
+            "gauge",
+            "Age of the newest captured frame.",
+            &[("", age)],
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP rpi_streamer_encode_seconds JPEG encode time per frame."
+    );
+    let _ = writeln!(out, "# TYPE rpi_streamer_encode_seconds histogram");
+    let mut cumulative = 0;
+    for (i, bound) in ENCODE_BUCKETS.iter().enumerate() {
+        cumulative += Stats::get(&s.encode_buckets[i]);
+        let _ = writeln!(
+            out,
+            "rpi_streamer_encode_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += Stats::get(&s.encode_buckets[ENCODE_BUCKETS.len()]);
+    let _ = writeln!(
+        out,
+        "rpi_streamer_encode_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "rpi_streamer_encode_seconds_sum {}",
+        Stats::get(&s.video_encode_micros) as f64 / 1e6
+    );
+    let _ = writeln!(out, "rpi_streamer_encode_seconds_count {cumulative}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_lines_are_well_formed_and_histogram_cumulative() {
+        let s = Stats::default();
+        s.record_encode(0.0015);
+        s.record_encode(0.2);
+        Stats::add(&s.video_captured, 2);
+        let text = render(
+            &s,
+            &Gauges {
+                clients: 3,
+                frame_age: Some(0.01),
+                video_failing: false,
+            },
+        );
+        for line in text.lines() {
+            if line.starts_with('#') {
+                assert!(
+                    line.starts_with("# HELP rpi_streamer_")
+                        || line.starts_with("# TYPE rpi_streamer_")
+                );
+                continue;
+            }
+            let (name, value) = line.rsplit_once(' ').expect("name value");
+            assert!(name.starts_with("rpi_streamer_"), "{line}");
+            value.parse::<f64>().expect("numeric value");
+        }
+        assert!(text.contains("rpi_streamer_video_frames_total{outcome=\"captured\"} 2\n"));
+        assert!(text.contains("rpi_streamer_clients 3\n"));
+        assert!(text.contains("rpi_streamer_encode_seconds_bucket{le=\"0.002\"} 1\n"));
+        assert!(text.contains("rpi_streamer_encode_seconds_bucket{le=\"0.25\"} 2\n"));
+        assert!(text.contains("rpi_streamer_encode_seconds_count 2\n"));
+    }
+}

@@ -1,0 +1,305 @@
+//! The HTTP/WebSocket server: one single-threaded executor, one task per connection.
+//!
+//! `/stream` upgrades to the media WebSocket ([`ws`]); `/status` reports the configuration
+//! and counters; everything else is the browser client's files ([`files`]) or a 404.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod files;
+pub mod http;
+pub mod metrics;
+pub mod ws;
+
+use crate::clock::MonoTime;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::pipeline::stale_after;
+use crate::stats::Stats;
+use auth::Resource;
+use http::{json_string, write_response, HeadError, Request, Response};
+use smol::{Async, LocalExecutor, Timer};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a client may take to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a connection task needs.
+pub struct Server {
+    /// The validated configuration.
+    pub config: Config,
+    /// The fan-out hub.
+    pub hub: Rc<Hub>,
+    /// Shared counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Server {
+    /// Accepts connections until `shutdown` resolves, spawning one task each on `ex`.
+    pub async fn accept_loop(
+        self: Rc<Self>,
+        ex: Rc<LocalExecutor<'static>>,
+        listener: Async<TcpListener>,
+    ) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let this = self.clone();
+                    ex.spawn(this.handle(stream, peer)).detach();
+                }
+                Err(e) => {
+                    // Out of fds or similar: back off instead of spinning.
+                    log::warn!("accept failed: {e}");
+                    Timer::after(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(self: Rc<Self>, stream: Async<TcpStream>, peer: SocketAddr) {
+        let _ = stream.get_ref().set_nodelay(true);
+        let stream = Conn(Arc::new(stream));
+        let mut reader = stream.clone();
+        let head =
+            futures_lite::future::or(async { Some(http::read_head(&mut reader).await) }, async {
+                Timer::after(HEAD_TIMEOUT).await;
+                None
+            })
+            .await;
+        let req = match head {
+            Some(Ok(req)) => req,
+            Some(Err(HeadError::Closed)) => return,
+            Some(Err(e)) => {
+                let status = match e {
+                    HeadError::TooLarge => 431,
+                    _ => 400,
+                };
+                log::debug!("{peer}: {e}");
+                let _ = write_response(&mut reader, &Response::text(status, &e.to_string()), false)
+                    .await;
+                return;
+            }
+            None => {
+                let _ = write_response(
+                    &mut reader,
+                    &Response::text(408, "request head timed out"),
+                    false,
+                )
+                .await;
+                return;
+            }
+        };
+        if req.path == "/stream" {
+            if let Err(denied) = auth::check(&self.config.access, &req, Resource::Data) {
+                let _ = write_response(&mut reader, &denied, false).await;
+                return;
+            }
+            ws::run(stream, req, peer, self.clone()).await;
+            return;
+        }
+        let response = self.respond(&req);
+        let _ = write_response(&mut reader, &response, req.method == "HEAD").await;
+    }
+
+    /// The response to a plain (non-WebSocket) request.
+    pub fn respond(&self, req: &Request) -> Response {
+        if req.method != "GET" && req.method != "HEAD" {
+            return Response::text(405, "only GET and HEAD are supported")
+                .with("Allow", "GET, HEAD");
+        }
+        let resource = match req.path.as_str() {
+            "/healthz" => Resource::Health,
+            "/status" | "/metrics" | "/snapshot.jpg" => Resource::Data,
+            _ => Resource::Page,
+        };
+        if let Err(denied) = auth::check(&self.config.access, req, resource) {
+            return denied;
+        }
+        let no_store = |r: Response| {
+            r.with("Cache-Control", "no-store")
+                .with("Access-Control-Allow-Origin", "*")
+        };
+        match req.path.as_str() {
+            "/healthz" => {
+                let (status, body) = self.health();
+                no_store(Response::new(status, "application/json", body))
+            }
+            "/status" => no_store(Response::new(200, "application/json", self.status_json())),
+            "/metrics" => no_store(Response::new(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(
+                    &self.stats,
+                    &metrics::Gauges {
+                        clients: self.hub.client_count(),
+                        frame_age: self.live_frame_age().map(|d| d.as_secs_f64()),
+                        video_failing: self.stats.video_failing.load(Ordering::Relaxed),
+                    },
+                ),
+            )),
+            "/snapshot.jpg" => match self.hub.latest_video() {
+                Some(frame) => no_store(Response::new(200, "image/jpeg", frame.jpeg.clone())),
+                None => no_store(Response::text(503, "no frame yet")),
+            },
+            path => files::serve(&self.config.client, path, req.header("if-none-match"))
+                .unwrap_or_else(|| Response::text(404, "not found")),
+        }
+    }
+
+    fn live_frame_age(&self) -> Option<Duration> {
+        Stats::instant(&self.stats.last_live_frame).map(|t| MonoTime::now().since(t))
+    }
+
+    /// 200 when the newest captured frame is fresh and no source is failing, else 503, with
+    /// a JSON body saying why.
+    pub fn health(&self) -> (u16, String) {
+        let (video_state, audio_state) = self
+            .stats
+            .source_state
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        let limit = stale_after(self.config.video.frame_interval());
+        let age = self.live_frame_age();
+        let age_ms = age.map_or("null".to_string(), |a| {
+            format!("{:.0}", a.as_secs_f64() * 1e3)
+        });
+        let problem = if self.stats.video_failing.load(Ordering::Relaxed) {
+            Some(format!("video source {video_state}"))
+        } else if !age.is_some_and(|a| a <= limit) {
+            Some(format!(
+                "newest frame is older than {} ms",
+                limit.as_millis()
+            ))
+        } else if self.config.audio.is_some() && audio_state.starts_with("unavailable") {
+            Some(format!("audio source {audio_state}"))
+        } else {
+            None
+        };
+        match problem {
+            None => (
+                200,
+                format!(
+                    "{{\"status\":\"ok\",\"frame_age_ms\":{age_ms},\"clients\":{}}}",
+                    self.hub.client_count()
+                ),
+            ),
+            Some(reason) => (
+                503,
+                format!(
+                    "{{\"status\":\"unhealthy\",\"reason\":{},\"frame_age_ms\":{age_ms}}}",
+                    json_string(&reason)
+                ),
+            ),
+        }
+    }
+
+    /// The configuration, sources and counters as JSON.
+    pub fn status_json(&self) -> String {
+        let c = &self.config;
+        let s = &self.stats;
+        let (video_state, audio_state) =
+            s.source_state.lock().map(|g| g.clone()).unwrap_or_default();
+        let audio = match (&c.audio, self.hub.audio_format()) {
+            (None, _) => "null".to_string(),
+            (Some(a), fmt) => {
+                let (rate, ch) = fmt.unwrap_or((a.sample_rate.unwrap_or(0), a.channels));
+                format!(
+                    "{{\"sample_rate\":{rate},\"channels\":{ch},\"state\":{}}}",
+                    json_string(&audio_state)
+                )
+            }
+        };
+        let latest = self.hub.latest_video();
+        let clients: Vec<String> = self
+            .hub
+            .clients()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"address\":{},\"format\":\"{}\",\"connected_s\":{:.1},\
+                     \"video_skipped\":{},\"audio_dropped\":{}}}",
+                    json_string(&c.addr.to_string()),
+                    match c.format {
+                        crate::media::WireFormat::Binary => "binary",
+                        crate::media::WireFormat::Text => "text",
+                    },
+                    c.connected_at.elapsed().as_secs_f64(),
+                    c.video_skipped.get(),
+                    c.audio_dropped.get()
+                )
+            })
+            .collect();
+        format!(
+            "{{\"version\":{},\"camera\":{},\"video\":{{\"width\":{},\"height\":{},\"fps\":{},\
+             \"quality\":{},\"state\":{},\"latest_ts\":{}}},\"audio\":{audio},\"clients\":[{}],\
+             \"counters\":{{\"video_captured\":{},\"video_placeholders\":{},\
+             \"video_encode_errors\":{},\"video_queue_dropped\":{},\"audio_chunks\":{},\
+             \"audio_queue_dropped\":{},\"client_video_skipped\":{},\"client_audio_dropped\":{},\
+             \"messages_sent\":{},\"bytes_sent\":{}}}}}",
+            json_string(env!("CARGO_PKG_VERSION")),
+            json_string(&format!("{:?}", c.camera).to_lowercase()),
+            c.video.width,
+            c.video.height,
+            c.video.fps,
+            c.quality,
+            json_string(&video_state),
+            latest.map_or("null".to_string(), |f| format!("{:.6}", f.ts)),
+            clients.join(","),
+            Stats::get(&s.video_captured),
+            Stats::get(&s.video_placeholders),
+            Stats::get(&s.video_encode_errors),
+            Stats::get(&s.video_queue_dropped),
+            Stats::get(&s.audio_chunks),
+            Stats::get(&s.audio_queue_dropped),
+            Stats::get(&s.client_video_skipped),
+            Stats::get(&s.client_audio_dropped),
+            Stats::get(&s.messages_sent),
+            Stats::get(&s.bytes_sent),
+        )
+    }
+}
+
+/// A connection shared by the session's reader, writer and readiness checks.
+///
+/// `&Async<TcpStream>` does the I/O; this gives it an owned handle that WebSocket halves can
+/// hold while the session keeps another to wait for writability.
+#[derive(Clone)]
+pub struct Conn(pub Arc<Async<TcpStream>>);
+
+impl futures_lite::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl futures_lite::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_close(cx)
+    }
+}

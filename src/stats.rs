@@ -1,0 +1,113 @@
+//! Counters shared by the capture threads and the server, for logs and status endpoints.
+#![forbid(unsafe_code)]
+
+use crate::clock::MonoTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Monotonic counters; all updates are relaxed (they are statistics, not synchronisation).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frames delivered by the video source.
+    pub video_captured: AtomicU64,
+    /// Placeholder frames produced while the camera was unavailable.
+    pub video_placeholders: AtomicU64,
+    /// Frames the encoder failed on.
+    pub video_encode_errors: AtomicU64,
+    /// Frames pushed out of the capture→server queue because the server was behind.
+    pub video_queue_dropped: AtomicU64,
+    /// Total encode time in microseconds (with `video_captured`: the mean).
+    pub video_encode_micros: AtomicU64,
+    /// Audio chunks captured.
+    pub audio_chunks: AtomicU64,
+    /// Audio chunks pushed out of the capture→server queue.
+    pub audio_queue_dropped: AtomicU64,
+    /// Video frames a client skipped because a newer one replaced it before it was sent.
+    pub client_video_skipped: AtomicU64,
+    /// Audio chunks dropped from a slow client's backlog.
+    pub client_audio_dropped: AtomicU64,
+    /// Messages written to clients.
+    pub messages_sent: AtomicU64,
+    /// Bytes of WebSocket payload written to clients.
+    pub bytes_sent: AtomicU64,
+    /// Current state of each source, for status pages: (video, audio).
+    pub source_state: Mutex<(String, String)>,
+    /// When the newest captured (not placeholder) frame was published, CLOCK_MONOTONIC ns.
+    pub last_live_frame: AtomicU64,
+    /// When the video thread last published anything (frame or placeholder), for the watchdog.
+    pub last_output: AtomicU64,
+    /// True while the video source is missing, failing or stalled.
+    pub video_failing: AtomicBool,
+    /// Encode-time histogram: counts per bucket of [`ENCODE_BUCKETS`], last = +Inf.
+    pub encode_buckets: [AtomicU64; ENCODE_BUCKETS.len() + 1],
+}
+
+/// Upper bounds (seconds) of the encode-time histogram buckets.
+pub const ENCODE_BUCKETS: [f64; 8] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25];
+
+impl Stats {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Records one encode duration in the histogram and the total.
+    pub fn record_encode(&self, seconds: f64) {
+        let bucket = ENCODE_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(ENCODE_BUCKETS.len());
+        Stats::add(&self.encode_buckets[bucket], 1);
+        Stats::add(&self.video_encode_micros, (seconds * 1e6) as u64);
+    }
+
+    /// Stores an instant in a timestamp field.
+    pub fn mark(field: &AtomicU64, at: MonoTime) {
+        field.store(at.as_nanos(), Ordering::Relaxed);
+    }
+
+    /// Reads an instant from a timestamp field; `None` if never set.
+    pub fn instant(field: &AtomicU64) -> Option<MonoTime> {
+        match field.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(MonoTime::from_nanos(ns)),
+        }
+    }
+
+    /// Records the video source's state line; `failing` feeds the health check.
+    pub fn set_video_state(&self, state: String, failing: bool) {
+        self.video_failing.store(failing, Ordering::Relaxed);
+        if let Ok(mut s) = self.source_state.lock() {
+            s.0 = state;
+        }
+    }
+
+    /// Records the audio source's state line.
+    pub fn set_audio_state(&self, state: String) {
+        if let Ok(mut s) = self.source_state.lock() {
+            s.1 = state;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_times_land_in_their_buckets() {
+        let s = Stats::default();
+        s.record_encode(0.0005);
+        s.record_encode(0.001);
+        s.record_encode(0.03);
+        s.record_encode(5.0);
+        let counts: Vec<u64> = s.encode_buckets.iter().map(Stats::get).collect();
+        assert_eq!(counts, vec![2, 0, 0, 0, 0, 1, 0, 0, 1]);
+        assert_eq!(Stats::get(&s.video_encode_micros), 5_031_500);
+    }
+}

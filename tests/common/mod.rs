@@ -1,0 +1,286 @@
+//! Shared helpers for the integration tests: run the real daemon on a free loopback port,
+//! connect WebSocket clients, and parse the seed wire format strictly.
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// A WebSocket client of the daemon.
+pub type Client = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// The daemon binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_rpi-streamer")
+}
+
+/// A command running the daemon binary; `RPI_STREAMER_TEST_RUNNER` (e.g. `qemu-aarch64`)
+/// is put in front when set, for cross-built test runs without binfmt_misc.
+pub fn daemon_command() -> Command {
+    match std::env::var("RPI_STREAMER_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut cmd = Command::new(parts.next().unwrap_or("env"));
+            cmd.args(parts).arg(binary());
+            cmd
+        }
+        _ => Command::new(binary()),
+    }
+}
+
+/// Current UNIX time in seconds.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// A running daemon; killed on drop if still alive.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Daemon {
+    /// Starts the daemon with `args` (plus host/port) and waits until it listens.
+    pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    /// Like [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut cmd = daemon_command();
+            cmd.args(args)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .env("RUST_LOG", "debug")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().expect("spawn the daemon");
+            let stderr = child.stderr.take().expect("stderr piped");
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("listening on") {
+                        let _ = ready_tx.send(true);
+                    }
+                    if line.contains("Address already in use") {
+                        let _ = ready_tx.send(false);
+                    }
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            match ready_rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(true) => return Daemon { child, port, log },
+                Ok(false) => {
+                    let _ = child.wait();
+                    continue;
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("daemon did not start; log: {:?}", log.lock().unwrap());
+                }
+            }
+        }
+        panic!("no free port after 5 attempts");
+    }
+
+    /// `ws://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Connects a WebSocket client to `path` with a read timeout.
+    pub fn connect(&self, path: &str) -> Client {
+        let (ws, _) = tungstenite::connect(self.url(path)).expect("WebSocket connect");
+        set_read_timeout(&ws, Duration::from_secs(5));
+        ws
+    }
+
+    /// Sends a raw request and returns everything the server answered until it closed.
+    pub fn raw_request(&self, bytes: &[u8]) -> String {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// A function that GETs a path from the daemon on `port` (usable from other threads).
+    pub fn probe(port: u16) -> impl Fn(&str) -> String {
+        move |path: &str| {
+            use std::io::{Read, Write};
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                return String::new();
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("kill");
+    }
+
+    /// Waits up to `limit` for exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sets the read timeout of a client's socket.
+pub fn set_read_timeout(ws: &Client, d: Duration) {
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(d)).expect("set timeout");
+    }
+}
+
+/// A parsed seed-format message.
+#[derive(Debug, Clone)]
+pub enum Media {
+    Video {
+        ts: f64,
+        width: u32,
+        height: u32,
+        jpeg: Vec<u8>,
+    },
+    Audio {
+        ts: f64,
+        pcm: Vec<u8>,
+    },
+}
+
+impl Media {
+    pub fn ts(&self) -> f64 {
+        match self {
+            Media::Video { ts, .. } | Media::Audio { ts, .. } => *ts,
+        }
+    }
+}
+
+/// `<seconds>.<6 digits>`, strictly.
+fn parse_ts(s: &str) -> Result<f64, String> {
+    let (int, frac) = s
+        .split_once('.')
+        .ok_or(format!("timestamp {s:?} has no '.'"))?;
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("timestamp {s:?}: bad seconds"));
+    }
+    if frac.len() != 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("timestamp {s:?}: want 6 fractional digits"));
+    }
+    s.parse().map_err(|e| format!("timestamp {s:?}: {e}"))
+}
+
+fn parse_dim(s: &str) -> Result<u32, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("dimension {s:?} is not a decimal number"));
+    }
+    s.parse().map_err(|e| format!("dimension {s:?}: {e}"))
+}
+
+/// Parses one text message of the seed format, checking the grammar exactly.
+pub fn parse_text(msg: &str) -> Result<Media, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let Some(rest) = msg.strip_prefix("video:") {
+        let mut parts = rest.splitn(4, ':');
+        let ts = parse_ts(parts.next().unwrap_or(""))?;
+        let width = parse_dim(parts.next().unwrap_or(""))?;
+        let height = parse_dim(parts.next().unwrap_or(""))?;
+        let data = parts.next().ok_or("video message without payload")?;
+        let jpeg = b64.decode(data).map_err(|e| format!("video base64: {e}"))?;
+        Ok(Media::Video {
+            ts,
+            width,
+            height,
+            jpeg,
+        })
+    } else if let Some(rest) = msg.strip_prefix("audio:") {
+        let (ts, data) = rest
+            .split_once(':')
+            .ok_or("audio message without payload")?;
+        let ts = parse_ts(ts)?;
+        let pcm = b64.decode(data).map_err(|e| format!("audio base64: {e}"))?;
+        Ok(Media::Audio { ts, pcm })
+    } else {
+        Err(format!("unknown message {:?}", &msg[..msg.len().min(40)]))
+    }
+}
+
+/// Reads the next media message (text), skipping pings; panics on anything malformed.
+pub fn next_media(ws: &mut Client) -> Media {
+    loop {
+        match ws.read().expect("read a message") {
+            Message::Text(t) => return parse_text(t.as_str()).expect("seed grammar"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// Reads messages until a video frame arrives; returns it.
+pub fn next_video(ws: &mut Client) -> Media {
+    loop {
+        let m = next_media(ws);
+        if matches!(m, Media::Video { .. }) {
+            return m;
+        }
+    }
+}
+
+/// Decodes a JPEG to (width, height, RGB pixels) with zune-jpeg.
+pub fn decode_jpeg(jpeg: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
+    let mut d = zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(jpeg));
+    let pixels = d.decode().map_err(|e| format!("{e:?}"))?;
+    let info = d.info().ok_or("no header")?;
+    Ok((info.width as usize, info.height as usize, pixels))
+}

@@ -1,0 +1,407 @@
+//! Operating the daemon: health, metrics, snapshots, access control, client limits,
+//! injected faults and the systemd watchdog.
+
+mod common;
+
+use common::*;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+
+fn get(daemon: &Daemon, path: &str, extra_headers: &str) -> String {
+    daemon.raw_request(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}\r\n").as_bytes())
+}
+
+fn status_code(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// A placeholder is uniformly dark grey at the right edge; the test pattern never is.
+fn is_placeholder(jpeg: &[u8]) -> bool {
+    let (w, h, px) = decode_jpeg(jpeg).expect("decodable frame");
+    let i = ((h / 2) * w + w - 4) * 3;
+    px[i..i + 3].iter().all(|&c| (36..=60).contains(&c))
+}
+
+#[test]
+fn healthz_metrics_and_snapshot_describe_a_healthy_stream() {
+    let daemon = Daemon::start(&[
+        "--camera-type",
+        "test",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--fps",
+        "10",
+    ]);
+    let mut ws = daemon.connect("/stream");
+    next_video(&mut ws);
+    let health = get(&daemon, "/healthz", "");
+    assert_eq!(status_code(&health), 200, "{health}");
+    assert!(body(&health).starts_with("{\"status\":\"ok\""), "{health}");
+
+    let metrics = get(&daemon, "/metrics", "");
+    assert_eq!(status_code(&metrics), 200);
+    for family in [
+        "rpi_streamer_video_frames_total{outcome=\"captured\"}",
+        "rpi_streamer_video_frames_dropped_total{reason=\"client_skipped\"}",
+        "rpi_streamer_encode_seconds_bucket{le=\"+Inf\"}",
+        "rpi_streamer_clients 1",
+        "rpi_streamer_frame_age_seconds",
+        "rpi_streamer_bytes_sent_total",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+
+    let snapshot = daemon.raw_request(b"GET /snapshot.jpg HTTP/1.1\r\n\r\n");
+    assert!(snapshot.starts_with("HTTP/1.1 200 "));
+    assert!(snapshot.contains("Content-Type: image/jpeg"));
+    let raw = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
+        s.write_all(b"GET /snapshot.jpg HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        out
+    };
+    let start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let (w, h, _) = decode_jpeg(&raw[start..]).expect("snapshot decodes");
+    assert_eq!((w, h), (320, 240));
+
+    let status = get(&daemon, "/status", "");
+    assert!(
+        status.contains("\"clients\":[{\"address\":\"127.0.0.1:"),
+        "{status}"
+    );
+}
+
+#[test]
+fn an_injected_stall_turns_health_red_with_placeholders_and_recovers() {
+    let fps = 10.0;
+    let interval = 1.0 / fps;
+    let daemon = Daemon::start(&[
+        "--camera-type",
+        "test",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--fps",
+        "10",
+        "--test-fault",
+        "stall:2:3",
+    ]);
+    let mut ws = daemon.connect("/stream");
+    // Poll /healthz from a second thread while this one reads frames.
+    let port = daemon.port;
+    let poller = std::thread::spawn(move || {
+        let probe = Daemon::probe(port);
+        let mut seen = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(9) {
+            let answer = probe("/healthz");
+            seen.push((unix_now(), status_code(&answer), body(&answer).to_string()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        seen
+    });
+    let mut frames = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(9) {
+        if let Media::Video { ts, jpeg, .. } = next_video(&mut ws) {
+            frames.push((ts, is_placeholder(&jpeg)));
+        }
+    }
+    let health = poller.join().unwrap();
+
+    let first_placeholder = frames
+        .iter()
+        .position(|f| f.1)
+        .expect("placeholders during the stall");
+    assert!(first_placeholder > 0, "live frames first");
+    let last_live = frames[first_placeholder - 1].0;
+    let gap = frames[first_placeholder].0 - last_live;
+    // Two intervals (+50 ms grace) of silence, noticed at the source's next poll (one
+    // interval), plus scheduling slack.
+    assert!(
+        gap <= 3.0 * interval + 0.15,
+        "placeholder came {gap:.3}s after the last frame"
+    );
+    let resumed = frames[first_placeholder..]
+        .iter()
+        .find(|f| !f.1)
+        .expect("live frames after the stall")
+        .0;
+    let outage = resumed - last_live;
+    assert!(
+        (2.8..=3.0 + 2.0).contains(&outage),
+        "live again {outage:.2}s after the stall began"
+    );
+
+    let healthy = health
+        .iter()
+        .position(|h| h.1 == 200)
+        .expect("healthy before the stall");
+    let red = healthy
+        + health[healthy..]
+            .iter()
+            .position(|h| h.1 == 503)
+            .expect("503 during the stall");
+    assert!(
+        health[red].2.contains("\"status\":\"unhealthy\""),
+        "{:?}",
+        health[red]
+    );
+    let green = health[red..]
+        .iter()
+        .find(|h| h.1 == 200)
+        .expect("200 after the stall");
+    assert!(
+        green.0 - resumed <= 2.0,
+        "health green {:.2}s after frames resumed",
+        green.0 - resumed
+    );
+    assert!(
+        health[healthy].0 < last_live + 0.2,
+        "healthy while frames flowed"
+    );
+}
+
+#[test]
+fn a_failing_source_is_reopened_and_garbage_frames_are_dropped() {
+    let daemon = Daemon::start(&[
+        "--camera-type",
+        "test",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--fps",
+        "10",
+        "--test-fault",
+        "fail:1:2",
+        "--test-fault",
+        "garbage:4:1",
+    ]);
+    let mut ws = daemon.connect("/stream");
+    let start = Instant::now();
+    let (mut placeholders, mut live_after) = (0, 0);
+    while start.elapsed() < Duration::from_secs(6) {
+        if let Media::Video { jpeg, .. } = next_video(&mut ws) {
+            if is_placeholder(&jpeg) {
+                placeholders += 1;
+            } else if placeholders > 0 {
+                live_after += 1;
+            }
+        }
+    }
+    assert!(placeholders >= 1, "no placeholder while the source failed");
+    assert!(
+        live_after >= 5,
+        "stream did not come back: {live_after} live frames after"
+    );
+    let log = daemon.log_text();
+    assert!(log.contains("injected failure"), "{log}");
+    assert!(log.contains("video source back"), "{log}");
+    let metrics = get(&daemon, "/metrics", "");
+    let errors: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("rpi_streamer_video_frames_dropped_total{reason=\"encode_error\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        errors >= 5.0,
+        "garbage frames counted as encode errors: {errors}"
+    );
+}
+
+#[test]
+fn the_watchdog_is_fed_while_capture_lives_and_starved_while_it_hangs() {
+    let dir = std::env::temp_dir().join(format!("rpi-streamer-wd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut daemon = Daemon::start_with_env(
+        &[
+            "--camera-type",
+            "test",
+            "--fps",
+            "10",
+            "--test-fault",
+            "hang:1:6",
+        ],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut messages = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(9) {
+        let mut buf = [0u8; 256];
+        if let Ok(n) = socket.recv(&mut buf) {
+            messages.push((
+                start.elapsed().as_secs_f64(),
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            ));
+        }
+    }
+    daemon.terminate();
+    let status = daemon.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(status.success());
+    let mut buf = [0u8; 256];
+    let mut stopping = false;
+    while let Ok(n) = socket.recv(&mut buf) {
+        stopping |= buf[..n].starts_with(b"STOPPING=1");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert!(
+        messages.first().is_some_and(|m| m.1.starts_with("READY=1")),
+        "{messages:?}"
+    );
+    let pings: Vec<f64> = messages
+        .iter()
+        .filter(|m| m.1 == "WATCHDOG=1")
+        .map(|m| m.0)
+        .collect();
+    assert!(pings.len() >= 10, "pings: {pings:?}");
+    let longest_gap = pings.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    // The hang lasts 6 s; pings stop once nothing was published for 3 s.
+    assert!(longest_gap >= 2.0, "pings never paused: {pings:?}");
+    assert!(
+        pings.last().unwrap() > &7.5,
+        "pings resumed after the hang: {pings:?}"
+    );
+    assert!(stopping, "STOPPING=1 on shutdown");
+}
+
+#[test]
+fn a_token_guards_every_data_endpoint_and_the_stream() {
+    let token = "s3cret-token-123";
+    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", token]);
+    for path in ["/status", "/metrics", "/snapshot.jpg"] {
+        let none = get(&daemon, path, "");
+        assert_eq!(status_code(&none), 401, "{path} without token: {none}");
+        let wrong = get(&daemon, path, "Authorization: Bearer s3cret-token-124\r\n");
+        assert_eq!(status_code(&wrong), 401, "{path} with a wrong token");
+        let header = get(&daemon, path, &format!("Authorization: Bearer {token}\r\n"));
+        assert_ne!(status_code(&header), 401, "{path} with the token: {header}");
+        let query = get(&daemon, &format!("{path}?token={token}"), "");
+        assert_ne!(status_code(&query), 401, "{path}?token=");
+    }
+    assert!(matches!(
+        status_code(&get(&daemon, "/healthz", "")),
+        200 | 503
+    ));
+    assert_eq!(
+        status_code(&get(&daemon, "/", "")),
+        200,
+        "the page itself is public"
+    );
+
+    let refused = tungstenite::connect(daemon.url("/stream"));
+    assert!(
+        matches!(refused, Err(tungstenite::Error::Http(ref r)) if r.status() == 401),
+        "stream without token: {refused:?}"
+    );
+    let refused = tungstenite::connect(daemon.url("/stream?token=nope-nope-nope"));
+    assert!(matches!(refused, Err(tungstenite::Error::Http(ref r)) if r.status() == 401));
+    let mut ws = daemon.connect(&format!("/stream?token={token}"));
+    next_video(&mut ws);
+    let mut req = daemon.url("/stream").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let (mut ws, _) = tungstenite::connect(req).expect("bearer header accepted");
+    next_video(&mut ws);
+}
+
+#[test]
+fn basic_credentials_guard_the_page_and_the_stream() {
+    let daemon = Daemon::start(&["--camera-type", "test", "--basic-auth", "viewer:pw"]);
+    let page = get(&daemon, "/", "");
+    assert_eq!(status_code(&page), 401);
+    assert!(page.contains("WWW-Authenticate: Basic"), "{page}");
+    // viewer:pw
+    let ok = get(&daemon, "/", "Authorization: Basic dmlld2VyOnB3\r\n");
+    assert_eq!(status_code(&ok), 200);
+    let bad = get(&daemon, "/status", "Authorization: Basic dmlld2VyOnB4\r\n");
+    assert_eq!(status_code(&bad), 401);
+    let mut req = daemon.url("/stream").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Authorization",
+        HeaderValue::from_static("Basic dmlld2VyOnB3"),
+    );
+    let (mut ws, _) = tungstenite::connect(req).expect("basic credentials accepted");
+    next_video(&mut ws);
+}
+
+#[test]
+fn client_limit_and_origin_checks_refuse_clearly() {
+    let daemon = Daemon::start(&[
+        "--camera-type",
+        "test",
+        "--max-clients",
+        "2",
+        "--allowed-origin",
+        "http://cam.local:8080",
+    ]);
+    let mut a = daemon.connect("/stream");
+    let mut b = daemon.connect("/stream");
+    next_video(&mut a);
+    next_video(&mut b);
+    match tungstenite::connect(daemon.url("/stream")) {
+        Err(tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            let text =
+                String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(text.contains("--max-clients 2"), "{text}");
+        }
+        other => panic!("third client should be refused: {other:?}"),
+    }
+    drop(b);
+    // The slot frees once the server notices the close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut origin_ok = None;
+    while Instant::now() < deadline {
+        let mut req = daemon.url("/stream").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Origin", HeaderValue::from_static("http://cam.local:8080"));
+        match tungstenite::connect(req) {
+            Ok((ws, _)) => {
+                origin_ok = Some(ws);
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let mut ws = origin_ok.expect("allowed origin admitted once a slot is free");
+    next_video(&mut ws);
+    drop(ws);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut req = daemon.url("/stream").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", HeaderValue::from_static("http://evil.example"));
+    match tungstenite::connect(req) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("foreign origin should be refused: {other:?}"),
+    }
+    next_video(&mut a);
+}
