@@ -165,14 +165,16 @@ fn loopback_capture_is_sample_exact_real_time_and_survives_overrun_and_unplug() 
 
     // Timestamps: one chunk apart (±1 ms) in steady state, at the real rate.
     let steps: Vec<f64> = audio.windows(2).map(|p| p[1].0 - p[0].0).collect();
-    let worst = steps
+    let (worst_at, worst) = steps
         .iter()
+        .enumerate()
         .skip(5)
-        .map(|s| (s - 0.020).abs())
-        .fold(0.0, f64::max);
+        .map(|(k, s)| (k, (s - 0.020).abs()))
+        .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
     assert!(
         worst <= 0.001,
-        "a step is {worst:.6} s off 20 ms: {steps:?}"
+        "step {worst_at} is {worst:.6} s off 20 ms; steps around it: {:?}",
+        &steps[worst_at.saturating_sub(3)..(worst_at + 4).min(steps.len())]
     );
     // At the real rate: the least-delayed arrivals (robust against a client reading in
     // bursts) keep the same lag behind the stamps from the first third to the last.
@@ -215,10 +217,10 @@ fn loopback_capture_is_sample_exact_real_time_and_survives_overrun_and_unplug() 
     );
     let xruns_before = counter(&status, "audio_xruns");
 
-    // Overrun: freeze the daemon for longer than its 160 ms buffer.
+    // Overrun: freeze the daemon for longer than its 0.5 s buffer.
     let pid = rustix::process::Pid::from_raw(daemon.child.id() as i32).expect("pid");
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("SIGSTOP");
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(1500));
     rustix::process::kill_process(pid, rustix::process::Signal::CONT).expect("SIGCONT");
     let (after, _) = collect(&mut ws, 1.5);
     assert!(
@@ -237,7 +239,9 @@ fn loopback_capture_is_sample_exact_real_time_and_survives_overrun_and_unplug() 
     assert!(unplug.join().unwrap_or(false), "unplug failed");
     assert!(
         gone_video >= 10,
-        "only {gone_video} video frames while unplugged"
+        "only {gone_video} video frames (and {} audio chunks) in 3 s while unplugging; log:\n{}",
+        gone_audio.len(),
+        daemon.log_text()
     );
     let status = status_of(daemon.port);
     assert!(

@@ -25,16 +25,20 @@ use std::time::{Duration, Instant};
 
 /// Length of one chunk on the wire, and of one ALSA period.
 pub const CHUNK: Duration = super::test::CHUNK;
-/// Periods in the ALSA buffer: the overrun margin (latency is one period either way).
-pub const PERIODS: u32 = 8;
+/// Periods in the ALSA buffer (0.5 s): the margin before an overrun when the machine is
+/// busy. Capture latency is one period whatever the buffer size, and the stamps of chunks
+/// read late still come from the driver, so a deep buffer costs only memory.
+pub const PERIODS: u32 = 25;
 /// The rate used when `--audio-samplerate` is not given and the device offers it.
 pub const PREFERRED_RATE: u32 = 48_000;
 /// A running device that delivers nothing for this long is treated as gone.
 pub const STALL_LIMIT: Duration = Duration::from_secs(3);
-/// A measured stamp further than this from the predicted one restarts the chunk clock.
+/// A measured stamp further than this from the predicted one is an outlier.
 pub const SNAP: Duration = Duration::from_millis(20);
+/// This many outliers in a row restart the chunk clock from the measurement.
+pub const OUTLIERS_TO_SNAP: u32 = 5;
 /// The chunk clock corrects 1/`CORRECTION` of the measured error per chunk.
-pub const CORRECTION: i128 = 16;
+pub const CORRECTION: i128 = 32;
 
 /// The ALSA PCM name for `--audio-device`: a bare number N is card N through the plug layer
 /// (`plughw:N,0`, so rate and channel conversion work), anything else is a PCM name, and no
@@ -135,11 +139,16 @@ pub fn first_sample_instant(
 }
 
 /// Turns jittery per-chunk measurements into stamps that advance by exactly one chunk,
-/// corrected by 1/[`CORRECTION`] of the error each time; a jump beyond [`SNAP`] (after an
-/// overrun, or at the start) takes the measurement as is.
+/// corrected by 1/[`CORRECTION`] of the error each time.
+///
+/// While no samples are lost the true instants are exactly one chunk apart, so a single
+/// measurement further than [`SNAP`] off (a preempted status call, a late interrupt) is
+/// noise and ignored; only [`OUTLIERS_TO_SNAP`] in a row, or a [`ChunkClock::reset`] after
+/// lost samples, restart the clock from the measurement.
 #[derive(Debug, Default)]
 pub struct ChunkClock {
     next: Option<i128>,
+    outliers: u32,
 }
 
 impl ChunkClock {
@@ -148,9 +157,17 @@ impl ChunkClock {
         let m = i128::from(measured.as_nanos());
         let t = match self.next {
             Some(predicted) if (m - predicted).abs() <= SNAP.as_nanos() as i128 => {
+                self.outliers = 0;
                 predicted + (m - predicted) / CORRECTION
             }
-            _ => m,
+            Some(predicted) if self.outliers + 1 < OUTLIERS_TO_SNAP => {
+                self.outliers += 1;
+                predicted
+            }
+            _ => {
+                self.outliers = 0;
+                m
+            }
         };
         self.next = Some(t + duration.as_nanos() as i128);
         MonoTime::from_nanos(t.clamp(0, i128::from(u64::MAX)) as u64)
@@ -159,6 +176,7 @@ impl ChunkClock {
     /// Forgets the prediction: samples were lost, the next measurement is taken as is.
     pub fn reset(&mut self) {
         self.next = None;
+        self.outliers = 0;
     }
 }
 
@@ -645,7 +663,8 @@ mod tests {
             let err = last as i64 - truth as i64;
             assert!(err.abs() < 1_000_000, "chunk {k}: off by {err} ns");
         }
-        // After an overrun 200 ms are missing: the next stamp is the measurement itself.
+        // After an overrun (reset) the next stamp is the measurement itself.
+        clock.reset();
         let after_gap = last + 220_000_000;
         assert_eq!(
             clock
@@ -653,7 +672,35 @@ mod tests {
                 .as_nanos(),
             after_gap
         );
-        clock.reset();
-        assert_eq!(clock.stamp(MonoTime::from_nanos(7), chunk).as_nanos(), 7);
+    }
+
+    #[test]
+    fn chunk_clock_ignores_a_lone_outlier_but_follows_a_lasting_jump() {
+        let chunk = Duration::from_millis(20);
+        let ms = 1_000_000u64;
+        let mut clock = ChunkClock::default();
+        for k in 0..10 {
+            clock.stamp(MonoTime::from_nanos(1_000 * ms + k * 20 * ms), chunk);
+        }
+        // One status call preempted for 30 ms: the stamp stays on the grid.
+        let lone = clock.stamp(
+            MonoTime::from_nanos(1_000 * ms + 10 * 20 * ms + 30 * ms),
+            chunk,
+        );
+        assert_eq!(lone.as_nanos(), 1_000 * ms + 10 * 20 * ms);
+        let next = clock.stamp(MonoTime::from_nanos(1_000 * ms + 11 * 20 * ms), chunk);
+        assert_eq!(next.as_nanos(), 1_000 * ms + 11 * 20 * ms);
+        // Every measurement 100 ms later from now on: followed after OUTLIERS_TO_SNAP chunks.
+        let mut stamps = Vec::new();
+        for k in 12..20 {
+            let shifted = 1_000 * ms + k * 20 * ms + 100 * ms;
+            stamps.push((
+                clock.stamp(MonoTime::from_nanos(shifted), chunk).as_nanos(),
+                shifted,
+            ));
+        }
+        let snapped = OUTLIERS_TO_SNAP as usize - 1;
+        assert!(stamps[..snapped].iter().all(|(t, m)| t + 100 * ms == *m));
+        assert!(stamps[snapped..].iter().all(|(t, m)| t == m), "{stamps:?}");
     }
 }
