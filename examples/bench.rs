@@ -2,12 +2,16 @@
 //!
 //! For each size and client count it runs the daemon for a fixed time and prints, from the
 //! same run: daemon CPU ms per produced and per delivered frame, peak RSS, latency p50/p99
-//! (receive time − capture timestamp), delivered fps per client, and the *floor*: CPU ms to
-//! JPEG-encode + base64 the same frames in this process. The ratio pipeline ÷ floor is the
-//! figure of merit. Run with `scripts/bench` (builds the release binaries first).
+//! (receive time − capture timestamp), delivered fps per client (mean and the slowest
+//! client's), the CPU the benchmark's own clients used (they share the machine with the
+//! daemon), and the *floor*: CPU ms to JPEG-encode + base64 the same frames in this process.
+//! The ratio pipeline ÷ floor is the figure of merit. Run with `scripts/bench` (builds the
+//! release binaries first).
 //!
 //! Flags: `--seconds N` (default 10), `--sizes 640x480,1280x720`, `--clients 1,8,32`,
-//! `--fps 30`, `--quality 70`.
+//! `--fps 30`, `--quality 70`. Many clients, e.g. `--sizes 640x480 --fps 15 --clients 100`:
+//! each client is a thread that blocks in a read, so idle clients cost nothing and the
+//! clients' CPU column shows what they took from the daemon.
 
 use rpi_streamer::capture::test::TestPattern;
 use rpi_streamer::capture::{VideoParams, VideoSource};
@@ -132,7 +136,7 @@ fn status_counter(port: u16, name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn start_daemon(o: &Options, (w, h): (u32, u32)) -> Result<(Child, u16), String> {
+fn start_daemon(o: &Options, (w, h): (u32, u32), clients: usize) -> Result<(Child, u16), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let daemon = exe
         .parent()
@@ -157,6 +161,8 @@ fn start_daemon(o: &Options, (w, h): (u32, u32)) -> Result<(Child, u16), String>
         .args(["--port", &port.to_string(), "--fps", &o.fps.to_string()])
         .args(["--width", &w.to_string(), "--height", &h.to_string()])
         .args(["--quality", &o.quality.to_string()])
+        // Room for every client of the run (the default cap is 16).
+        .args(["--max-clients", &clients.max(16).to_string()])
         .env("RUST_LOG", "warn,rpi_streamer::daemon=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -182,6 +188,7 @@ fn start_daemon(o: &Options, (w, h): (u32, u32)) -> Result<(Child, u16), String>
 
 #[derive(Default)]
 struct ClientTally {
+    connected: bool,
     frames: u64,
     latencies_ms: Vec<f64>,
 }
@@ -195,6 +202,7 @@ fn run_client(
     let Ok((mut ws, _)) = tungstenite::connect(format!("ws://127.0.0.1:{port}/stream")) else {
         return;
     };
+    tally.lock().unwrap_or_else(|e| e.into_inner()).connected = true;
     if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     }
@@ -230,6 +238,9 @@ struct Scenario {
     p50: f64,
     p99: f64,
     fps_per_client: f64,
+    min_fps: f64,
+    connected: usize,
+    clients_cpu_pct: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -240,7 +251,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn run_scenario(o: &Options, size: (u32, u32), clients: usize) -> Result<Scenario, String> {
-    let (mut child, port) = start_daemon(o, size)?;
+    let (mut child, port) = start_daemon(o, size, clients)?;
     let pid = child.id();
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -257,12 +268,14 @@ fn run_scenario(o: &Options, size: (u32, u32), clients: usize) -> Result<Scenari
     std::thread::sleep(Duration::from_secs(1));
     let produced_before = status_counter(port, "video_captured").unwrap_or(0);
     let cpu_before = process_cpu_ms(pid);
+    let clients_cpu_before = process_cpu_ms(std::process::id());
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(o.seconds));
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_ms(pid) - cpu_before;
+    let clients_cpu = process_cpu_ms(std::process::id()) - clients_cpu_before;
     let produced = status_counter(port, "video_captured").unwrap_or(0) - produced_before;
     let rss = peak_rss_kib(pid);
     stop.store(true, Ordering::Relaxed);
@@ -274,9 +287,13 @@ fn run_scenario(o: &Options, size: (u32, u32), clients: usize) -> Result<Scenari
 
     let mut latencies = Vec::new();
     let mut delivered = 0;
+    let mut fewest = u64::MAX;
+    let mut connected = 0;
     for t in &tallies {
         let t = t.lock().unwrap_or_else(|e| e.into_inner());
         delivered += t.frames;
+        fewest = fewest.min(t.frames);
+        connected += usize::from(t.connected);
         latencies.extend_from_slice(&t.latencies_ms);
     }
     latencies.sort_by(f64::total_cmp);
@@ -290,6 +307,9 @@ fn run_scenario(o: &Options, size: (u32, u32), clients: usize) -> Result<Scenari
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         fps_per_client: delivered as f64 / clients as f64 / elapsed,
+        min_fps: fewest as f64 / elapsed,
+        connected,
+        clients_cpu_pct: clients_cpu / (elapsed * 10.0),
     })
 }
 
@@ -359,7 +379,7 @@ fn main() {
         o.fps, o.quality, o.seconds
     );
     println!(
-        "{:>9} {:>7} {:>8} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}",
+        "{:>9} {:>7} {:>8} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>8}",
         "size",
         "clients",
         "frames",
@@ -370,7 +390,9 @@ fn main() {
         "rss MiB",
         "p50 ms",
         "p99 ms",
-        "fps/cl"
+        "fps/cl",
+        "min fps",
+        "bench %"
     );
     let mut failed = false;
     for &size in &o.sizes {
@@ -388,8 +410,15 @@ fn main() {
         );
         for &clients in &o.clients {
             match run_scenario(&o, size, clients) {
+                Ok(s) if s.connected < s.clients => {
+                    eprintln!(
+                        "{}x{}: only {} of {} clients connected",
+                        size.0, size.1, s.connected, s.clients
+                    );
+                    failed = true;
+                }
                 Ok(s) => println!(
-                    "{:>9} {:>7} {:>8} {:>10.3} {:>10.3} {:>8.3} {:>8.2} {:>8.1} {:>9.1} {:>8.1} {:>7.1}",
+                    "{:>9} {:>7} {:>8} {:>10.3} {:>10.3} {:>8.3} {:>8.2} {:>8.1} {:>9.1} {:>8.1} {:>7.1} {:>7.1} {:>8.0}",
                     format!("{}x{}", s.size.0, s.size.1),
                     s.clients,
                     s.produced,
@@ -400,7 +429,9 @@ fn main() {
                     s.rss_mib,
                     s.p50,
                     s.p99,
-                    s.fps_per_client
+                    s.fps_per_client,
+                    s.min_fps,
+                    s.clients_cpu_pct
                 ),
                 Err(e) => {
                     eprintln!("{}x{} with {clients} clients: {e}", size.0, size.1);
@@ -412,7 +443,8 @@ fn main() {
     println!(
         "cpu/prod, cpu/deliv: daemon CPU ms per produced / per delivered frame; floor: CPU ms to \
          encode + base64 one frame in-process; ratio = cpu/prod / floor; latency = receive time − \
-         capture timestamp."
+         capture timestamp; fps/cl, min fps: mean and slowest client's delivered fps; bench %: CPU \
+         the benchmark's clients used (100 % = one core)."
     );
     if failed {
         std::process::exit(1);

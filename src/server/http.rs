@@ -86,6 +86,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
                 Ok(None)
             }
         }
+        // A complete head that is too long is refused like an incomplete one: how many bytes
+        // arrived in one read must not decide whether the cap applies.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
         Ok(httparse::Status::Complete(len)) => {
             let target = req.path.unwrap_or("/");
             let (path, query) = match target.split_once('?') {
@@ -263,6 +266,13 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEAD_BYTES + 10, b'a');
         assert!(matches!(parse_head(&big), Err(HeadError::TooLarge)));
+        // Complete but one byte over: refused too, however it arrived.
+        let mut over = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        over.resize(MAX_HEAD_BYTES + 1 - 4, b'a');
+        over.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(parse_head(&over), Err(HeadError::TooLarge)));
+        over.remove(20);
+        assert!(parse_head(&over).unwrap().is_some());
         assert!(matches!(
             parse_head(b"\x16\x03\x01\x02\x00garbage\r\n\r\n"),
             Err(HeadError::Malformed(_))

@@ -238,10 +238,21 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server
         Ended::ClientClosed => None,
     };
     // Bounded: a client that stopped reading must not hold shutdown up.
-    let _ = future::or(async { tx.close(close).await.ok() }, async {
-        smol::Timer::after(Duration::from_millis(300)).await;
-        None
-    })
+    let _ = future::or(
+        async {
+            match close {
+                Some(frame) => tx.close(Some(frame)).await.ok(),
+                // After the client's Close, tungstenite has queued the reply and refuses
+                // to send anything (`close` would fail with "sending after closing"): one
+                // more read flushes the reply, then the stream ends.
+                None => rx.next().await.map(|_| ()),
+            }
+        },
+        async {
+            smol::Timer::after(Duration::from_millis(300)).await;
+            None
+        },
+    )
     .await;
     let skipped = client.slot.video_skipped.get();
     drop(client);
