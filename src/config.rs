@@ -48,7 +48,7 @@ pub struct Args {
     /// libcamera camera number N, as listed by --list-devices (rpi only; default 0)
     #[argh(option, default = "0")]
     pub camera_index: u32,
-    /// print the cameras the chosen --camera-type can open, then exit
+    /// print the cameras the chosen --camera-type can open (and the microphones), then exit
     #[argh(switch)]
     pub list_devices: bool,
     /// also stream audio (test: a synthetic tone; usb/rpi: the microphone)

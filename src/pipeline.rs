@@ -329,6 +329,7 @@ impl AudioLoop {
                 continue;
             };
             let format = src.format();
+            Stats::add(&self.stats.audio_xruns, src.take_xruns());
             match src.next_chunk() {
                 Ok(Some(block)) => {
                     Stats::add(&self.stats.audio_chunks, 1);
@@ -347,6 +348,7 @@ impl AudioLoop {
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    Stats::add(&self.stats.audio_xruns, src.take_xruns());
                     self.stats.set_audio_state(format!("unavailable: {e}"));
                     failures.report("audio source", e.to_string());
                     source = None;

@@ -22,6 +22,8 @@ pub struct Stats {
     pub audio_chunks: AtomicU64,
     /// Audio chunks pushed out of the capture→server queue.
     pub audio_queue_dropped: AtomicU64,
+    /// Audio overruns/suspends the source recovered from (samples were lost).
+    pub audio_xruns: AtomicU64,
     /// Video frames a client skipped because a newer one replaced it before it was sent.
     pub client_video_skipped: AtomicU64,
     /// Audio chunks dropped from a slow client's backlog.

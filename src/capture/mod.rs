@@ -17,6 +17,8 @@
 use crate::clock::MonoTime;
 use std::time::Duration;
 
+#[cfg(feature = "alsa")]
+pub mod alsa;
 pub mod draw;
 pub mod fault;
 #[cfg(feature = "libcamera")]
@@ -215,6 +217,10 @@ pub trait AudioSource: Send {
     fn format(&self) -> AudioFormat;
     /// The next block (20 ms nominal), or `None` if none arrived within [`POLL_TIMEOUT`].
     fn next_chunk(&mut self) -> Result<Option<AudioBlock<'_>>, CaptureError>;
+    /// Overruns (samples lost and recovered from) since the last call, for the counters.
+    fn take_xruns(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Opens the video source for `camera`; the one place backends are chosen.
@@ -237,8 +243,17 @@ pub fn open_video(
     }
 }
 
-/// What `--list-devices` prints for `camera`: the cameras a backend can open.
+/// What `--list-devices` prints for `camera`: the cameras a backend can open, then the
+/// microphones when the build has the ALSA backend.
 pub fn list_devices(camera: CameraType) -> Result<String, CaptureError> {
+    let video = list_video_devices(camera)?;
+    #[cfg(feature = "alsa")]
+    return Ok(format!("{video}\n{}", alsa::list_devices()));
+    #[cfg(not(feature = "alsa"))]
+    Ok(video)
+}
+
+fn list_video_devices(camera: CameraType) -> Result<String, CaptureError> {
     match camera {
         CameraType::Test => Ok("test: the synthetic pattern (always available)\n".into()),
         #[cfg(feature = "libcamera")]
@@ -260,7 +275,11 @@ pub fn open_audio(
     epoch: MonoTime,
 ) -> Result<Box<dyn AudioSource>, CaptureError> {
     match (camera, &params.device) {
+        // The test camera keeps its synthetic tone unless a device is named explicitly.
         (CameraType::Test, None) => Ok(Box::new(test::TestTone::new(params, epoch)?)),
+        #[cfg(feature = "alsa")]
+        _ => Ok(Box::new(alsa::AlsaSource::open(params)?)),
+        #[cfg(not(feature = "alsa"))]
         _ => Err(CaptureError::Config(
             "this build has no microphone (ALSA) backend".into(),
         )),

@@ -60,6 +60,12 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
         ],
     );
     family(
+        "audio_xruns_total",
+        "counter",
+        "Audio overruns and suspends recovered from (samples lost).",
+        &[("", c(&s.audio_xruns))],
+    );
+    family(
         "messages_sent_total",
         "counter",
         "WebSocket messages written to clients.",
