@@ -303,6 +303,7 @@ fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64)
         capture_height: h,
         fps: o.fps,
         device_id: 0,
+        device_path: None,
     };
     // An epoch a day ago makes every frame overdue: the pattern renders without pacing.
     let epoch = MonoTime::now().earlier_by(Duration::from_secs(86_400));

@@ -45,6 +45,12 @@ pub struct Args {
     /// video device number N for /dev/videoN (usb only; default 0)
     #[argh(option, default = "0")]
     pub device_id: u32,
+    /// V4L2 device path, e.g. /dev/v4l/by-id/usb-...-video-index0 (usb only; overrides --device-id)
+    #[argh(option)]
+    pub device: Option<PathBuf>,
+    /// print the V4L2 devices with their formats, sizes and frame rates, then exit
+    #[argh(switch)]
+    pub list_devices: bool,
     /// also stream audio (test: a synthetic tone; usb/rpi: the microphone)
     #[argh(switch)]
     pub enable_audio: bool,
@@ -359,6 +365,7 @@ impl Args {
                 capture_height,
                 fps,
                 device_id: self.device_id,
+                device_path: self.device.clone(),
             },
             quality,
             audio: self.enable_audio.then(|| AudioParams {
@@ -390,6 +397,8 @@ pub enum Parsed {
     Help(String),
     /// Print this error on stderr and exit 2.
     Error(String),
+    /// `--list-devices`: print the cameras and exit.
+    ListDevices,
 }
 
 /// Parses and validates `args` (without the program name).
@@ -399,6 +408,10 @@ pub fn parse(program: &str, args: &[&str]) -> Parsed {
         .iter()
         .map(|a| if *a == "-h" { "--help" } else { a })
         .collect();
+    // Needs no other flag, not even the otherwise required --camera-type.
+    if args.contains(&"--list-devices") && !args.contains(&"--help") {
+        return Parsed::ListDevices;
+    }
     match Args::from_args(&[program], &args) {
         Ok(parsed) => match parsed.validate() {
             Ok(config) => Parsed::Run(Box::new(config)),
@@ -423,7 +436,31 @@ mod tests {
             Parsed::Run(config) => Ok(*config),
             Parsed::Help(text) => Err(format!("help: {text}")),
             Parsed::Error(text) => Err(text),
+            Parsed::ListDevices => Err("list-devices".into()),
         }
+    }
+
+    #[test]
+    fn list_devices_needs_no_camera_type_and_device_takes_a_path() {
+        assert!(matches!(
+            parse("rpi-streamer", &["--list-devices"]),
+            Parsed::ListDevices
+        ));
+        let c = run(&[
+            "--camera-type",
+            "usb",
+            "--device",
+            "/dev/v4l/by-id/usb-cam-video-index0",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.video.device_path.as_deref(),
+            Some(std::path::Path::new("/dev/v4l/by-id/usb-cam-video-index0"))
+        );
+        assert_eq!(
+            run(&["--camera-type", "usb"]).unwrap().video.device_path,
+            None
+        );
     }
 
     fn error_of(args: &[&str]) -> String {

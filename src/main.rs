@@ -23,6 +23,18 @@ fn main() -> ExitCode {
             eprintln!("{text}");
             return ExitCode::from(2);
         }
+        Parsed::ListDevices => {
+            return match rpi_streamer::capture::list_video_devices() {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     rpi_streamer::logger::init();
     match rpi_streamer::daemon::run(*config) {

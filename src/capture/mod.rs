@@ -19,8 +19,11 @@ use std::time::Duration;
 
 pub mod draw;
 pub mod fault;
+pub mod negotiate;
 pub mod placeholder;
 pub mod test;
+#[cfg(feature = "v4l")]
+pub mod v4l;
 
 /// Longest time a `next_frame` / `next_chunk` call may block.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -51,6 +54,8 @@ pub struct VideoParams {
     pub fps: u32,
     /// `/dev/videoN` index (`--device-id`).
     pub device_id: u32,
+    /// V4L2 device path (`--device`, e.g. a `/dev/v4l/by-id/...` link); overrides `device_id`.
+    pub device_path: Option<std::path::PathBuf>,
 }
 
 impl VideoParams {
@@ -221,13 +226,24 @@ pub fn open_video(
 ) -> Result<Box<dyn VideoSource>, CaptureError> {
     match camera {
         CameraType::Test => Ok(Box::new(test::TestPattern::new(params, epoch)?)),
+        #[cfg(feature = "v4l")]
+        CameraType::Usb => Ok(Box::new(v4l::V4lCamera::open(params)?)),
+        #[cfg(not(feature = "v4l"))]
         CameraType::Usb => Err(CaptureError::Config(
-            "this build has no USB camera (V4L2) backend".into(),
+            "this build has no USB camera (V4L2) backend (build with --features v4l)".into(),
         )),
         CameraType::Rpi => Err(CaptureError::Config(
             "this build has no Raspberry Pi camera (libcamera) backend".into(),
         )),
     }
+}
+
+/// `--list-devices`: the V4L2 devices with their formats, sizes and rates, or why not.
+pub fn list_video_devices() -> Result<String, String> {
+    #[cfg(feature = "v4l")]
+    return Ok(v4l::list_devices());
+    #[cfg(not(feature = "v4l"))]
+    Err("this build has no V4L2 support (build with --features v4l)".into())
 }
 
 /// Opens the audio source; the synthetic tone unless a real device is asked for.
