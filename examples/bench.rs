@@ -305,6 +305,7 @@ fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64)
         fps: o.fps,
         device_id: 0,
         device_path: None,
+        camera_index: 0,
     };
     // An epoch a day ago makes every frame overdue: the pattern renders without pacing.
     let epoch = MonoTime::now().earlier_by(Duration::from_secs(86_400));
@@ -364,6 +365,7 @@ fn usb_paths_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<[f64; 
         fps: o.fps,
         device_id: 0,
         device_path: None,
+        camera_index: 0,
     };
     let epoch = MonoTime::now().earlier_by(Duration::from_secs(86_400));
     let mut source = TestPattern::new(&params, epoch).map_err(|e| e.to_string())?;

@@ -75,7 +75,7 @@ fn main() {
             jpeg_size(&jpeg).unwrap_or_else(|| fail("no JPEG frame header".into()));
         // Decoding is slow in a debug build under emulation: check one frame a second fully.
         let mut mean = -1i64;
-        if last_decode.map_or(true, |t: Instant| t.elapsed() > Duration::from_secs(1)) {
+        if last_decode.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(1)) {
             last_decode = Some(Instant::now());
             let mut decoder =
                 zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(&jpeg));

@@ -48,7 +48,10 @@ pub struct Args {
     /// V4L2 device path, e.g. /dev/v4l/by-id/usb-...-video-index0 (usb only; overrides --device-id)
     #[argh(option)]
     pub device: Option<PathBuf>,
-    /// print the V4L2 devices with their formats, sizes and frame rates, then exit
+    /// libcamera camera number N, as listed by --list-devices (rpi only; default 0)
+    #[argh(option, default = "0")]
+    pub camera_index: u32,
+    /// print the cameras the chosen --camera-type can open, then exit
     #[argh(switch)]
     pub list_devices: bool,
     /// also stream audio (test: a synthetic tone; usb/rpi: the microphone)
@@ -366,6 +369,7 @@ impl Args {
                 fps,
                 device_id: self.device_id,
                 device_path: self.device.clone(),
+                camera_index: self.camera_index,
             },
             quality,
             audio: self.enable_audio.then(|| AudioParams {
@@ -393,12 +397,12 @@ impl Args {
 pub enum Parsed {
     /// Run with this configuration.
     Run(Box<Config>),
+    /// Print the devices of this camera type and exit (`--list-devices`).
+    ListDevices(crate::capture::CameraType),
     /// Print this (help) on stdout and exit 0.
     Help(String),
     /// Print this error on stderr and exit 2.
     Error(String),
-    /// `--list-devices`: print the cameras and exit.
-    ListDevices,
 }
 
 /// Parses and validates `args` (without the program name).
@@ -408,12 +412,9 @@ pub fn parse(program: &str, args: &[&str]) -> Parsed {
         .iter()
         .map(|a| if *a == "-h" { "--help" } else { a })
         .collect();
-    // Needs no other flag, not even the otherwise required --camera-type.
-    if args.contains(&"--list-devices") && !args.contains(&"--help") {
-        return Parsed::ListDevices;
-    }
     match Args::from_args(&[program], &args) {
         Ok(parsed) => match parsed.validate() {
+            Ok(config) if parsed.list_devices => Parsed::ListDevices(config.camera),
             Ok(config) => Parsed::Run(Box::new(config)),
             Err(e) => Parsed::Error(format!("error: {e}\nRun {program} --help for every flag.")),
         },
@@ -434,17 +435,17 @@ mod tests {
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse("rpi-streamer", args) {
             Parsed::Run(config) => Ok(*config),
+            Parsed::ListDevices(camera) => Err(format!("list: {camera:?}")),
             Parsed::Help(text) => Err(format!("help: {text}")),
             Parsed::Error(text) => Err(text),
-            Parsed::ListDevices => Err("list-devices".into()),
         }
     }
 
     #[test]
-    fn list_devices_needs_no_camera_type_and_device_takes_a_path() {
+    fn usb_list_devices_and_device_takes_a_path() {
         assert!(matches!(
-            parse("rpi-streamer", &["--list-devices"]),
-            Parsed::ListDevices
+            parse("rpi-streamer", &["--camera-type", "usb", "--list-devices"]),
+            Parsed::ListDevices(CameraType::Usb)
         ));
         let c = run(&[
             "--camera-type",
@@ -724,5 +725,26 @@ mod tests {
         assert_eq!(audio.channels, 1);
         assert_eq!(audio.sample_rate, None);
         assert_eq!(audio.device, None);
+    }
+
+    #[test]
+    fn camera_index_defaults_to_0_and_list_devices_names_the_camera_type() {
+        assert_eq!(
+            run(&["--camera-type", "rpi"]).unwrap().video.camera_index,
+            0
+        );
+        let c = run(&["--camera-type", "rpi", "--camera-index", "2"]).unwrap();
+        assert_eq!(c.video.camera_index, 2);
+        assert!(matches!(
+            parse("rpi-streamer", &["--camera-type", "rpi", "--list-devices"]),
+            Parsed::ListDevices(CameraType::Rpi)
+        ));
+        assert!(matches!(
+            parse(
+                "rpi-streamer",
+                &["--list-devices", "--camera-type", "bogus"]
+            ),
+            Parsed::Error(_)
+        ));
     }
 }

@@ -15,16 +15,8 @@ fn main() -> ExitCode {
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let config = match config::parse(&program, &rest) {
         Parsed::Run(config) => config,
-        Parsed::Help(text) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Parsed::Error(text) => {
-            eprintln!("{text}");
-            return ExitCode::from(2);
-        }
-        Parsed::ListDevices => {
-            return match rpi_streamer::capture::list_video_devices() {
+        Parsed::ListDevices(camera) => {
+            return match rpi_streamer::capture::list_devices(camera) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -34,6 +26,14 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Parsed::Help(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Error(text) => {
+            eprintln!("{text}");
+            return ExitCode::from(2);
         }
     };
     rpi_streamer::logger::init();

@@ -9,15 +9,17 @@
 //!
 //! Binary (`/stream?format=binary`): a 16-byte little-endian header then the raw payload:
 //!
-//! | bytes | video (kind 1)        | audio (kind 2)       |
-//! |-------|-----------------------|----------------------|
-//! | 0     | kind = 1              | kind = 2             |
-//! | 1     | 0                     | channels             |
-//! | 2..4  | 0                     | 0                    |
-//! | 4..12 | f64 timestamp         | f64 timestamp        |
-//! | 12..14| u16 width             | u32 sample rate      |
-//! | 14..16| u16 height            | (cont.)              |
-//! | 16..  | JPEG                  | PCM s16le interleaved|
+//! | bytes  | video (kind 1)                    | audio (kind 2)        |
+//! |--------|-----------------------------------|-----------------------|
+//! | 0      | kind = 1                          | kind = 2              |
+//! | 1      | flags: bit 0 = "NO SIGNAL" frame  | channels              |
+//! | 2..4   | 0                                 | 0                     |
+//! | 4..12  | f64 timestamp                     | f64 timestamp         |
+//! | 12..14 | u16 width                         | u32 sample rate       |
+//! | 14..16 | u16 height                        | (cont.)               |
+//! | 16..   | JPEG                              | PCM s16le interleaved |
+//!
+//! Flag bits not listed are 0 and reserved: clients ignore bits they do not know.
 #![forbid(unsafe_code)]
 
 use crate::clock::format_unix;
@@ -31,6 +33,8 @@ pub const BINARY_HEADER_LEN: usize = 16;
 pub const KIND_VIDEO: u8 = 1;
 /// Binary kind byte of an audio message.
 pub const KIND_AUDIO: u8 = 2;
+/// Video flag bit: the frame is a "NO SIGNAL" placeholder, not a captured picture.
+pub const FLAG_PLACEHOLDER: u8 = 1;
 
 /// How a client wants its messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +135,12 @@ impl VideoFrame {
     pub fn binary(&self) -> &Bytes {
         self.binary.get_or_init(|| {
             let mut b = Vec::with_capacity(BINARY_HEADER_LEN + self.jpeg.len());
-            b.extend_from_slice(&[KIND_VIDEO, 0, 0, 0]);
+            let flags = if self.placeholder {
+                FLAG_PLACEHOLDER
+            } else {
+                0
+            };
+            b.extend_from_slice(&[KIND_VIDEO, flags, 0, 0]);
             b.extend_from_slice(&self.ts.to_le_bytes());
             b.extend_from_slice(&(self.width.min(u16::MAX.into()) as u16).to_le_bytes());
             b.extend_from_slice(&(self.height.min(u16::MAX.into()) as u16).to_le_bytes());
@@ -237,11 +246,13 @@ mod tests {
         let f = VideoFrame::new(1.5, 1280, 720, vec![9, 8, 7], false);
         let b = f.binary();
         assert_eq!(b.len(), BINARY_HEADER_LEN + 3);
-        assert_eq!(b[0], KIND_VIDEO);
+        assert_eq!(&b[0..4], &[KIND_VIDEO, 0, 0, 0]);
         assert_eq!(f64::from_le_bytes(b[4..12].try_into().unwrap()), 1.5);
         assert_eq!(u16::from_le_bytes([b[12], b[13]]), 1280);
         assert_eq!(u16::from_le_bytes([b[14], b[15]]), 720);
         assert_eq!(&b[16..], &[9, 8, 7]);
+        let placeholder = VideoFrame::new(1.5, 640, 480, vec![1], true);
+        assert_eq!(placeholder.binary()[1], FLAG_PLACEHOLDER);
     }
 
     #[test]

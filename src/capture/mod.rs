@@ -19,6 +19,8 @@ use std::time::Duration;
 
 pub mod draw;
 pub mod fault;
+#[cfg(feature = "libcamera")]
+pub mod libcamera;
 pub mod negotiate;
 pub mod placeholder;
 pub mod test;
@@ -56,6 +58,8 @@ pub struct VideoParams {
     pub device_id: u32,
     /// V4L2 device path (`--device`, e.g. a `/dev/v4l/by-id/...` link); overrides `device_id`.
     pub device_path: Option<std::path::PathBuf>,
+    /// Which libcamera camera, in libcamera's order (`--camera-index`).
+    pub camera_index: u32,
 }
 
 impl VideoParams {
@@ -232,18 +236,32 @@ pub fn open_video(
         CameraType::Usb => Err(CaptureError::Config(
             "this build has no USB camera (V4L2) backend (build with --features v4l)".into(),
         )),
+        #[cfg(feature = "libcamera")]
+        CameraType::Rpi => Ok(Box::new(libcamera::LibcameraSource::open(params)?)),
+        #[cfg(not(feature = "libcamera"))]
         CameraType::Rpi => Err(CaptureError::Config(
             "this build has no Raspberry Pi camera (libcamera) backend".into(),
         )),
     }
 }
 
-/// `--list-devices`: the V4L2 devices with their formats, sizes and rates, or why not.
-pub fn list_video_devices() -> Result<String, String> {
-    #[cfg(feature = "v4l")]
-    return Ok(v4l::list_devices());
-    #[cfg(not(feature = "v4l"))]
-    Err("this build has no V4L2 support (build with --features v4l)".into())
+/// What `--list-devices` prints for `camera`: the cameras a backend can open.
+pub fn list_devices(camera: CameraType) -> Result<String, CaptureError> {
+    match camera {
+        CameraType::Test => Ok("test: the synthetic pattern (always available)\n".into()),
+        #[cfg(feature = "libcamera")]
+        CameraType::Rpi => libcamera::list_devices(),
+        #[cfg(not(feature = "libcamera"))]
+        CameraType::Rpi => Err(CaptureError::Config(
+            "this build has no Raspberry Pi camera (libcamera) backend".into(),
+        )),
+        #[cfg(feature = "v4l")]
+        CameraType::Usb => Ok(v4l::list_devices()),
+        #[cfg(not(feature = "v4l"))]
+        CameraType::Usb => Err(CaptureError::Config(
+            "this build has no USB camera (V4L2) backend (build with --features v4l)".into(),
+        )),
+    }
 }
 
 /// Opens the audio source; the synthetic tone unless a real device is asked for.

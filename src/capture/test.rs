@@ -266,6 +266,7 @@ mod tests {
             fps,
             device_id: 0,
             device_path: None,
+            camera_index: 0,
         }
     }
 

@@ -9,7 +9,12 @@ use crate::config::ClientFiles;
 use std::path::PathBuf;
 
 /// The client compiled into the binary: (name, bytes). Add new files of `public/` here.
-pub const BUILTIN: &[(&str, &[u8])] = &[("index.html", include_bytes!("../../public/index.html"))];
+pub const BUILTIN: &[(&str, &[u8])] = &[
+    ("index.html", include_bytes!("../../public/index.html")),
+    ("app.js", include_bytes!("../../public/app.js")),
+    ("audio.js", include_bytes!("../../public/audio.js")),
+    ("style.css", include_bytes!("../../public/style.css")),
+];
 
 /// Content type by file extension.
 pub fn content_type(name: &str) -> &'static str {

@@ -169,7 +169,7 @@ impl Server {
         });
         let problem = if self.stats.video_failing.load(Ordering::Relaxed) {
             Some(format!("video source {video_state}"))
-        } else if !age.is_some_and(|a| a <= limit) {
+        } else if age.is_none_or(|a| a > limit) {
             Some(format!(
                 "newest frame is older than {} ms",
                 limit.as_millis()

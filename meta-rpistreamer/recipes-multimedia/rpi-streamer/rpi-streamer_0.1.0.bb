@@ -1,0 +1,91 @@
+SUMMARY = "Low-latency camera and microphone streamer over one WebSocket"
+DESCRIPTION = "rpi-streamer streams a Raspberry Pi camera (libcamera), a USB \
+               webcam (V4L2) or a synthetic test source, plus a microphone \
+               (ALSA), to browsers over one WebSocket at /stream, and serves \
+               the browser client itself."
+SECTION = "multimedia"
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=4ce38049e37c4754fbebc151ebfba27e"
+
+# JPEG encoding links the distro's libjpeg-turbo (libturbojpeg) instead of the
+# copy bundled in turbojpeg-sys, which would be built with cmake inside cargo.
+DEPENDS += "libjpeg-turbo"
+
+# The source is the git repository this layer lives in (RPI_STREAMER_REPO_DIR,
+# captured in conf/layer.conf), at the pinned SRCREV: no git host is needed.
+# Set RPI_STREAMER_GIT_URI (and _BRANCH) in local.conf to fetch from a published
+# remote instead. scripts/yocto-srcrev moves SRCREV and rewrites the crates .inc;
+# for a working tree under development use externalsrc (README.md).
+RPI_STREAMER_GIT_URI ??= "git://${RPI_STREAMER_REPO_DIR};protocol=file"
+RPI_STREAMER_GIT_BRANCH ??= "main"
+# The checkout's location must not change task signatures (sstate reuse).
+RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
+
+SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
+SRCREV = "22a43431da2e3ad66076bb39539098d7b8d68438"
+
+require ${BPN}-crates.inc
+
+# Kept equal to rust-version in Cargo.toml by scripts/checks/yocto.
+RPI_STREAMER_MIN_RUST = "1.85"
+
+inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
+
+# Capture backends are cargo features (scripts/checks/yocto keeps this list and
+# Cargo.toml's [features] in step). libcamera comes from meta-multimedia, so it is
+# on by default only when that layer is in the build; its bindings are made by
+# bindgen, which needs libclang from clang-native.
+PACKAGECONFIG ??= "${@bb.utils.contains('BBFILE_COLLECTIONS', 'multimedia-layer', 'libcamera', '', d)}"
+PACKAGECONFIG[libcamera] = "--features libcamera,,libcamera clang-native"
+# The alsa and v4l backends map the same way once their cargo features exist:
+#   PACKAGECONFIG[alsa] = "--features alsa,,alsa-lib"
+#   PACKAGECONFIG[v4l] = "--features v4l,,clang-native"
+
+# The crate's release profile strips the binary; OE strips it itself (keeping
+# the symbols for -dbg), and its QA rejects an already-stripped binary.
+export CARGO_PROFILE_RELEASE_STRIP = "false"
+
+export TURBOJPEG_SOURCE = "explicit"
+export TURBOJPEG_DYNAMIC = "1"
+export TURBOJPEG_LIB_DIR = "${STAGING_LIBDIR}"
+export TURBOJPEG_INCLUDE_DIR = "${STAGING_INCDIR}"
+
+# bindgen (libcamera bindings) loads libclang from the native sysroot and must
+# parse the target's headers, not the build host's.
+export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
+export BINDGEN_EXTRA_CLANG_ARGS = "--sysroot=${STAGING_DIR_TARGET} ${TUNE_CCARGS}"
+
+do_install:append() {
+    install -d ${D}${datadir}/rpi-streamer/public
+    cp -R --no-preserve=ownership ${S}/public/. ${D}${datadir}/rpi-streamer/public/
+
+    install -D -m 0644 ${S}/dist/rpi-streamer.default ${D}${sysconfdir}/default/rpi-streamer
+
+    # Both are installed; the systemd and update-rc.d classes drop the one the
+    # distro's init manager does not use.
+    install -D -m 0644 ${S}/dist/rpi-streamer.service ${D}${systemd_system_unitdir}/rpi-streamer.service
+    install -D -m 0755 ${S}/dist/rpi-streamer.init ${D}${INIT_D_DIR}/rpi-streamer
+}
+
+CONFFILES:${PN} = "${sysconfdir}/default/rpi-streamer"
+
+# A system user in the video and audio groups, as the unit's User= expects.
+USERADD_PACKAGES = "${PN}"
+USERADD_PARAM:${PN} = "--system --no-create-home --home-dir /nonexistent \
+                       --shell /sbin/nologin --user-group --groups video,audio \
+                       rpi-streamer"
+
+SYSTEMD_SERVICE:${PN} = "rpi-streamer.service"
+INITSCRIPT_NAME = "rpi-streamer"
+INITSCRIPT_PARAMS = "defaults 90 10"
+
+CVE_PRODUCT = "rpi-streamer"
+
+# nooelint: oelint.task.noanonpython - refusing early with the reason beats a cargo error an hour in
+python () {
+    # e.g. scarthgap's Rust 1.75 without a newer Rust mixin layer.
+    rust = (d.getVar('RUSTVERSION') or '').rstrip('%')
+    need = d.getVar('RPI_STREAMER_MIN_RUST')
+    if rust and bb.utils.vercmp_string_op(rust, need, '<'):
+        raise bb.parse.SkipRecipe('needs Rust >= %s, this build has RUSTVERSION %s' % (need, rust))
+}

@@ -1,0 +1,922 @@
+//! Raspberry Pi cameras (and any other libcamera camera) through libcamera, natively.
+//!
+//! The `libcamera` crate's manager and camera handles are neither `Send` nor `Sync`, while a
+//! [`VideoSource`] must be `Send`. Rather than assert thread-safety with `unsafe impl Send`,
+//! [`LibcameraSource`] owns a small camera thread that creates the camera manager, acquires
+//! and configures the camera, allocates and maps its buffers, queues requests and, at the end,
+//! stops and releases everything; the manager and camera never leave it. What crosses threads
+//! is the crate's `Request` (which is `Send`): libcamera completes a request, the source
+//! borrows the planes of its memory-mapped buffer straight into a [`Picture`] (no copy: the
+//! encoder reads the camera's buffer), and on the next call hands the request back to the
+//! camera thread to be queued again. So the only per-frame copy is the JPEG encoder's NV12
+//! chroma de-interleave (none at all for I420, which a Pi's ISP outputs natively).
+//!
+//! Needs libcamera >= 0.4 at build and run time (the crate binds the installed headers); see
+//! docs/rpi-camera.md. CI exercises this exact file against libcamera's `virtual` camera.
+#![forbid(unsafe_code)]
+
+use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
+use crate::clock::MonoTime;
+use libcamera::camera_manager::CameraManager;
+use libcamera::color_space::{ColorSpace, Range};
+use libcamera::control::ControlList;
+use libcamera::controls;
+use libcamera::formats;
+use libcamera::framebuffer_allocator::{FrameBuffer, FrameBufferAllocator};
+use libcamera::framebuffer_map::MemoryMappedFrameBuffer;
+use libcamera::geometry::Size;
+use libcamera::pixel_format::PixelFormat;
+use libcamera::properties;
+use libcamera::request::{Request, RequestStatus, ReuseFlag};
+use libcamera::stream::{Stream, StreamRole};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Buffers (and requests) in flight: enough that encoding one frame never starves the sensor.
+const BUFFER_COUNT: u32 = 4;
+
+/// How long opening (manager start, acquire, configure, allocate, start) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// libcamera allows one camera manager per process (a second one aborts it), so a new
+/// session waits until the previous camera thread has really ended.
+static SESSION_ALIVE: AtomicBool = AtomicBool::new(false);
+
+/// Marks the libcamera session as ended when the camera thread finishes.
+struct SessionGuard;
+
+impl SessionGuard {
+    fn claim(context: &str) -> Result<SessionGuard, CaptureError> {
+        if SESSION_ALIVE.swap(true, Ordering::SeqCst) {
+            return Err(CaptureError::unavailable(
+                context,
+                "the previous libcamera session is still shutting down",
+            ));
+        }
+        Ok(SessionGuard)
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        SESSION_ALIVE.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A sensor timestamp further than this from "now" is not CLOCK_MONOTONIC nanoseconds.
+const TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(5);
+
+/// The two YUV 4:2:0 layouts the encoder takes without an RGB round-trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YuvFormat {
+    /// Planar Y, U, V (libcamera `YUV420`); chroma rows are half the luma stride.
+    I420,
+    /// Y then interleaved UV (libcamera `NV12`); the UV rows share the luma stride.
+    Nv12,
+}
+
+impl YuvFormat {
+    fn pixel_format(self) -> PixelFormat {
+        match self {
+            YuvFormat::I420 => formats::YUV420,
+            YuvFormat::Nv12 => formats::NV12,
+        }
+    }
+
+    fn from_pixel_format(format: PixelFormat) -> Option<YuvFormat> {
+        if format == formats::YUV420 {
+            Some(YuvFormat::I420)
+        } else if format == formats::NV12 {
+            Some(YuvFormat::Nv12)
+        } else {
+            None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            YuvFormat::I420 => "YUV420",
+            YuvFormat::Nv12 => "NV12",
+        }
+    }
+}
+
+/// Where the planes of one granted frame are: format, size and the luma stride.
+///
+/// libcamera reports one stride (the first plane's); the others follow from the format, as
+/// V4L2 defines them: half of it for I420 chroma, all of it for NV12's interleaved UV.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaneLayout {
+    /// Pixel layout.
+    pub format: YuvFormat,
+    /// Width in pixels (even).
+    pub width: u32,
+    /// Height in pixels (even).
+    pub height: u32,
+    /// Bytes per luma row, at least `width`.
+    pub stride: usize,
+}
+
+impl PlaneLayout {
+    /// Bytes per row of each plane.
+    fn strides(&self) -> [usize; 3] {
+        match self.format {
+            YuvFormat::I420 => [self.stride, self.stride / 2, self.stride / 2],
+            YuvFormat::Nv12 => [self.stride, self.stride, 0],
+        }
+    }
+
+    /// Bytes of each whole plane (every row padded to its stride).
+    fn plane_sizes(&self) -> [usize; 3] {
+        let [ys, cs, vs] = self.strides();
+        let (h, ch) = (self.height as usize, self.height as usize / 2);
+        [ys * h, cs * ch, vs * ch]
+    }
+
+    fn plane_count(&self) -> usize {
+        match self.format {
+            YuvFormat::I420 => 3,
+            YuvFormat::Nv12 => 2,
+        }
+    }
+
+    /// Checks what the camera granted before any frame is mapped against it.
+    pub fn check(&self) -> Result<(), String> {
+        if self.width == 0 || self.height == 0 || self.width % 2 == 1 || self.height % 2 == 1 {
+            return Err(format!(
+                "granted size {}x{} is not even; 4:2:0 needs even sides",
+                self.width, self.height
+            ));
+        }
+        let chroma_row = match self.format {
+            YuvFormat::I420 => self.width as usize / 2,
+            YuvFormat::Nv12 => self.width as usize,
+        };
+        if self.stride < self.width as usize || self.strides()[1] < chroma_row {
+            return Err(format!(
+                "granted stride {} is too small for {} {}x{}",
+                self.stride,
+                self.format.name(),
+                self.width,
+                self.height
+            ));
+        }
+        Ok(())
+    }
+
+    /// The picture in `planes`, as a frame buffer's mapped planes: one slice per colour plane,
+    /// or a single slice holding all planes back to back (some pipelines describe it so).
+    pub fn picture<'a>(&self, planes: &[&'a [u8]]) -> Result<Picture<'a>, String> {
+        let [ys, cs, _] = self.strides();
+        let sizes = self.plane_sizes();
+        let split: [&'a [u8]; 3] = match planes.len() {
+            n if n == self.plane_count() => {
+                let mut out: [&'a [u8]; 3] = [&[], &[], &[]];
+                out[..n].copy_from_slice(planes);
+                out
+            }
+            1 => {
+                let all = planes[0];
+                let needed: usize = sizes.iter().sum();
+                if all.len() < needed {
+                    return Err(format!(
+                        "{} {}x{} stride {}: buffer has {} bytes, needs {needed}",
+                        self.format.name(),
+                        self.width,
+                        self.height,
+                        self.stride,
+                        all.len()
+                    ));
+                }
+                let (y, rest) = all.split_at(sizes[0]);
+                let (u, rest) = rest.split_at(sizes[1]);
+                let v = &rest[..sizes[2]];
+                [y, u, v]
+            }
+            n => {
+                return Err(format!(
+                    "{} frame buffer has {n} planes, expected {} or 1",
+                    self.format.name(),
+                    self.plane_count()
+                ))
+            }
+        };
+        let (width, height) = (self.width, self.height);
+        Ok(match self.format {
+            YuvFormat::I420 => Picture::I420 {
+                width,
+                height,
+                planes: split,
+                strides: [ys, cs, cs],
+            },
+            YuvFormat::Nv12 => Picture::Nv12 {
+                width,
+                height,
+                planes: [split[0], split[1]],
+                strides: [ys, cs],
+            },
+        })
+    }
+}
+
+/// The capture instant of a frame from libcamera's `SensorTimestamp` (CLOCK_MONOTONIC ns).
+///
+/// A value that is missing, negative or further than [`TIMESTAMP_TOLERANCE`] from `now` is not
+/// on that clock in those units (a pipeline bug, µs instead of ns, another clock); the caller
+/// then falls back to the arrival time and says so once.
+pub fn sensor_instant(sensor_ns: Option<i64>, now: MonoTime) -> Result<MonoTime, String> {
+    let ns = sensor_ns.ok_or("no SensorTimestamp in the request metadata")?;
+    let ns = u64::try_from(ns).map_err(|_| format!("negative SensorTimestamp {ns}"))?;
+    let t = MonoTime::from_nanos(ns);
+    let off = now.since(t).max(t.since(now));
+    if off > TIMESTAMP_TOLERANCE {
+        return Err(format!(
+            "SensorTimestamp {ns} is {:.3}s away from CLOCK_MONOTONIC {} ns",
+            off.as_secs_f64(),
+            now.as_nanos()
+        ));
+    }
+    Ok(t)
+}
+
+/// What the camera thread reports once the camera streams.
+struct Granted {
+    layout: PlaneLayout,
+    stream: Stream,
+    describe: String,
+}
+
+/// A libcamera camera streaming planar (or semi-planar) YUV 4:2:0.
+pub struct LibcameraSource {
+    layout: PlaneLayout,
+    stream: Stream,
+    describe: String,
+    /// Completed requests, straight from libcamera's completion callback.
+    completed: Option<Receiver<Request>>,
+    /// Requests to queue again, to the camera thread.
+    requeue: Option<Sender<Request>>,
+    /// The request whose buffer the last returned [`Frame`] borrows.
+    lent: Option<Request>,
+    /// Why the camera thread gave up (disconnect, queueing failure), if it did.
+    failure: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    timestamp_warned: bool,
+}
+
+impl LibcameraSource {
+    /// Opens camera number `params.camera_index` and starts streaming.
+    pub fn open(params: &VideoParams) -> Result<LibcameraSource, CaptureError> {
+        let session = SessionGuard::claim("opening the libcamera camera")?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (completed_tx, completed_rx) = mpsc::channel();
+        let (requeue_tx, requeue_rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(Mutex::new(None));
+        let camera = CameraThread {
+            params: params.clone(),
+            completed: completed_tx,
+            requeue: requeue_rx,
+            stop: stop.clone(),
+            failure: failure.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("libcamera".into())
+            .spawn(move || {
+                let _session = session;
+                camera.run(ready_tx)
+            })
+            .map_err(|e| CaptureError::unavailable("starting the libcamera thread", e))?;
+        let granted = match ready_rx.recv_timeout(OPEN_TIMEOUT) {
+            Ok(Ok(granted)) => granted,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                stop.store(true, Ordering::SeqCst);
+                // A thread stuck inside libcamera is left detached; SESSION_ALIVE keeps a
+                // second manager from being created until it ends.
+                return Err(CaptureError::unavailable(
+                    "opening the libcamera camera",
+                    format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
+                ));
+            }
+        };
+        Ok(LibcameraSource {
+            layout: granted.layout,
+            stream: granted.stream,
+            describe: granted.describe,
+            completed: Some(completed_rx),
+            requeue: Some(requeue_tx),
+            lent: None,
+            failure,
+            stop,
+            thread: Some(thread),
+            timestamp_warned: false,
+        })
+    }
+
+    fn failure(&self, fallback: &str) -> CaptureError {
+        let reason = self
+            .failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_else(|| fallback.to_string());
+        CaptureError::unavailable("libcamera camera", reason)
+    }
+
+    fn give_back(&mut self, mut request: Request) {
+        request.reuse(ReuseFlag::REUSE_BUFFERS);
+        if let Some(requeue) = &self.requeue {
+            // The camera thread has ended if this fails; the request is then just dropped.
+            let _ = requeue.send(request);
+        }
+    }
+}
+
+impl VideoSource for LibcameraSource {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        if let Some(done) = self.lent.take() {
+            self.give_back(done);
+        }
+        let Some(completed) = &self.completed else {
+            return Err(self.failure("the camera stopped"));
+        };
+        let request = match completed.recv_timeout(POLL_TIMEOUT) {
+            Ok(request) => request,
+            Err(RecvTimeoutError::Timeout) => {
+                let failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
+                return if failed {
+                    Err(self.failure("the camera stopped"))
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(self.failure("the libcamera thread ended"))
+            }
+        };
+        if request.status() != RequestStatus::Complete {
+            // Cancelled: the camera is stopping or was unplugged; the failure says which.
+            self.give_back(request);
+            let failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
+            return if failed {
+                Err(self.failure("the camera stopped"))
+            } else {
+                Ok(None)
+            };
+        }
+        let now = MonoTime::now();
+        let sensor_ns = request
+            .metadata()
+            .get::<controls::SensorTimestamp>()
+            .ok()
+            .map(|t| t.0);
+        let captured = match sensor_instant(sensor_ns, now) {
+            Ok(t) => t,
+            Err(why) => {
+                if !self.timestamp_warned {
+                    log::warn!("{why}; using the arrival time instead");
+                    self.timestamp_warned = true;
+                }
+                now
+            }
+        };
+        let request = self.lent.insert(request);
+        let buffer: &MemoryMappedFrameBuffer<FrameBuffer> =
+            request.buffer(&self.stream).ok_or_else(|| {
+                CaptureError::unavailable("libcamera camera", "completed request has no buffer")
+            })?;
+        let planes = buffer.data();
+        let picture = self
+            .layout
+            .picture(&planes)
+            .map_err(|e| CaptureError::unavailable("libcamera camera", e))?;
+        Ok(Some(Frame { captured, picture }))
+    }
+}
+
+impl Drop for LibcameraSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Requests go before the camera: drop the lent one and everything completed, then
+        // close both channels so late completions are dropped in libcamera's callback.
+        self.lent = None;
+        drop(self.completed.take());
+        drop(self.requeue.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the libcamera thread panicked");
+            }
+        }
+    }
+}
+
+/// Everything the camera thread owns; see the module comment.
+struct CameraThread {
+    params: VideoParams,
+    completed: Sender<Request>,
+    requeue: Receiver<Request>,
+    stop: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl CameraThread {
+    fn run(self, ready: Sender<Result<Granted, CaptureError>>) {
+        let manager = match CameraManager::new() {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = ready.send(Err(CaptureError::unavailable(
+                    "starting the libcamera camera manager",
+                    e,
+                )));
+                return;
+            }
+        };
+        self.stream(&manager, ready);
+        // `manager` drops last, after the camera, buffers and requests of `stream`.
+    }
+
+    fn stream(self, manager: &CameraManager, ready: Sender<Result<Granted, CaptureError>>) {
+        let fail = |context: &str, reason: String| {
+            let _ = ready.send(Err(CaptureError::unavailable(context, reason)));
+        };
+        let index = self.params.camera_index as usize;
+        let cameras = manager.cameras();
+        let Some(camera) = cameras.get(index) else {
+            let found = cameras.len();
+            let reason = if found == 0 {
+                "libcamera found no camera (is it connected and enabled? try `rpicam-hello --list-cameras`)".to_string()
+            } else {
+                format!("there is no camera {index}; libcamera found {found} (see --list-devices)")
+            };
+            return fail("opening the libcamera camera", reason);
+        };
+        let model = camera
+            .properties()
+            .get::<properties::Model>()
+            .map(|m| m.0)
+            .unwrap_or_else(|_| "unknown model".into());
+        let name = format!("camera {index} ({model}, {})", camera.id());
+        let mut active = match camera.acquire() {
+            Ok(a) => a,
+            Err(e) => {
+                return fail(
+                    &format!("acquiring {name}"),
+                    format!("{e} (is another program such as rpicam-vid using it?)"),
+                )
+            }
+        };
+        let Some(mut config) = active.generate_configuration(&[StreamRole::VideoRecording]) else {
+            return fail(
+                &format!("configuring {name}"),
+                "no video configuration".into(),
+            );
+        };
+        let requested = Size {
+            width: self.params.width,
+            height: self.params.height,
+        };
+        let granted_format = {
+            let mut choice = None;
+            // Planar first (the encoder takes it as is), then NV12 (chroma split only).
+            for format in [YuvFormat::I420, YuvFormat::Nv12] {
+                let Some(mut stream_config) = config.get_mut(0) else {
+                    break;
+                };
+                stream_config.set_pixel_format(format.pixel_format());
+                stream_config.set_size(requested);
+                stream_config.set_buffer_count(BUFFER_COUNT);
+                // Full-range BT.601 is what JPEG (JFIF) means by YCbCr.
+                stream_config.set_color_space(Some(ColorSpace::sycc()));
+                if config.validate().is_invalid() {
+                    continue;
+                }
+                let granted = config.get(0).map(|c| c.get_pixel_format());
+                if let Some(f) = granted.and_then(YuvFormat::from_pixel_format) {
+                    choice = Some(f);
+                    break;
+                }
+            }
+            choice
+        };
+        let Some(format) = granted_format else {
+            return fail(
+                &format!("configuring {name}"),
+                "the camera offers neither YUV420 nor NV12 for video".into(),
+            );
+        };
+        if let Err(e) = active.configure(&mut config) {
+            return fail(&format!("configuring {name}"), e.to_string());
+        }
+        let Some(stream_config) = config.get(0) else {
+            return fail(&format!("configuring {name}"), "no stream".into());
+        };
+        let size = stream_config.get_size();
+        let layout = PlaneLayout {
+            format,
+            width: size.width,
+            height: size.height,
+            stride: stream_config.get_stride() as usize,
+        };
+        if let Err(e) = layout.check() {
+            return fail(&format!("configuring {name}"), e);
+        }
+        let colour = stream_config.get_color_space();
+        if colour.is_some_and(|c| c.range == Range::Limited) {
+            log::warn!("{name} granted limited-range colour; pictures will look slightly flat");
+        }
+        let buffer_count = stream_config.get_buffer_count();
+        let Some(stream) = stream_config.stream() else {
+            return fail(&format!("configuring {name}"), "no stream".into());
+        };
+
+        let mut allocator = FrameBufferAllocator::new(&active);
+        let buffers = match allocator.alloc(&stream) {
+            Ok(b) => b,
+            Err(e) => return fail(&format!("allocating buffers for {name}"), e.to_string()),
+        };
+        let mut requests = Vec::with_capacity(buffers.len());
+        for (i, buffer) in buffers.into_iter().enumerate() {
+            let mapped = match MemoryMappedFrameBuffer::new(buffer) {
+                Ok(m) => m,
+                Err(e) => return fail(&format!("mapping buffers of {name}"), e.to_string()),
+            };
+            let Some(mut request) = active.create_request(Some(i as u64)) else {
+                return fail(&format!("creating requests for {name}"), "refused".into());
+            };
+            if let Err(e) = request.add_buffer(&stream, mapped) {
+                return fail(&format!("creating requests for {name}"), e.to_string());
+            }
+            requests.push(request);
+        }
+
+        let completed = self.completed.clone();
+        active.on_request_completed(move |request| {
+            // Fails only once the source is gone; the request is then dropped here.
+            let _ = completed.send(request);
+        });
+        let failure = self.failure.clone();
+        let disconnected_name = name.clone();
+        active.on_disconnected(move || {
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert(format!("{disconnected_name} was disconnected"));
+            }
+        });
+
+        let interval = self.params.frame_interval();
+        let frame_us = i64::try_from(interval.as_nanos() / 1000).unwrap_or(i64::MAX);
+        let mut start_controls = ControlList::new();
+        let duration_note = match active
+            .controls()
+            .find(controls::ControlId::FrameDurationLimits as u32)
+        {
+            Ok(info) => {
+                let range = match (i64::try_from(info.min()), i64::try_from(info.max())) {
+                    (Ok(min), Ok(max)) => format!(" (camera allows {min}-{max} µs)"),
+                    _ => String::new(),
+                };
+                match start_controls.set(controls::FrameDurationLimits([frame_us, frame_us])) {
+                    Ok(()) => format!("frame duration {frame_us} µs{range}"),
+                    Err(e) => format!("frame duration not set: {e}"),
+                }
+            }
+            Err(_) => "no frame duration control; paced by requeueing".into(),
+        };
+        if let Err(e) = active.start(Some(&start_controls)) {
+            return fail(&format!("starting {name}"), e.to_string());
+        }
+        for request in requests {
+            if let Err((_, e)) = active.queue_request(request) {
+                return fail(&format!("queueing requests for {name}"), e.to_string());
+            }
+        }
+
+        let colour = colour.map_or_else(|| "default".to_string(), |c| c.to_string());
+        let adjusted = if (size.width, size.height) != (requested.width, requested.height) {
+            format!(" (asked {}x{})", requested.width, requested.height)
+        } else {
+            String::new()
+        };
+        let describe = format!(
+            "libcamera {name}: {} {}x{}{adjusted} stride {}, {buffer_count} buffers, colour {colour}, {duration_note}",
+            format.name(),
+            size.width,
+            size.height,
+            layout.stride,
+        );
+        log::info!("granted {describe}");
+        if ready
+            .send(Ok(Granted {
+                layout,
+                stream,
+                describe,
+            }))
+            .is_err()
+        {
+            return; // open() gave up waiting.
+        }
+        drop(ready);
+
+        self.requeue_loop(&active, interval, &name);
+        if let Err(e) = active.stop() {
+            log::debug!("stopping {name}: {e}");
+        }
+    }
+
+    /// Queues returned requests until the source is dropped or the camera fails.
+    ///
+    /// Requeueing is paced to about `interval`: a camera that honours FrameDurationLimits
+    /// (every Pi camera) is never held back, one that ignores them (libcamera's virtual test
+    /// camera produces frames as fast as it can) does not burn a CPU core on unseen frames.
+    fn requeue_loop(
+        &self,
+        active: &libcamera::camera::ActiveCamera<'_>,
+        interval: Duration,
+        name: &str,
+    ) {
+        let pace = interval.mul_f64(0.9);
+        let mut next_slot = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            let request = match self.requeue.recv_timeout(POLL_TIMEOUT) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let now = Instant::now();
+            // A slot schedule with a little slack: late requeues may catch up, early ones wait.
+            next_slot = next_slot.max(now.checked_sub(pace * 2).unwrap_or(now));
+            if next_slot > now {
+                std::thread::sleep(next_slot - now);
+            }
+            next_slot += pace;
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err((_, e)) = active.queue_request(request) {
+                if let Ok(mut f) = self.failure.lock() {
+                    f.get_or_insert(format!("queueing a request on {name}: {e}"));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Lists libcamera's cameras with their models and video modes, for `--list-devices`.
+pub fn list_devices() -> Result<String, CaptureError> {
+    let _session = SessionGuard::claim("listing libcamera cameras")?;
+    let manager = CameraManager::new()
+        .map_err(|e| CaptureError::unavailable("starting the libcamera camera manager", e))?;
+    let cameras = manager.cameras();
+    let mut out = format!(
+        "libcamera {}: {} camera(s)\n",
+        manager.version(),
+        cameras.len()
+    );
+    for index in 0..cameras.len() {
+        let Some(camera) = cameras.get(index) else {
+            continue;
+        };
+        let model = camera
+            .properties()
+            .get::<properties::Model>()
+            .map(|m| m.0)
+            .unwrap_or_else(|_| "unknown model".into());
+        out += &format!(
+            "{index}: {model} ({})  --camera-index {index}\n",
+            camera.id()
+        );
+        for (role, label) in [
+            (StreamRole::VideoRecording, "video"),
+            (StreamRole::Raw, "sensor"),
+        ] {
+            let Some(config) = camera.generate_configuration(&[role]) else {
+                continue;
+            };
+            let Some(stream_config) = config.get(0) else {
+                continue;
+            };
+            let formats = stream_config.formats();
+            for format in formats.pixel_formats().into_iter() {
+                let sizes = formats.sizes(format);
+                let sizes = if sizes.is_empty() {
+                    let r = formats.range(format);
+                    format!(
+                        "{}x{} to {}x{}",
+                        r.min.width, r.min.height, r.max.width, r.max.height
+                    )
+                } else {
+                    sizes
+                        .iter()
+                        .map(|s| format!("{}x{}", s.width, s.height))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                out += &format!("    {label} {format}: {sizes}\n");
+            }
+        }
+    }
+    if cameras.is_empty() {
+        out += "no camera found (on a Pi: is it connected, and enabled in config.txt?)\n";
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame whose every sample says where it is, with `pad` in the row padding.
+    fn plane(
+        width: usize,
+        rows: usize,
+        stride: usize,
+        value: impl Fn(usize, usize) -> u8,
+    ) -> Vec<u8> {
+        const PAD: u8 = 0xEE;
+        let mut p = vec![PAD; stride * rows];
+        for y in 0..rows {
+            for x in 0..width {
+                p[y * stride + x] = value(x, y);
+            }
+        }
+        p
+    }
+
+    fn sample(data: &[u8], stride: usize, x: usize, y: usize) -> u8 {
+        data[y * stride + x]
+    }
+
+    #[test]
+    fn i420_with_odd_strides_maps_every_pixel_and_no_padding() {
+        // Width 6, luma stride 11 (odd), chroma stride 5 (odd, V4L2's half of 11).
+        let layout = PlaneLayout {
+            format: YuvFormat::I420,
+            width: 6,
+            height: 4,
+            stride: 11,
+        };
+        layout.check().unwrap();
+        let y = plane(6, 4, 11, |x, y| (10 * y + x) as u8);
+        let u = plane(3, 2, 5, |x, y| (100 + 10 * y + x) as u8);
+        let v = plane(3, 2, 5, |x, y| (200 + 10 * y + x) as u8);
+        let picture = layout.picture(&[&y, &u, &v]).unwrap();
+        let Picture::I420 {
+            width,
+            height,
+            planes,
+            strides,
+        } = picture
+        else {
+            panic!("not I420: {picture:?}");
+        };
+        assert_eq!((width, height), (6, 4));
+        assert_eq!(strides, [11, 5, 5]);
+        for row in 0..4 {
+            for col in 0..6 {
+                assert_eq!(
+                    sample(planes[0], strides[0], col, row),
+                    (10 * row + col) as u8
+                );
+            }
+        }
+        for row in 0..2 {
+            for col in 0..3 {
+                assert_eq!(
+                    sample(planes[1], strides[1], col, row),
+                    (100 + 10 * row + col) as u8
+                );
+                assert_eq!(
+                    sample(planes[2], strides[2], col, row),
+                    (200 + 10 * row + col) as u8
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nv12_in_one_contiguous_buffer_with_odd_stride_is_split_at_the_stride() {
+        let layout = PlaneLayout {
+            format: YuvFormat::Nv12,
+            width: 6,
+            height: 4,
+            stride: 9,
+        };
+        let mut all = plane(6, 4, 9, |x, y| (10 * y + x) as u8);
+        all.extend(plane(6, 2, 9, |x, y| (100 + 10 * y + x) as u8));
+        let picture = layout.picture(&[&all]).unwrap();
+        let Picture::Nv12 {
+            planes, strides, ..
+        } = picture
+        else {
+            panic!("not NV12: {picture:?}");
+        };
+        assert_eq!(strides, [9, 9]);
+        assert_eq!(planes[0].len(), 36);
+        assert_eq!(sample(planes[0], 9, 5, 3), 35);
+        assert_eq!(sample(planes[1], 9, 0, 0), 100);
+        assert_eq!(sample(planes[1], 9, 5, 1), 115);
+    }
+
+    #[test]
+    fn short_or_oddly_split_buffers_are_errors_not_panics() {
+        let layout = PlaneLayout {
+            format: YuvFormat::I420,
+            width: 6,
+            height: 4,
+            stride: 7,
+        };
+        let short = vec![0u8; 7 * 4 + 3 * 2 * 2 - 1];
+        assert!(layout.picture(&[&short]).unwrap_err().contains("needs"));
+        assert!(layout
+            .picture(&[&short, &short])
+            .unwrap_err()
+            .contains("2 planes"));
+        let odd = PlaneLayout { width: 5, ..layout };
+        assert!(odd.check().unwrap_err().contains("even"));
+        let narrow = PlaneLayout {
+            stride: 5,
+            ..layout
+        };
+        assert!(narrow.check().unwrap_err().contains("stride"));
+    }
+
+    #[test]
+    fn padded_odd_stride_frames_encode_to_the_right_colours() {
+        // 32x16 I420 in a stride of 45 (odd), chroma 22: left half red, right half blue
+        // (full-range BT.601); padding is bright green, which must not leak in.
+        let (w, h, stride) = (32usize, 16usize, 45usize);
+        let layout = PlaneLayout {
+            format: YuvFormat::I420,
+            width: w as u32,
+            height: h as u32,
+            stride,
+        };
+        let red = (76u8, 85u8, 255u8);
+        let blue = (29u8, 255u8, 107u8);
+        let pick = |x: usize, half: usize| if x < half { red } else { blue };
+        let mut y = plane(w, h, stride, |x, _| pick(x, w / 2).0);
+        let mut u = plane(w / 2, h / 2, stride / 2, |x, _| pick(x, w / 4).1);
+        let mut v = plane(w / 2, h / 2, stride / 2, |x, _| pick(x, w / 4).2);
+        for p in [&mut y, &mut u, &mut v] {
+            for b in p.iter_mut().filter(|b| **b == 0xEE) {
+                *b = 0; // Y=0,U=0,V=0 is saturated green.
+            }
+        }
+        let picture = layout.picture(&[&y, &u, &v]).unwrap();
+        let jpeg = crate::jpeg::Encoder::new(95)
+            .unwrap()
+            .encode(&picture)
+            .unwrap();
+        let mut decoder =
+            zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(&jpeg));
+        let rgb = decoder.decode().unwrap();
+        let info = decoder.info().unwrap();
+        assert_eq!((info.width as usize, info.height as usize), (w, h));
+        let at = |x: usize, y: usize| {
+            let i = (y * w + x) * 3;
+            (rgb[i], rgb[i + 1], rgb[i + 2])
+        };
+        let near = |got: (u8, u8, u8), want: (u8, u8, u8)| {
+            got.0.abs_diff(want.0) < 24
+                && got.1.abs_diff(want.1) < 24
+                && got.2.abs_diff(want.2) < 24
+        };
+        for (x, yy) in [(2, 2), (8, 12), (13, 7)] {
+            assert!(near(at(x, yy), (255, 0, 0)), "({x},{yy}) = {:?}", at(x, yy));
+        }
+        for (x, yy) in [(18, 2), (29, 13), (31, 15)] {
+            assert!(near(at(x, yy), (0, 0, 255)), "({x},{yy}) = {:?}", at(x, yy));
+        }
+    }
+
+    #[test]
+    fn sensor_timestamps_must_be_monotonic_nanoseconds_near_now() {
+        let now = MonoTime::from_nanos(1_000_000_000_000);
+        let frame = now.earlier_by(Duration::from_millis(30));
+        assert_eq!(
+            sensor_instant(Some(frame.as_nanos() as i64), now),
+            Ok(frame)
+        );
+        // Microseconds instead of nanoseconds, a missing stamp, a negative one.
+        assert!(sensor_instant(Some(1_000_000_000), now).is_err());
+        assert!(sensor_instant(None, now).is_err());
+        assert!(sensor_instant(Some(-5), now).is_err());
+        // Slightly in the future (clock read before the driver's stamp) is fine.
+        let ahead = now.later_by(Duration::from_millis(2));
+        assert_eq!(
+            sensor_instant(Some(ahead.as_nanos() as i64), now),
+            Ok(ahead)
+        );
+    }
+}

@@ -1,0 +1,470 @@
+#!/usr/bin/env python3
+"""Browser tests of the client in public/, in real headless Chromium through chromedriver.
+
+Run by scripts/checks/browser, which installs Debian's chromium, chromium-driver and
+python3-selenium, builds the daemon and passes its path. Each test starts the real daemon
+(`--camera-type test`) on a free loopback port and reads what the page shows: canvas pixels
+via getImageData, the AudioContext and an AnalyserNode, the stats, the status line.
+
+Usage: client_test.py --daemon PATH --public DIR --artifacts DIR [--screenshot PNG] [TEST...]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+# FRAME_PALETTE of src/capture/test.rs, in RGB: the top-right square cycles through these.
+PALETTE = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+FPS = 15
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, check, timeout=10.0, interval=0.1):
+    """Polls `check` until it returns a truthy value; fails with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as e:  # the page may be mid-navigation
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+class Daemon:
+    """The real rpi-streamer binary on a loopback port; stopped (SIGTERM) on exit."""
+
+    def __init__(self, binary, args, port=None, log_dir="."):
+        self.binary = binary
+        self.args = args
+        self.port = port or free_port()
+        self.log_path = os.path.join(log_dir, f"daemon-{self.port}.log")
+        self.proc = None
+
+    def start(self, extra=()):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [self.binary, "--host", "127.0.0.1", "--port", str(self.port), *self.args, *extra],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            env={**os.environ, "RUST_LOG": "info"},
+        )
+        wait_until(f"the daemon to listen on {self.port}", self.listening, timeout=10)
+        return self
+
+    def listening(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {self.proc.returncode}; see {self.log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True  # 503 before the first frame: it listens
+        except OSError:
+            return False
+
+    def status(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=2) as r:
+            return json.load(r)
+
+    def kill(self):
+        """Like a crash: SIGKILL, no goodbye to the clients."""
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Page:
+    """One headless Chromium; `open` navigates it to a fresh page."""
+
+    def __init__(self, profile_dir):
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+        # No --autoplay-policy flag: audio must start through the page's own click path.
+        for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", f"--user-data-dir={profile_dir}",
+                    "--window-size=1100,760"):
+            opts.add_argument(arg)
+        self.downloads = os.path.join(profile_dir, "downloads")
+        os.makedirs(self.downloads, exist_ok=True)
+        opts.add_experimental_option("prefs", {
+            "download.default_directory": self.downloads,
+            "download.prompt_for_download": False,
+        })
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        service = Service(shutil.which("chromedriver") or "/usr/bin/chromedriver")
+        self.driver = webdriver.Chrome(service=service, options=opts)
+        self.driver.set_script_timeout(10)
+
+    def open(self, url):
+        self.driver.get(url)
+        wait_until("the client to load", lambda: self.js("return !!window.rpiStreamer"), 10)
+
+    def js(self, script, *args):
+        return self.driver.execute_script(script, *args)
+
+    def snap(self):
+        return self.js("return window.rpiStreamer.snapshot()")
+
+    def click(self, element_id):
+        self.driver.find_element(By.ID, element_id).click()
+
+    def visible(self, element_id):
+        return self.driver.find_element(By.ID, element_id).is_displayed()
+
+    def marker_rgb(self):
+        """Mean RGB of the middle of the per-frame colour square, and the canvas size."""
+        return self.js("""
+            const c = document.getElementById('video');
+            const side = Math.max(8, Math.floor(c.height / 6)) & ~1;
+            const x = c.width - side + side / 4, y = side / 4, n = side / 2;
+            const d = c.getContext('2d').getImageData(x, y, n, n).data;
+            const sum = [0, 0, 0];
+            for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) sum[k] += d[i + k];
+            const px = d.length / 4;
+            return {rgb: sum.map(v => Math.round(v / px)), width: c.width, height: c.height};
+        """)
+
+    def errors(self):
+        """Console errors, except the failed WebSocket connects a daemon restart causes."""
+        out = []
+        for entry in self.driver.get_log("browser"):
+            msg = entry.get("message", "")
+            if entry.get("level") != "SEVERE":
+                continue
+            # A stopped daemon: the page retries these by design.
+            if "WebSocket connection to" in msg or "net::ERR_CONNECTION_REFUSED" in msg:
+                continue
+            if "/status - Failed to load resource" in msg:
+                continue
+            out.append(msg)
+        return out
+
+    def quit(self):
+        self.driver.quit()
+
+
+def palette_index(rgb, tolerance=60):
+    """Which palette colour `rgb` is (JPEG-tolerant), or None."""
+    best = min(range(len(PALETTE)), key=lambda i: sum(abs(a - b) for a, b in zip(rgb, PALETTE[i])))
+    if all(abs(a - b) <= tolerance for a, b in zip(rgb, PALETTE[best])):
+        return best
+    return None
+
+
+def assert_pattern_animates(page, expect_size=None):
+    """The canvas shows the test pattern's colour square, and it changes between frames."""
+    wait_until("frames on the canvas", lambda: page.snap()["framesShown"] >= 3, 10)
+    if expect_size:
+        wait_until(f"a {expect_size[0]}x{expect_size[1]} canvas", lambda: (
+            (m := page.marker_rgb()) and (m["width"], m["height"]) == expect_size), 10)
+    seen = set()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(seen) < 3:
+        m = page.marker_rgb()
+        if expect_size:
+            assert (m["width"], m["height"]) == expect_size, f"canvas {m['width']}x{m['height']}"
+        idx = palette_index(m["rgb"])
+        assert idx is not None, f"top-right square {m['rgb']} is not a test-pattern colour"
+        seen.add(idx)
+        time.sleep(1 / FPS)
+    assert len(seen) >= 3, f"the square showed only colours {sorted(seen)} in 5 s"
+
+
+def client_formats(daemon):
+    return sorted(c["format"] for c in daemon.status()["clients"])
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+def test_served_page_renders_binary_stream(ctx):
+    """The page at / connects by itself (binary framing) and shows the moving pattern."""
+    with Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS)], log_dir=ctx.artifacts) as d:
+        ctx.page.open(f"http://127.0.0.1:{d.port}/")
+        assert_pattern_animates(ctx.page, (640, 480))
+        snap = ctx.page.snap()
+        assert snap["state"] == "live", snap
+        assert snap["format"] == "binary", snap
+        assert client_formats(d) == ["binary"], d.status()["clients"]
+        assert not ctx.page.visible("audio-start"), "no audio stream, yet an audio button"
+
+
+def test_text_format_renders(ctx):
+    """?format=text uses the seed's base64 text messages, and they render the same."""
+    with Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS), "--width", "320",
+                             "--height", "240"], log_dir=ctx.artifacts) as d:
+        ctx.page.open(f"http://127.0.0.1:{d.port}/?format=text")
+        assert_pattern_animates(ctx.page, (320, 240))
+        assert ctx.page.snap()["format"] == "text"
+        assert client_formats(d) == ["text"], d.status()["clients"]
+
+
+def test_stats_show_the_configured_frame_rate(ctx):
+    """The stats overlay toggles on and reports fps close to --fps, plus the other figures."""
+    with Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS)], log_dir=ctx.artifacts) as d:
+        ctx.page.open(f"http://127.0.0.1:{d.port}/")
+        assert not ctx.page.visible("stats")
+        ctx.page.click("stats-toggle")
+        assert ctx.page.visible("stats")
+        time.sleep(3)  # the fps window is 2 s
+        snap = wait_until("fps near the configured rate",
+                          lambda: (s := ctx.page.snap()) and abs(s["fps"] - FPS) <= 2 and s, 6)
+        assert snap["configuredFps"] == FPS, snap
+        assert snap["kbps"] > 50, snap
+        assert snap["latencyMs"] is not None and -1000 < snap["latencyMs"] < 1000, snap
+        text = wait_until("the stats table", lambda: ctx.page.driver.find_element(By.ID, "stats").text)
+        for label in ("fps", "resolution", "bitrate", "latency", "dropped", "audio buffer"):
+            assert label in text, f"{label!r} missing from the stats overlay: {text!r}"
+        assert "640×480" in text, text
+        ctx.page.click("stats-toggle")
+        assert not ctx.page.visible("stats")
+
+
+def check_audio(ctx, query, expect_output, while_running=None):
+    with Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS), "--enable-audio"],
+                log_dir=ctx.artifacts) as d:
+        ctx.page.open(f"http://127.0.0.1:{d.port}/{query}")
+        wait_until("the Click to Start Audio overlay", lambda: ctx.page.visible("audio-start"), 10)
+        assert ctx.page.snap()["audioState"] == "not started"
+        ctx.page.click("audio-start")
+        wait_until("the AudioContext to run",
+                   lambda: ctx.page.snap()["audioState"] == "running", 10)
+        snap = wait_until(
+            "the 440 Hz tone at the analyser",
+            lambda: (s := ctx.page.snap()) and s["audioLevel"] > 0.05
+            and abs(s["audioPeakHz"] - 440) < 30 and s, 10)
+        assert snap["audioOutput"] == expect_output, snap
+        assert snap["audioRate"] == 48000, snap
+        assert not ctx.page.visible("audio-start")
+        assert ctx.page.visible("mute")
+        # Jitter buffer near its target, and the video follows the audio clock.
+        snap = wait_until("a settled audio buffer and A/V offset",
+                          lambda: (s := ctx.page.snap()) and s["avOffsetMs"] is not None
+                          and 10 <= s["audioBufferMs"] <= 400 and s, 10)
+        assert abs(snap["avOffsetMs"]) <= 1000 / FPS + 20, f"A/V offset {snap['avOffsetMs']} ms"
+        assert_pattern_animates(ctx.page)
+        if while_running:
+            while_running()
+        return snap
+
+
+def test_audio_starts_on_click_and_plays_the_tone(ctx):
+    """After the start click the AudioContext runs (AudioWorklet) and carries the tone."""
+
+    def screenshot_and_mute():
+        wait_until("a full fps window", lambda: ctx.page.snap()["fps"] > FPS - 3, 5)
+        # Show the overlay with every figure filled in (it refreshes twice a second).
+        wait_until("an A/V offset in the overlay", lambda: "A/V offset –" not in
+                   ctx.page.driver.find_element(By.ID, "stats").text, 5)
+        ctx.page.driver.save_screenshot(os.path.join(ctx.artifacts, "client.png"))
+        if ctx.screenshot:
+            shutil.copy(os.path.join(ctx.artifacts, "client.png"), ctx.screenshot)
+        ctx.page.click("mute")
+        assert ctx.page.js("return document.getElementById('mute').getAttribute('aria-pressed')") == "true"
+        # The analyser taps the stream before the volume: muted, the tone is still measured.
+        assert ctx.page.snap()["audioLevel"] > 0.05
+
+    snap = check_audio(ctx, "?stats=1", "worklet", screenshot_and_mute)
+    print(f"    audio: buffer {snap['audioBufferMs']:.0f}/{snap['audioTargetMs']:.0f} ms, "
+          f"A/V offset {snap['avOffsetMs']:.1f} ms, latency {snap['latencyMs']:.0f} ms")
+
+
+def test_audio_falls_back_to_script_processor(ctx):
+    """Where AudioWorklet is missing (plain-http LAN pages), ScriptProcessor plays it."""
+    check_audio(ctx, "?audio=scriptprocessor", "scriptprocessor")
+
+
+def test_audio_in_text_format(ctx):
+    """Text audio messages carry no rate: the page takes it from /status and plays."""
+    check_audio(ctx, "?format=text", "worklet")
+    assert ctx.page.snap()["format"] == "text"
+
+
+def test_reconnects_after_the_daemon_restarts(ctx):
+    """Killing the daemon shows 'reconnecting'; a restart is picked up without a reload,
+    and the new stream's resolution (changed across the restart) is followed."""
+    d = Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS)], log_dir=ctx.artifacts)
+    d.start()
+    try:
+        ctx.page.open(f"http://127.0.0.1:{d.port}/")
+        assert_pattern_animates(ctx.page, (640, 480))
+        d.kill()
+        wait_until("the page to notice", lambda: ctx.page.snap()["state"].startswith("reconnecting"), 5)
+        time.sleep(2)  # down for a while: a couple of failed attempts
+        d.start(["--width", "320", "--height", "240"])
+        wait_until("the page to reconnect", lambda: ctx.page.snap()["state"] == "live", 15)
+        assert_pattern_animates(ctx.page, (320, 240))
+        assert ctx.page.snap()["connects"] == 2
+    finally:
+        d.stop()
+
+
+def test_camera_offline_is_shown_and_clears(ctx):
+    """While the camera stops delivering, the page says 'camera offline'; then 'live'."""
+    args = ["--camera-type", "test", "--fps", str(FPS), "--test-fault", "stall:3:4"]
+    with Daemon(ctx.binary, args, log_dir=ctx.artifacts) as d:
+        ctx.page.open(f"http://127.0.0.1:{d.port}/")
+        t0 = time.monotonic()
+        wait_until("'live' first", lambda: ctx.page.snap()["state"] == "live", 10)
+        assert_pattern_animates(ctx.page)
+        wait_until("'camera offline'", lambda: ctx.page.snap()["state"] == "camera offline", 8)
+        t1 = time.monotonic()
+        assert ctx.page.visible("placeholder")
+        wait_until("'live' again", lambda: ctx.page.snap()["state"] == "live", 10)
+        t2 = time.monotonic()
+        assert not ctx.page.visible("placeholder")
+        assert_pattern_animates(ctx.page)
+        print(f"    offline after {t1 - t0:.1f} s, live again after {t2 - t0:.1f} s "
+              "(stall from 3 s to 7 s after the daemon started)")
+
+
+def test_file_url_with_server_parameter(ctx):
+    """public/index.html opened from file:// streams from ?server=127.0.0.1:PORT."""
+    with Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS), "--no-client"],
+                log_dir=ctx.artifacts) as d:
+        index = os.path.abspath(os.path.join(ctx.public, "index.html"))
+        ctx.page.open(f"file://{index}?server=127.0.0.1:{d.port}")
+        assert_pattern_animates(ctx.page, (640, 480))
+        assert ctx.page.js("return window.rpiStreamer.streamUrl()").startswith(
+            f"ws://127.0.0.1:{d.port}/stream")
+
+
+def test_server_form_switches_streams(ctx):
+    """The form changes the server without editing anything, and keeps it in the URL."""
+    with Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS)], log_dir=ctx.artifacts) as a, \
+         Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS), "--width", "320",
+                             "--height", "240"], log_dir=ctx.artifacts) as b:
+        ctx.page.open(f"http://127.0.0.1:{a.port}/")
+        assert_pattern_animates(ctx.page, (640, 480))
+        field = ctx.page.driver.find_element(By.ID, "server-input")
+        field.clear()
+        field.send_keys(f"127.0.0.1:{b.port}")
+        ctx.page.click("server-form-submit")
+        assert_pattern_animates(ctx.page, (320, 240))
+        assert f"server=127.0.0.1%3A{b.port}" in ctx.page.driver.current_url
+        wait_until("the old connection to close", lambda: a.status()["clients"] == [], 5)
+
+
+def test_snapshot_saves_the_current_jpeg(ctx):
+    """The snapshot button downloads the frame on screen as the camera's JPEG."""
+    with Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS)], log_dir=ctx.artifacts) as d:
+        ctx.page.open(f"http://127.0.0.1:{d.port}/")
+        wait_until("frames", lambda: ctx.page.snap()["framesShown"] > 0, 10)
+        before = set(os.listdir(ctx.page.downloads))
+        ctx.page.click("snapshot")
+        new = wait_until("a downloaded .jpg", lambda: [
+            f for f in set(os.listdir(ctx.page.downloads)) - before if f.endswith(".jpg")], 10)
+        with open(os.path.join(ctx.page.downloads, new[0]), "rb") as f:
+            data = f.read()
+        assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9", "not a JPEG"
+        assert new[0].startswith("rpi-streamer-")
+
+
+def test_fullscreen_and_small_screens(ctx):
+    """Fullscreen toggles, and on a phone-sized window every control stays on screen."""
+    with Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS), "--enable-audio"],
+                log_dir=ctx.artifacts) as d:
+        drv = ctx.page.driver
+        drv.set_window_size(390, 844)
+        try:
+            ctx.page.open(f"http://127.0.0.1:{d.port}/")
+            wait_until("frames", lambda: ctx.page.snap()["framesShown"] > 0, 10)
+            wait_until("the audio overlay", lambda: ctx.page.visible("audio-start"), 10)
+            width = ctx.page.js("return document.documentElement.clientWidth")
+            height = ctx.page.js("return document.documentElement.clientHeight")
+            scroll_w = ctx.page.js("return document.documentElement.scrollWidth")
+            assert scroll_w <= width, f"page is {scroll_w} px wide in a {width} px viewport"
+            for el in ("audio-start", "stats-toggle", "snapshot", "fullscreen", "server-input", "video"):
+                r = ctx.page.js("return document.getElementById(arguments[0]).getBoundingClientRect().toJSON()", el)
+                assert r["left"] >= 0 and r["right"] <= width + 0.5 and r["bottom"] <= height + 0.5, (el, r)
+            drv.save_screenshot(os.path.join(ctx.artifacts, "client-phone.png"))
+            ctx.page.click("fullscreen")
+            wait_until("fullscreen", lambda: ctx.page.js(
+                "return document.fullscreenElement && document.fullscreenElement.id === 'player'"
+                " || document.getElementById('player').classList.contains('pseudo-fullscreen')"), 5)
+        finally:
+            drv.set_window_size(1100, 760)
+
+
+TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--daemon", required=True)
+    ap.add_argument("--public", required=True)
+    ap.add_argument("--artifacts", required=True)
+    ap.add_argument("--screenshot", help="also copy the page screenshot here")
+    ap.add_argument("tests", nargs="*", help="names (substrings) of tests to run")
+    args = ap.parse_args()
+    os.makedirs(args.artifacts, exist_ok=True)
+    selected = [t for t in TESTS if not args.tests or any(s in t.__name__ for s in args.tests)]
+    profile = tempfile.mkdtemp(prefix="rpi-streamer-chromium-")
+    page = Page(profile)
+    ctx = argparse.Namespace(binary=args.daemon, public=args.public, artifacts=args.artifacts,
+                             screenshot=args.screenshot, page=page)
+    failed = []
+    try:
+        for test in selected:
+            start = time.monotonic()
+            try:
+                page.driver.get("about:blank")
+                page.errors()  # what the previous test's page logged while it was torn down
+                test(ctx)
+                errors = page.errors()
+                assert not errors, f"console errors: {errors}"
+                print(f"ok   {test.__name__} ({time.monotonic() - start:.1f} s)", flush=True)
+            except Exception:
+                failed.append(test.__name__)
+                print(f"FAIL {test.__name__} ({time.monotonic() - start:.1f} s)", flush=True)
+                traceback.print_exc()
+                try:
+                    page.driver.save_screenshot(os.path.join(args.artifacts, f"{test.__name__}.png"))
+                except Exception:
+                    pass
+    finally:
+        page.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    print(f"{len(selected) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
