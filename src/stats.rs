@@ -14,6 +14,8 @@ pub struct Stats {
     pub video_placeholders: AtomicU64,
     /// Frames the encoder failed on.
     pub video_encode_errors: AtomicU64,
+    /// Camera JPEG frames dropped as corrupt or truncated (never sent).
+    pub video_corrupt_dropped: AtomicU64,
     /// Frames pushed out of the capture→server queue because the server was behind.
     pub video_queue_dropped: AtomicU64,
     /// Total encode time in microseconds (with `video_captured`: the mean).

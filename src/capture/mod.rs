@@ -23,8 +23,11 @@ pub mod draw;
 pub mod fault;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
+pub mod negotiate;
 pub mod placeholder;
 pub mod test;
+#[cfg(feature = "v4l")]
+pub mod v4l;
 
 /// Longest time a `next_frame` / `next_chunk` call may block.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -55,6 +58,8 @@ pub struct VideoParams {
     pub fps: u32,
     /// `/dev/videoN` index (`--device-id`).
     pub device_id: u32,
+    /// V4L2 device path (`--device`, e.g. a `/dev/v4l/by-id/...` link); overrides `device_id`.
+    pub device_path: Option<std::path::PathBuf>,
     /// Which libcamera camera, in libcamera's order (`--camera-index`).
     pub camera_index: u32,
 }
@@ -231,8 +236,11 @@ pub fn open_video(
 ) -> Result<Box<dyn VideoSource>, CaptureError> {
     match camera {
         CameraType::Test => Ok(Box::new(test::TestPattern::new(params, epoch)?)),
+        #[cfg(feature = "v4l")]
+        CameraType::Usb => Ok(Box::new(v4l::V4lCamera::open(params)?)),
+        #[cfg(not(feature = "v4l"))]
         CameraType::Usb => Err(CaptureError::Config(
-            "this build has no USB camera (V4L2) backend".into(),
+            "this build has no USB camera (V4L2) backend (build with --features v4l)".into(),
         )),
         #[cfg(feature = "libcamera")]
         CameraType::Rpi => Ok(Box::new(libcamera::LibcameraSource::open(params)?)),
@@ -262,8 +270,11 @@ fn list_video_devices(camera: CameraType) -> Result<String, CaptureError> {
         CameraType::Rpi => Err(CaptureError::Config(
             "this build has no Raspberry Pi camera (libcamera) backend".into(),
         )),
+        #[cfg(feature = "v4l")]
+        CameraType::Usb => Ok(v4l::list_devices()),
+        #[cfg(not(feature = "v4l"))]
         CameraType::Usb => Err(CaptureError::Config(
-            "this build cannot list USB cameras yet".into(),
+            "this build has no USB camera (V4L2) backend (build with --features v4l)".into(),
         )),
     }
 }

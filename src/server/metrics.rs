@@ -40,6 +40,7 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
         "Video frames dropped, by reason.",
         &[
             ("{reason=\"encode_error\"}", c(&s.video_encode_errors)),
+            ("{reason=\"corrupt_mjpeg\"}", c(&s.video_corrupt_dropped)),
             ("{reason=\"queue_full\"}", c(&s.video_queue_dropped)),
             ("{reason=\"client_skipped\"}", c(&s.client_video_skipped)),
         ],

@@ -237,9 +237,9 @@ impl Server {
             "{{\"version\":{},\"camera\":{},\"video\":{{\"width\":{},\"height\":{},\"fps\":{},\
              \"quality\":{},\"state\":{},\"latest_ts\":{}}},\"audio\":{audio},\"clients\":[{}],\
              \"counters\":{{\"video_captured\":{},\"video_placeholders\":{},\
-             \"video_encode_errors\":{},\"video_queue_dropped\":{},\"audio_chunks\":{},\
-             \"audio_queue_dropped\":{},\"audio_xruns\":{},\"client_video_skipped\":{},\
-             \"client_audio_dropped\":{},\
+             \"video_encode_errors\":{},\"video_corrupt_dropped\":{},\"video_queue_dropped\":{},\
+             \"audio_chunks\":{},\"audio_queue_dropped\":{},\"audio_xruns\":{},\
+             \"client_video_skipped\":{},\"client_audio_dropped\":{},\
              \"messages_sent\":{},\"bytes_sent\":{}}}}}",
             json_string(env!("CARGO_PKG_VERSION")),
             json_string(&format!("{:?}", c.camera).to_lowercase()),
@@ -253,6 +253,7 @@ impl Server {
             Stats::get(&s.video_captured),
             Stats::get(&s.video_placeholders),
             Stats::get(&s.video_encode_errors),
+            Stats::get(&s.video_corrupt_dropped),
             Stats::get(&s.video_queue_dropped),
             Stats::get(&s.audio_chunks),
             Stats::get(&s.audio_queue_dropped),
