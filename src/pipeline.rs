@@ -231,9 +231,10 @@ impl VideoLoop {
 
             match src.next_frame() {
                 Ok(Some(frame)) => {
-                    if last_frame.elapsed() > self.placeholder_after() {
+                    // Only a stall that was reported (placeholder sent) is news when it ends;
+                    // a merely slow frame is not.
+                    if failures.recovered() {
                         log::info!("video source: frames flowing again");
-                        failures.recovered();
                         self.stats
                             .set_video_state(format!("streaming: {described}"), false);
                     }
