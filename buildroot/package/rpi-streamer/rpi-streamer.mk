@@ -16,6 +16,7 @@ RPI_STREAMER_SITE = $(BR2_EXTERNAL_RPI_STREAMER_PATH)/..
 RPI_STREAMER_SITE_METHOD = local
 
 RPI_STREAMER_LICENSE = MIT
+RPI_STREAMER_LICENSE_FILES = LICENSE
 # The build directory needs neither cargo's output nor this tree.
 RPI_STREAMER_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude /target --exclude /buildroot
