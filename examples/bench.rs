@@ -14,10 +14,11 @@
 //! clients' CPU column shows what they took from the daemon.
 
 use rpi_streamer::capture::test::TestPattern;
-use rpi_streamer::capture::{VideoParams, VideoSource};
+use rpi_streamer::capture::{Picture, VideoParams, VideoSource};
 use rpi_streamer::clock::MonoTime;
 use rpi_streamer::jpeg::Encoder;
 use rpi_streamer::media::VideoFrame;
+use rpi_streamer::scale::FrameShaper;
 use rustix::time::{clock_gettime, ClockId};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -323,6 +324,7 @@ fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64)
         capture_height: h,
         fps: o.fps,
         device_id: 0,
+        device_path: None,
         camera_index: 0,
     };
     // An epoch a day ago makes every frame overdue: the pattern renders without pacing.
@@ -349,6 +351,112 @@ fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64)
     std::hint::black_box(bytes);
     let per_frame = |d: Duration| d.as_secs_f64() * 1000.0 / frames as f64;
     Ok((per_frame(cpu), per_frame(render)))
+}
+
+/// Removes the Huffman tables from a JPEG, as MJPEG webcams send their frames.
+fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut pos = 2;
+    while pos + 4 <= jpeg.len() {
+        let marker = jpeg[pos + 1];
+        if marker == 0xDA {
+            break;
+        }
+        let len = usize::from(u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]));
+        if marker != 0xC4 {
+            out.extend_from_slice(&jpeg[pos..pos + 2 + len]);
+        }
+        pos += 2 + len;
+    }
+    out.extend_from_slice(&jpeg[pos.min(jpeg.len())..]);
+    out
+}
+
+/// USB camera paths through the daemon's own [`FrameShaper`], CPU ms per frame: MJPEG
+/// passthrough (hygiene + Huffman tables inserted), raw YUYV encoded, and MJPEG at this size
+/// scaled to half of it. The "recording" is the test pattern encoded at q85 with its Huffman
+/// tables stripped, as webcams send it.
+fn usb_paths_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<[f64; 3], String> {
+    let params = VideoParams {
+        width: w,
+        height: h,
+        capture_width: w,
+        capture_height: h,
+        fps: o.fps,
+        device_id: 0,
+        device_path: None,
+        camera_index: 0,
+    };
+    let epoch = MonoTime::now().earlier_by(Duration::from_secs(86_400));
+    let mut source = TestPattern::new(&params, epoch).map_err(|e| e.to_string())?;
+    let mut camera = Encoder::new(85).map_err(|e| e.to_string())?;
+    let mut recording = Vec::new();
+    let mut yuyv = Vec::new();
+    for i in 0..frames.min(30) {
+        let frame = source
+            .next_frame()
+            .map_err(|e| e.to_string())?
+            .ok_or("pattern not ready")?;
+        recording.push(strip_dht(
+            &camera.encode(&frame.picture).map_err(|e| e.to_string())?,
+        ));
+        if i == 0 {
+            if let Picture::I420 {
+                planes, strides, ..
+            } = frame.picture
+            {
+                for r in 0..h as usize {
+                    for x in (0..w as usize).step_by(2) {
+                        let c = (r / 2) * strides[1] + x / 2;
+                        let y = r * strides[0] + x;
+                        yuyv.extend_from_slice(&[
+                            planes[0][y],
+                            planes[1][c],
+                            planes[0][y + 1],
+                            planes[2][c],
+                        ]);
+                    }
+                }
+            }
+        }
+    }
+    let mut encoder = Encoder::new(o.quality).map_err(|e| e.to_string())?;
+    let mut shaper = FrameShaper::new();
+    fn run<'a>(
+        shaper: &mut FrameShaper,
+        encoder: &mut Encoder,
+        frames: usize,
+        picture: &dyn Fn(usize) -> Picture<'a>,
+        out: (u32, u32),
+    ) -> Result<f64, String> {
+        let t0 = clock_gettime(ClockId::ThreadCPUTime);
+        let mut bytes = 0;
+        for i in 0..frames {
+            let (jpeg, _) = shaper
+                .shape(encoder, &picture(i), out)
+                .map_err(|e| e.to_string())?;
+            bytes += jpeg.len();
+        }
+        std::hint::black_box(bytes);
+        let t1 = clock_gettime(ClockId::ThreadCPUTime);
+        Ok(cpu_between(t0, t1).as_secs_f64() * 1000.0 / frames as f64)
+    }
+    let mjpeg = |i: usize| Picture::Jpeg {
+        width: w,
+        height: h,
+        data: &recording[i % recording.len()],
+    };
+    let raw = |_: usize| Picture::Yuyv {
+        width: w,
+        height: h,
+        data: &yuyv,
+        stride: w as usize * 2,
+    };
+    let (sh, en) = (&mut shaper, &mut encoder);
+    let passthrough = run(sh, en, frames, &mjpeg, (w, h))?;
+    let encoded = run(sh, en, frames, &raw, (w, h))?;
+    let scaled = run(sh, en, frames, &mjpeg, (w / 2 / 2 * 2, h / 2 / 2 * 2))?;
+    Ok([passthrough, encoded, scaled])
 }
 
 fn cpu_between(a: rustix::time::Timespec, b: rustix::time::Timespec) -> Duration {
@@ -408,6 +516,17 @@ fn main() {
             "{:>9}: floor (encode + base64) {floor:.3} ms/frame, test-pattern drawing {render:.3} ms/frame",
             format!("{}x{}", size.0, size.1)
         );
+        match usb_paths_ms(&o, size, 100) {
+            Ok([passthrough, encoded, scaled]) => println!(
+                "{:>9}: usb paths: MJPEG passthrough {passthrough:.3} ms/frame, YUYV encode \
+                 {encoded:.3} ms/frame, MJPEG scaled to half size {scaled:.3} ms/frame",
+                format!("{}x{}", size.0, size.1)
+            ),
+            Err(e) => {
+                eprintln!("usb paths {}x{}: {e}", size.0, size.1);
+                failed = true;
+            }
+        }
         for &clients in &o.clients {
             match run_scenario(&o, size, clients) {
                 Ok(s) if s.connected < s.clients => {

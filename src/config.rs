@@ -45,10 +45,13 @@ pub struct Args {
     /// video device number N for /dev/videoN (usb only; default 0)
     #[argh(option, default = "0")]
     pub device_id: u32,
+    /// V4L2 device path, e.g. /dev/v4l/by-id/usb-...-video-index0 (usb only; overrides --device-id)
+    #[argh(option)]
+    pub device: Option<PathBuf>,
     /// libcamera camera number N, as listed by --list-devices (rpi only; default 0)
     #[argh(option, default = "0")]
     pub camera_index: u32,
-    /// print the cameras the chosen --camera-type can open, then exit
+    /// print the cameras the chosen --camera-type can open (and the microphones), then exit
     #[argh(switch)]
     pub list_devices: bool,
     /// also stream audio (test: a synthetic tone; usb/rpi: the microphone)
@@ -365,6 +368,7 @@ impl Args {
                 capture_height,
                 fps,
                 device_id: self.device_id,
+                device_path: self.device.clone(),
                 camera_index: self.camera_index,
             },
             quality,
@@ -435,6 +439,29 @@ mod tests {
             Parsed::Help(text) => Err(format!("help: {text}")),
             Parsed::Error(text) => Err(text),
         }
+    }
+
+    #[test]
+    fn usb_list_devices_and_device_takes_a_path() {
+        assert!(matches!(
+            parse("rpi-streamer", &["--camera-type", "usb", "--list-devices"]),
+            Parsed::ListDevices(CameraType::Usb)
+        ));
+        let c = run(&[
+            "--camera-type",
+            "usb",
+            "--device",
+            "/dev/v4l/by-id/usb-cam-video-index0",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.video.device_path.as_deref(),
+            Some(std::path::Path::new("/dev/v4l/by-id/usb-cam-video-index0"))
+        );
+        assert_eq!(
+            run(&["--camera-type", "usb"]).unwrap().video.device_path,
+            None
+        );
     }
 
     fn error_of(args: &[&str]) -> String {

@@ -15,6 +15,7 @@ use crate::clock::{MonoTime, MonotonicStamps};
 use crate::config::Config;
 use crate::jpeg::Encoder;
 use crate::media::{AudioChunk, VideoFrame};
+use crate::scale::{FrameShaper, ShapeError};
 use crate::stats::Stats;
 use async_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,6 +181,8 @@ impl VideoLoop {
                 return;
             }
         };
+        let mut shaper = FrameShaper::new();
+        let out_size = (self.config.video.width, self.config.video.height);
         let mut stamps = MonotonicStamps::default();
         let mut failures = FailureLog::default();
         let mut source: Option<Box<dyn VideoSource>> = None;
@@ -228,22 +231,28 @@ impl VideoLoop {
 
             match src.next_frame() {
                 Ok(Some(frame)) => {
-                    if last_frame.elapsed() > self.placeholder_after() {
+                    // Only a stall that was reported (placeholder sent) is news when it ends;
+                    // a merely slow frame is not.
+                    if failures.recovered() {
                         log::info!("video source: frames flowing again");
-                        failures.recovered();
                         self.stats
                             .set_video_state(format!("streaming: {described}"), false);
                     }
                     last_frame = Instant::now();
                     Stats::add(&self.stats.video_captured, 1);
-                    let (w, h) = frame.picture.size();
                     let unix = frame.captured.to_unix();
                     let started = Instant::now();
-                    match encoder.encode(&frame.picture) {
-                        Ok(jpeg) => {
+                    // Camera JPEGs pass through (repaired) or are scaled; raw is encoded.
+                    match shaper.shape(&mut encoder, &frame.picture, out_size) {
+                        Ok((jpeg, _path)) => {
                             self.stats.record_encode(started.elapsed().as_secs_f64());
                             let ts = stamps.next(unix);
+                            let (w, h) = out_size;
                             self.publish(VideoFrame::new(ts, w, h, jpeg, false));
+                        }
+                        Err(ShapeError::Corrupt(e)) => {
+                            Stats::add(&self.stats.video_corrupt_dropped, 1);
+                            log::debug!("dropping a corrupt camera frame: {e}");
                         }
                         Err(e) => {
                             Stats::add(&self.stats.video_encode_errors, 1);
@@ -329,6 +338,7 @@ impl AudioLoop {
                 continue;
             };
             let format = src.format();
+            Stats::add(&self.stats.audio_xruns, src.take_xruns());
             match src.next_chunk() {
                 Ok(Some(block)) => {
                     Stats::add(&self.stats.audio_chunks, 1);
@@ -347,6 +357,7 @@ impl AudioLoop {
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    Stats::add(&self.stats.audio_xruns, src.take_xruns());
                     self.stats.set_audio_state(format!("unavailable: {e}"));
                     failures.report("audio source", e.to_string());
                     source = None;

@@ -14,6 +14,8 @@ pub struct Stats {
     pub video_placeholders: AtomicU64,
     /// Frames the encoder failed on.
     pub video_encode_errors: AtomicU64,
+    /// Camera JPEG frames dropped as corrupt or truncated (never sent).
+    pub video_corrupt_dropped: AtomicU64,
     /// Frames pushed out of the capture→server queue because the server was behind.
     pub video_queue_dropped: AtomicU64,
     /// Total encode time in microseconds (with `video_captured`: the mean).
@@ -22,6 +24,8 @@ pub struct Stats {
     pub audio_chunks: AtomicU64,
     /// Audio chunks pushed out of the capture→server queue.
     pub audio_queue_dropped: AtomicU64,
+    /// Audio overruns/suspends the source recovered from (samples were lost).
+    pub audio_xruns: AtomicU64,
     /// Video frames a client skipped because a newer one replaced it before it was sent.
     pub client_video_skipped: AtomicU64,
     /// Audio chunks dropped from a slow client's backlog.

@@ -17,12 +17,17 @@
 use crate::clock::MonoTime;
 use std::time::Duration;
 
+#[cfg(feature = "alsa")]
+pub mod alsa;
 pub mod draw;
 pub mod fault;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
+pub mod negotiate;
 pub mod placeholder;
 pub mod test;
+#[cfg(feature = "v4l")]
+pub mod v4l;
 
 /// Longest time a `next_frame` / `next_chunk` call may block.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -53,6 +58,8 @@ pub struct VideoParams {
     pub fps: u32,
     /// `/dev/videoN` index (`--device-id`).
     pub device_id: u32,
+    /// V4L2 device path (`--device`, e.g. a `/dev/v4l/by-id/...` link); overrides `device_id`.
+    pub device_path: Option<std::path::PathBuf>,
     /// Which libcamera camera, in libcamera's order (`--camera-index`).
     pub camera_index: u32,
 }
@@ -215,6 +222,10 @@ pub trait AudioSource: Send {
     fn format(&self) -> AudioFormat;
     /// The next block (20 ms nominal), or `None` if none arrived within [`POLL_TIMEOUT`].
     fn next_chunk(&mut self) -> Result<Option<AudioBlock<'_>>, CaptureError>;
+    /// Overruns (samples lost and recovered from) since the last call, for the counters.
+    fn take_xruns(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Opens the video source for `camera`; the one place backends are chosen.
@@ -225,8 +236,11 @@ pub fn open_video(
 ) -> Result<Box<dyn VideoSource>, CaptureError> {
     match camera {
         CameraType::Test => Ok(Box::new(test::TestPattern::new(params, epoch)?)),
+        #[cfg(feature = "v4l")]
+        CameraType::Usb => Ok(Box::new(v4l::V4lCamera::open(params)?)),
+        #[cfg(not(feature = "v4l"))]
         CameraType::Usb => Err(CaptureError::Config(
-            "this build has no USB camera (V4L2) backend".into(),
+            "this build has no USB camera (V4L2) backend (build with --features v4l)".into(),
         )),
         #[cfg(feature = "libcamera")]
         CameraType::Rpi => Ok(Box::new(libcamera::LibcameraSource::open(params)?)),
@@ -237,8 +251,17 @@ pub fn open_video(
     }
 }
 
-/// What `--list-devices` prints for `camera`: the cameras a backend can open.
+/// What `--list-devices` prints for `camera`: the cameras a backend can open, then the
+/// microphones when the build has the ALSA backend.
 pub fn list_devices(camera: CameraType) -> Result<String, CaptureError> {
+    let video = list_video_devices(camera)?;
+    #[cfg(feature = "alsa")]
+    return Ok(format!("{video}\n{}", alsa::list_devices()));
+    #[cfg(not(feature = "alsa"))]
+    Ok(video)
+}
+
+fn list_video_devices(camera: CameraType) -> Result<String, CaptureError> {
     match camera {
         CameraType::Test => Ok("test: the synthetic pattern (always available)\n".into()),
         #[cfg(feature = "libcamera")]
@@ -247,8 +270,11 @@ pub fn list_devices(camera: CameraType) -> Result<String, CaptureError> {
         CameraType::Rpi => Err(CaptureError::Config(
             "this build has no Raspberry Pi camera (libcamera) backend".into(),
         )),
+        #[cfg(feature = "v4l")]
+        CameraType::Usb => Ok(v4l::list_devices()),
+        #[cfg(not(feature = "v4l"))]
         CameraType::Usb => Err(CaptureError::Config(
-            "this build cannot list USB cameras yet".into(),
+            "this build has no USB camera (V4L2) backend (build with --features v4l)".into(),
         )),
     }
 }
@@ -260,7 +286,11 @@ pub fn open_audio(
     epoch: MonoTime,
 ) -> Result<Box<dyn AudioSource>, CaptureError> {
     match (camera, &params.device) {
+        // The test camera keeps its synthetic tone unless a device is named explicitly.
         (CameraType::Test, None) => Ok(Box::new(test::TestTone::new(params, epoch)?)),
+        #[cfg(feature = "alsa")]
+        _ => Ok(Box::new(alsa::AlsaSource::open(params)?)),
+        #[cfg(not(feature = "alsa"))]
         _ => Err(CaptureError::Config(
             "this build has no microphone (ALSA) backend".into(),
         )),

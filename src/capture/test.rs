@@ -265,6 +265,7 @@ mod tests {
             capture_height: 48,
             fps,
             device_id: 0,
+            device_path: None,
             camera_index: 0,
         }
     }

@@ -40,6 +40,7 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
         "Video frames dropped, by reason.",
         &[
             ("{reason=\"encode_error\"}", c(&s.video_encode_errors)),
+            ("{reason=\"corrupt_mjpeg\"}", c(&s.video_corrupt_dropped)),
             ("{reason=\"queue_full\"}", c(&s.video_queue_dropped)),
             ("{reason=\"client_skipped\"}", c(&s.client_video_skipped)),
         ],
@@ -58,6 +59,12 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
             ("{reason=\"queue_full\"}", c(&s.audio_queue_dropped)),
             ("{reason=\"client_backlog\"}", c(&s.client_audio_dropped)),
         ],
+    );
+    family(
+        "audio_xruns_total",
+        "counter",
+        "Audio overruns and suspends recovered from (samples lost).",
+        &[("", c(&s.audio_xruns))],
     );
     family(
         "messages_sent_total",

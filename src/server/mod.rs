@@ -237,8 +237,9 @@ impl Server {
             "{{\"version\":{},\"camera\":{},\"video\":{{\"width\":{},\"height\":{},\"fps\":{},\
              \"quality\":{},\"state\":{},\"latest_ts\":{}}},\"audio\":{audio},\"clients\":[{}],\
              \"counters\":{{\"video_captured\":{},\"video_placeholders\":{},\
-             \"video_encode_errors\":{},\"video_queue_dropped\":{},\"audio_chunks\":{},\
-             \"audio_queue_dropped\":{},\"client_video_skipped\":{},\"client_audio_dropped\":{},\
+             \"video_encode_errors\":{},\"video_corrupt_dropped\":{},\"video_queue_dropped\":{},\
+             \"audio_chunks\":{},\"audio_queue_dropped\":{},\"audio_xruns\":{},\
+             \"client_video_skipped\":{},\"client_audio_dropped\":{},\
              \"messages_sent\":{},\"bytes_sent\":{}}}}}",
             json_string(env!("CARGO_PKG_VERSION")),
             json_string(&format!("{:?}", c.camera).to_lowercase()),
@@ -252,9 +253,11 @@ impl Server {
             Stats::get(&s.video_captured),
             Stats::get(&s.video_placeholders),
             Stats::get(&s.video_encode_errors),
+            Stats::get(&s.video_corrupt_dropped),
             Stats::get(&s.video_queue_dropped),
             Stats::get(&s.audio_chunks),
             Stats::get(&s.audio_queue_dropped),
+            Stats::get(&s.audio_xruns),
             Stats::get(&s.client_video_skipped),
             Stats::get(&s.client_audio_dropped),
             Stats::get(&s.messages_sent),

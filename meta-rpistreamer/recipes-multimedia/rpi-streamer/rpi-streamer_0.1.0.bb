@@ -35,11 +35,10 @@ inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 # Cargo.toml's [features] in step). libcamera comes from meta-multimedia, so it is
 # on by default only when that layer is in the build; its bindings are made by
 # bindgen, which needs libclang from clang-native.
-PACKAGECONFIG ??= "${@bb.utils.contains('BBFILE_COLLECTIONS', 'multimedia-layer', 'libcamera', '', d)}"
+PACKAGECONFIG ??= "alsa v4l ${@bb.utils.contains('BBFILE_COLLECTIONS', 'multimedia-layer', 'libcamera', '', d)}"
+PACKAGECONFIG[alsa] = "--features alsa,,alsa-lib"
 PACKAGECONFIG[libcamera] = "--features libcamera,,libcamera clang-native"
-# The alsa and v4l backends map the same way once their cargo features exist:
-#   PACKAGECONFIG[alsa] = "--features alsa,,alsa-lib"
-#   PACKAGECONFIG[v4l] = "--features v4l,,clang-native"
+PACKAGECONFIG[v4l] = "--features v4l,,clang-native"
 
 # The crate's release profile strips the binary; OE strips it itself (keeping
 # the symbols for -dbg), and its QA rejects an already-stripped binary.

@@ -1,0 +1,121 @@
+//! A WebSocket client for scripted checks (scripts/checks/vm-v4l): connects to the daemon's
+//! `/stream`, and for `SECONDS` prints one line per video frame:
+//! `<receive unix time> <ts> <width> <height> <JPEG width> <JPEG height> <mean luma>`
+//! (the JPEG is fully decoded about once a second; mean luma is -1 on the other lines).
+//! Exits 1 on a malformed message or an undecodable JPEG, 2 if it cannot connect.
+//!
+//! Usage: `ws_probe PORT SECONDS`
+
+use base64::Engine as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::Message;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(port), Some(seconds)) = (
+        args.first().and_then(|p| p.parse::<u16>().ok()),
+        args.get(1).and_then(|s| s.parse::<f64>().ok()),
+    ) else {
+        eprintln!("usage: ws_probe PORT SECONDS");
+        std::process::exit(2);
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let url = format!("ws://127.0.0.1:{port}/stream");
+    let mut ws = loop {
+        match tungstenite::connect(url.as_str()) {
+            Ok((ws, _)) => break ws,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("ws_probe: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => {
+                eprintln!("ws_probe: cannot connect to {url}: {e}");
+                std::process::exit(2);
+            }
+        }
+    };
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut last_decode: Option<Instant> = None;
+    while Instant::now() < deadline {
+        let text = match ws.read() {
+            Ok(Message::Text(t)) => t,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                eprintln!("ws_probe: connection lost: {e}");
+                std::process::exit(1);
+            }
+        };
+        let Some(rest) = text.as_str().strip_prefix("video:") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.splitn(4, ':').collect();
+        let fail = |why: String| -> ! {
+            eprintln!("ws_probe: bad video message: {why}");
+            std::process::exit(1)
+        };
+        if fields.len() != 4 {
+            fail(format!("{} fields", fields.len()));
+        }
+        let jpeg = b64
+            .decode(fields[3])
+            .unwrap_or_else(|e| fail(format!("base64: {e}")));
+        let (width, height) =
+            jpeg_size(&jpeg).unwrap_or_else(|| fail("no JPEG frame header".into()));
+        // Decoding is slow in a debug build under emulation: check one frame a second fully.
+        let mut mean = -1i64;
+        if last_decode.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(1)) {
+            last_decode = Some(Instant::now());
+            let mut decoder =
+                zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(&jpeg));
+            let pixels = decoder
+                .decode()
+                .unwrap_or_else(|e| fail(format!("JPEG: {e:?}")));
+            let luma: u64 = pixels
+                .chunks_exact(3)
+                .map(|p| {
+                    (299 * u64::from(p[0]) + 587 * u64::from(p[1]) + 114 * u64::from(p[2])) / 1000
+                })
+                .sum();
+            mean = (luma / (pixels.len() as u64 / 3).max(1)) as i64;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        println!(
+            "{now:.6} {} {} {} {width} {height} {mean}",
+            fields[0], fields[1], fields[2]
+        );
+    }
+}
+
+/// Width and height from the JPEG's frame header (SOFn).
+fn jpeg_size(jpeg: &[u8]) -> Option<(u32, u32)> {
+    let mut pos = 2;
+    while pos + 9 < jpeg.len() {
+        if jpeg[pos] != 0xFF {
+            return None;
+        }
+        let marker = jpeg[pos + 1];
+        let len = usize::from(u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]));
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            let h = u16::from_be_bytes([jpeg[pos + 5], jpeg[pos + 6]]);
+            let w = u16::from_be_bytes([jpeg[pos + 7], jpeg[pos + 8]]);
+            return Some((w.into(), h.into()));
+        }
+        pos += 2 + len;
+    }
+    None
+}

@@ -1,0 +1,480 @@
+//! From a captured picture to the JPEG on the wire, at the output size.
+//!
+//! [`FrameShaper`] sits between a source and the shared [`Encoder`]. A camera JPEG at the
+//! output size is checked and repaired ([`crate::mjpeg`]) and passed through untouched: no
+//! decode, no encode, the cheapest path a Pi has. A JPEG at another size (`--capture-width`
+//! differs from `--width`) is decoded with libjpeg-turbo's DCT scaling to the smallest
+//! multiple of 1/8 that is still at least the output size, resized and re-encoded. Raw
+//! pictures (YUYV, NV12, I420) at another size are resized to I420 before encoding.
+#![forbid(unsafe_code)]
+
+use crate::capture::Picture;
+use crate::jpeg::{Encoder, JpegError};
+use crate::mjpeg::{self, MjpegError};
+
+/// Why a picture did not become a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum ShapeError {
+    /// The camera's JPEG is corrupt or truncated: drop it, count it.
+    #[error("{0}")]
+    Corrupt(#[from] MjpegError),
+    /// Encoding (or decoding a valid-looking JPEG) failed.
+    #[error("{0}")]
+    Jpeg(#[from] JpegError),
+    /// A plane is smaller than the picture's size and strides say.
+    #[error("{0}")]
+    ShortPlane(String),
+}
+
+impl From<turbojpeg::Error> for ShapeError {
+    fn from(e: turbojpeg::Error) -> ShapeError {
+        ShapeError::Jpeg(JpegError::Turbo(e))
+    }
+}
+
+/// One plane of samples: `data[row * stride + col * step]`.
+#[derive(Clone, Copy)]
+struct PlaneRef<'a> {
+    data: &'a [u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+    step: usize,
+}
+
+impl PlaneRef<'_> {
+    fn check(&self, what: &str) -> Result<(), ShapeError> {
+        if self.width == 0 || self.height == 0 {
+            return Err(ShapeError::ShortPlane(format!("{what}: empty plane")));
+        }
+        let needed = (self.height - 1) * self.stride + (self.width - 1) * self.step + 1;
+        if self.data.len() < needed {
+            return Err(ShapeError::ShortPlane(format!(
+                "{what}: plane has {} bytes, needs {needed}",
+                self.data.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Per-thread state: the decoder and reusable buffers.
+#[derive(Default)]
+pub struct FrameShaper {
+    decompressor: Option<turbojpeg::Decompressor>,
+    decoded: Vec<u8>,
+    y: Vec<u8>,
+    u: Vec<u8>,
+    v: Vec<u8>,
+}
+
+/// Which path a picture took, for statistics and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Camera JPEG sent as it came (possibly with Huffman tables added).
+    Passthrough,
+    /// Camera JPEG decoded, scaled and re-encoded.
+    Rescaled,
+    /// Raw picture encoded (resized first if needed).
+    Encoded,
+}
+
+impl FrameShaper {
+    /// A shaper with empty buffers (they grow to the frame size once).
+    pub fn new() -> FrameShaper {
+        FrameShaper::default()
+    }
+
+    /// The JPEG to send for `picture` at `out` (width, height), and the path it took.
+    pub fn shape(
+        &mut self,
+        encoder: &mut Encoder,
+        picture: &Picture<'_>,
+        out: (u32, u32),
+    ) -> Result<(Vec<u8>, Path), ShapeError> {
+        let size = picture.size();
+        if let Picture::Jpeg { data, .. } = *picture {
+            let (jpeg, _info) = mjpeg::sanitize(data, Some(size))?;
+            if size == out {
+                return Ok((jpeg.into_owned(), Path::Passthrough));
+            }
+            let resized = self.decode_scaled(&jpeg, out)?;
+            return Ok((encoder.encode(&resized.picture(self))?, Path::Rescaled));
+        }
+        if size == out {
+            return Ok((encoder.encode(picture)?, Path::Encoded));
+        }
+        let (w, h) = (size.0 as usize, size.1 as usize);
+        if w < 2 || h < 2 {
+            return Err(JpegError::BadSize {
+                width: size.0,
+                height: size.1,
+            }
+            .into());
+        }
+        let [y, u, v] = match *picture {
+            Picture::I420 {
+                planes, strides, ..
+            } => [
+                plane(planes[0], w, h, strides[0], 1),
+                plane(planes[1], w / 2, h / 2, strides[1], 1),
+                plane(planes[2], w / 2, h / 2, strides[2], 1),
+            ],
+            Picture::Nv12 {
+                planes, strides, ..
+            } => [
+                plane(planes[0], w, h, strides[0], 1),
+                plane(planes[1], w / 2, h / 2, strides[1], 2),
+                plane(
+                    planes[1].get(1..).unwrap_or(&[]),
+                    w / 2,
+                    h / 2,
+                    strides[1],
+                    2,
+                ),
+            ],
+            // 4:2:2: chroma has full height; resizing it to half height makes it 4:2:0.
+            Picture::Yuyv { data, stride, .. } => [
+                plane(data, w, h, stride, 2),
+                plane(data.get(1..).unwrap_or(&[]), w / 2, h, stride, 4),
+                plane(data.get(3..).unwrap_or(&[]), w / 2, h, stride, 4),
+            ],
+            Picture::Jpeg { .. } => unreachable!("handled above"),
+        };
+        let sized = self.resize_to_i420([y, u, v], out)?;
+        Ok((encoder.encode(&sized.picture(self))?, Path::Encoded))
+    }
+
+    fn resize_to_i420(
+        &mut self,
+        [y, u, v]: [PlaneRef<'_>; 3],
+        (width, height): (u32, u32),
+    ) -> Result<Resized, ShapeError> {
+        y.check("Y")?;
+        u.check("U")?;
+        v.check("V")?;
+        let (w, h) = (width as usize, height as usize);
+        resize_plane(y, &mut self.y, w, h);
+        resize_plane(u, &mut self.u, w / 2, h / 2);
+        resize_plane(v, &mut self.v, w / 2, h / 2);
+        Ok(Resized { width, height })
+    }
+
+    /// Decodes a JPEG to YUV with DCT scaling, then resizes to exactly `out`.
+    fn decode_scaled(&mut self, jpeg: &[u8], out: (u32, u32)) -> Result<Resized, ShapeError> {
+        let decompressor = match self.decompressor.as_mut() {
+            Some(d) => d,
+            None => self.decompressor.insert(turbojpeg::Decompressor::new()?),
+        };
+        let header = decompressor.read_header(jpeg)?;
+        let factor = dct_scale(header.width, header.height, out);
+        decompressor.set_scaling_factor(factor)?;
+        let scaled = header.scaled(factor);
+        let (sw, sh) = (scaled.width, scaled.height);
+        let len = turbojpeg::yuv_pixels_len(sw, 1, sh, header.subsamp)?;
+        let mut decoded = std::mem::take(&mut self.decoded);
+        decoded.resize(len, 0);
+        let result = decompressor.decompress_to_yuv(
+            jpeg,
+            turbojpeg::YuvImage {
+                pixels: decoded.as_mut_slice(),
+                width: sw,
+                align: 1,
+                height: sh,
+                subsamp: header.subsamp,
+            },
+        );
+        let resized = result.map_err(ShapeError::from).and_then(|()| {
+            // TurboJPEG's packed YUV layout (align 1): planes padded to whole MCU samples.
+            let (mcu_w, mcu_h) = (header.subsamp.mcu_width(), header.subsamp.mcu_height());
+            let luma_w = sw.div_ceil(mcu_w / 8) * (mcu_w / 8);
+            let luma_h = sh.div_ceil(mcu_h / 8) * (mcu_h / 8);
+            let y = plane(&decoded, sw, sh, luma_w, 1);
+            if header.subsamp == turbojpeg::Subsamp::Gray {
+                let (w, h) = (out.0 as usize, out.1 as usize);
+                y.check("Y")?;
+                resize_plane(y, &mut self.y, w, h);
+                self.u.clear();
+                self.u.resize((w / 2) * (h / 2), 128);
+                self.v.clone_from(&self.u);
+                return Ok(Resized {
+                    width: out.0,
+                    height: out.1,
+                });
+            }
+            let (cw, ch) = (luma_w * 8 / mcu_w, luma_h * 8 / mcu_h);
+            let chroma = &decoded[(luma_w * luma_h).min(decoded.len())..];
+            let u = plane(chroma, cw, ch, cw, 1);
+            let v = plane(chroma.get(cw * ch..).unwrap_or(&[]), cw, ch, cw, 1);
+            self.resize_to_i420([y, u, v], out)
+        });
+        self.decoded = decoded;
+        resized
+    }
+}
+
+/// A picture in the shaper's own I420 buffers.
+struct Resized {
+    width: u32,
+    height: u32,
+}
+
+impl Resized {
+    fn picture<'a>(&self, shaper: &'a FrameShaper) -> Picture<'a> {
+        let w = self.width as usize;
+        Picture::I420 {
+            width: self.width,
+            height: self.height,
+            planes: [&shaper.y, &shaper.u, &shaper.v],
+            strides: [w, w / 2, w / 2],
+        }
+    }
+}
+
+fn plane(data: &[u8], width: usize, height: usize, stride: usize, step: usize) -> PlaneRef<'_> {
+    PlaneRef {
+        data,
+        width,
+        height,
+        stride,
+        step,
+    }
+}
+
+/// The smallest DCT scaling factor n/8 that keeps the image at least as large as `out`.
+pub fn dct_scale(width: usize, height: usize, out: (u32, u32)) -> turbojpeg::ScalingFactor {
+    (1..=8)
+        .map(|n| turbojpeg::ScalingFactor::new(n, 8))
+        .find(|f| f.scale(width) >= out.0 as usize && f.scale(height) >= out.1 as usize)
+        .unwrap_or(turbojpeg::ScalingFactor::ONE)
+}
+
+/// Resamples a plane into `dst` (`dw` x `dh`, packed): a box average when shrinking by 2 or
+/// more (no aliasing), bilinear otherwise. The plane must have passed [`PlaneRef::check`].
+fn resize_plane(src: PlaneRef<'_>, dst: &mut Vec<u8>, dw: usize, dh: usize) {
+    dst.clear();
+    dst.reserve(dw * dh);
+    let (sw, sh) = (src.width, src.height);
+    let at = |x: usize, y: usize| u32::from(src.data[y * src.stride + x * src.step]);
+    if sw >= 2 * dw && sh >= 2 * dh {
+        for dy in 0..dh {
+            let (y0, y1) = (dy * sh / dh, ((dy + 1) * sh / dh).max(dy * sh / dh + 1));
+            for dx in 0..dw {
+                let (x0, x1) = (dx * sw / dw, ((dx + 1) * sw / dw).max(dx * sw / dw + 1));
+                let mut sum = 0u32;
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        sum += at(x, y);
+                    }
+                }
+                let n = ((y1 - y0) * (x1 - x0)) as u32;
+                dst.push(((sum + n / 2) / n) as u8);
+            }
+        }
+        return;
+    }
+    // Source coordinate of each destination sample centre, in 1/256 pixels.
+    let taps = |s: usize, d: usize| -> Vec<(usize, usize, u32)> {
+        (0..d)
+            .map(|i| {
+                let pos = ((2 * i + 1) * s * 256 / (2 * d)).saturating_sub(128);
+                let i0 = (pos / 256).min(s - 1);
+                let i1 = (i0 + 1).min(s - 1);
+                (i0, i1, (pos % 256) as u32)
+            })
+            .collect()
+    };
+    let xs = taps(sw, dw);
+    for (y0, y1, fy) in taps(sh, dh) {
+        for &(x0, x1, fx) in &xs {
+            let top = at(x0, y0) * (256 - fx) + at(x1, y0) * fx;
+            let bottom = at(x0, y1) * (256 - fx) + at(x1, y1) * fx;
+            dst.push(((top * (256 - fy) + bottom * fy + 32768) >> 16) as u8);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::draw::{I420Image, Yuv};
+
+    fn decode(jpeg: &[u8]) -> (usize, usize, Vec<u8>) {
+        let mut d =
+            zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(jpeg));
+        let pixels = d.decode().expect("valid JPEG");
+        let info = d.info().expect("header");
+        (info.width as usize, info.height as usize, pixels)
+    }
+
+    fn rgb_at(px: &[u8], width: usize, x: usize, y: usize) -> [i16; 3] {
+        let i = (y * width + x) * 3;
+        [px[i].into(), px[i + 1].into(), px[i + 2].into()]
+    }
+
+    fn near(a: [i16; 3], b: [i16; 3]) -> bool {
+        a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 20)
+    }
+
+    /// Left half red, right half blue.
+    fn halves(width: u32, height: u32) -> I420Image {
+        let mut img = I420Image::new(width, height);
+        let (w, h) = (i64::from(width), i64::from(height));
+        img.fill(0, 0, w / 2, h, Yuv::from_rgb(255, 0, 0));
+        img.fill(w / 2, 0, w / 2, h, Yuv::from_rgb(0, 0, 255));
+        img
+    }
+
+    fn assert_halves(jpeg: &[u8], width: usize, height: usize) {
+        let (w, h, px) = decode(jpeg);
+        assert_eq!((w, h), (width, height));
+        let left = rgb_at(&px, w, w / 8, h / 2);
+        let right = rgb_at(&px, w, w - w / 8, h / 2);
+        assert!(near(left, [255, 0, 0]), "left {left:?}");
+        assert!(near(right, [0, 0, 255]), "right {right:?}");
+    }
+
+    #[test]
+    fn camera_jpeg_at_the_output_size_is_passed_through_byte_for_byte() {
+        let mut enc = Encoder::new(80).unwrap();
+        let jpeg = enc.encode(&halves(640, 480).picture()).unwrap();
+        let pic = Picture::Jpeg {
+            width: 640,
+            height: 480,
+            data: &jpeg,
+        };
+        let (out, path) = FrameShaper::new()
+            .shape(&mut enc, &pic, (640, 480))
+            .unwrap();
+        assert_eq!(path, Path::Passthrough);
+        assert_eq!(out, jpeg);
+    }
+
+    #[test]
+    fn camera_jpeg_is_scaled_to_the_output_size() {
+        let mut enc = Encoder::new(80).unwrap();
+        let jpeg = enc.encode(&halves(1280, 720).picture()).unwrap();
+        let pic = Picture::Jpeg {
+            width: 1280,
+            height: 720,
+            data: &jpeg,
+        };
+        let mut shaper = FrameShaper::new();
+        for out in [
+            (640, 360),
+            (640, 480),
+            (320, 240),
+            (1920, 1080),
+            (1000, 600),
+        ] {
+            let (scaled, path) = shaper.shape(&mut enc, &pic, out).unwrap();
+            assert_eq!(path, Path::Rescaled);
+            assert_halves(&scaled, out.0 as usize, out.1 as usize);
+        }
+    }
+
+    #[test]
+    fn corrupt_camera_jpeg_is_refused() {
+        let mut enc = Encoder::new(80).unwrap();
+        let jpeg = enc.encode(&halves(64, 48).picture()).unwrap();
+        let cut = Picture::Jpeg {
+            width: 64,
+            height: 48,
+            data: &jpeg[..jpeg.len() / 2],
+        };
+        let err = FrameShaper::new()
+            .shape(&mut enc, &cut, (64, 48))
+            .unwrap_err();
+        assert!(
+            matches!(err, ShapeError::Corrupt(MjpegError::Truncated)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn raw_pictures_are_resized_before_encoding() {
+        let img = halves(1280, 720);
+        let (w, h) = (1280usize, 720usize);
+        let mut yuyv = Vec::with_capacity(w * h * 2);
+        for r in 0..h {
+            for x in (0..w).step_by(2) {
+                let c = (r / 2) * (w / 2) + x / 2;
+                yuyv.extend_from_slice(&[
+                    img.y[r * w + x],
+                    img.u[c],
+                    img.y[r * w + x + 1],
+                    img.v[c],
+                ]);
+            }
+        }
+        let mut uv = Vec::new();
+        for (u, v) in img.u.iter().zip(&img.v) {
+            uv.extend_from_slice(&[*u, *v]);
+        }
+        let pictures = [
+            img.picture(),
+            Picture::Yuyv {
+                width: 1280,
+                height: 720,
+                data: &yuyv,
+                stride: w * 2,
+            },
+            Picture::Nv12 {
+                width: 1280,
+                height: 720,
+                planes: [&img.y, &uv],
+                strides: [w, w],
+            },
+        ];
+        let mut enc = Encoder::new(80).unwrap();
+        let mut shaper = FrameShaper::new();
+        for pic in &pictures {
+            for out in [(640, 360), (320, 180), (960, 540), (1920, 1080)] {
+                let (jpeg, path) = shaper.shape(&mut enc, pic, out).unwrap();
+                assert_eq!(path, Path::Encoded);
+                assert_halves(&jpeg, out.0 as usize, out.1 as usize);
+            }
+        }
+    }
+
+    #[test]
+    fn short_raw_planes_are_errors_not_panics() {
+        let data = vec![0u8; 1000];
+        let pic = Picture::Yuyv {
+            width: 640,
+            height: 480,
+            data: &data,
+            stride: 1280,
+        };
+        let mut enc = Encoder::new(80).unwrap();
+        let err = FrameShaper::new()
+            .shape(&mut enc, &pic, (320, 240))
+            .unwrap_err();
+        assert!(matches!(err, ShapeError::ShortPlane(_)), "{err}");
+    }
+
+    #[test]
+    fn dct_scaling_stops_at_the_output_size() {
+        let eighths = |f: turbojpeg::ScalingFactor| f.num() * 8 / f.denom();
+        assert_eq!(eighths(dct_scale(1280, 720, (640, 360))), 4);
+        assert_eq!(eighths(dct_scale(1280, 720, (640, 480))), 6);
+        assert_eq!(eighths(dct_scale(1920, 1080, (320, 240))), 2);
+        assert_eq!(eighths(dct_scale(640, 480, (1280, 720))), 8);
+    }
+
+    #[test]
+    fn resizing_a_flat_plane_keeps_its_value_and_a_ramp_stays_monotonic() {
+        let flat = vec![77u8; 100 * 60];
+        let mut out = Vec::new();
+        for (dw, dh) in [(50, 30), (10, 6), (160, 90), (99, 59)] {
+            resize_plane(plane(&flat, 100, 60, 100, 1), &mut out, dw, dh);
+            assert_eq!(out.len(), dw * dh);
+            assert!(out.iter().all(|&v| v == 77), "{dw}x{dh}");
+        }
+        let ramp: Vec<u8> = (0..256).map(|i| i as u8).collect();
+        for dw in [64, 128, 200, 512] {
+            resize_plane(plane(&ramp, 256, 1, 256, 1), &mut out, dw, 1);
+            assert!(out.windows(2).all(|p| p[0] <= p[1]), "{dw}: {out:?}");
+        }
+    }
+}
