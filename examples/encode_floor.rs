@@ -40,6 +40,7 @@ fn measure(
         capture_height: h,
         fps: 30,
         device_id: 0,
+        device_path: None,
         camera_index: 0,
     };
     // An epoch a day ago makes every frame overdue: the pattern renders without pacing.

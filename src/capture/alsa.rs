@@ -265,7 +265,7 @@ impl AlsaSource {
                 .set_period_size_near(chunk_frames, ValueOr::Nearest)
                 .map_err(|e| setup_error(&name, "period size", e))?;
             let buffer = hwp
-                .set_buffer_size_near(period * Frames::from(PERIODS))
+                .set_buffer_size_near(period * PERIODS as Frames) // Frames is 32-bit on armv7
                 .map_err(|e| setup_error(&name, "buffer size", e))?;
             pcm.hw_params(&hwp)
                 .map_err(|e| setup_error(&name, "hardware parameters", e))?;

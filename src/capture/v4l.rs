@@ -251,7 +251,13 @@ impl VideoSource for V4lCamera {
             return Ok(None);
         }
         let captured = if flags & Flags::TIMESTAMP_MASK == Flags::TIMESTAMP_MONOTONIC {
-            MonoTime::from_timespec(meta.timestamp.sec, meta.timestamp.usec * 1000)
+            // time_t and suseconds_t are 32-bit on armv7: widen before scaling.
+            #[allow(clippy::useless_conversion)]
+            let (sec, usec) = (
+                i64::from(meta.timestamp.sec),
+                i64::from(meta.timestamp.usec),
+            );
+            MonoTime::from_timespec(sec, usec * 1000)
         } else {
             if !self.clock_warned {
                 log::warn!(
