@@ -46,8 +46,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) {
 }
 
 fn flat_jpeg((r, g, b): (u8, u8, u8), (w, h): (u32, u32)) -> Vec<u8> {
-    let pixels: Vec<u8> = std::iter::repeat([r, g, b])
-        .take((w * h) as usize)
+    let pixels: Vec<u8> = std::iter::repeat_n([r, g, b], (w * h) as usize)
         .flatten()
         .collect();
     let image = turbojpeg::Image {

@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "22a43431da2e3ad66076bb39539098d7b8d68438"
+SRCREV = "5384155825f0bbb324b63333053cbb8726074d3d"
 
 require ${BPN}-crates.inc
 
