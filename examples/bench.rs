@@ -13,6 +13,9 @@
 //! each client is a thread that blocks in a read, so idle clients cost nothing and the
 //! clients' CPU column shows what they took from the daemon.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use rpi_streamer::capture::test::TestPattern;
 use rpi_streamer::capture::{Picture, VideoParams, VideoSource};
 use rpi_streamer::clock::MonoTime;
@@ -20,9 +23,9 @@ use rpi_streamer::jpeg::Encoder;
 use rpi_streamer::media::VideoFrame;
 use rpi_streamer::scale::FrameShaper;
 use rustix::time::{clock_gettime, ClockId};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -138,50 +141,24 @@ fn status_counter(port: u16, name: &str) -> Option<u64> {
 }
 
 fn start_daemon(o: &Options, (w, h): (u32, u32), clients: usize) -> Result<(Child, u16), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let daemon = exe
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|dir| dir.join("rpi-streamer"))
-        .ok_or("cannot locate target dir")?;
-    if !daemon.is_file() {
-        return Err(format!("{} missing: run scripts/bench", daemon.display()));
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let mut child = Command::new(&daemon)
-        .args([
-            "--camera-type",
-            "test",
-            "--host",
-            "127.0.0.1",
-            "--no-client",
-        ])
-        .args(["--port", &port.to_string(), "--fps", &o.fps.to_string()])
-        .args(["--width", &w.to_string(), "--height", &h.to_string()])
-        .args(["--quality", &o.quality.to_string()])
-        // Room for every client of the run (the default cap is 16).
-        .args(["--max-clients", &clients.max(16).to_string()])
-        .env("RUST_LOG", "warn,rpi_streamer::daemon=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", daemon.display()))?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("listening on") => break,
-            Some(Ok(_)) if Instant::now() < deadline => continue,
-            _ => {
-                let _ = child.kill();
-                return Err("daemon did not start".into());
-            }
-        }
-    }
+    let daemon = support::release_daemon()?;
+    let port = support::free_port()?;
+    let (child, lines) = support::spawn_until_listening(
+        Command::new(&daemon)
+            .args([
+                "--camera-type",
+                "test",
+                "--host",
+                "127.0.0.1",
+                "--no-client",
+            ])
+            .args(["--port", &port.to_string(), "--fps", &o.fps.to_string()])
+            .args(["--width", &w.to_string(), "--height", &h.to_string()])
+            .args(["--quality", &o.quality.to_string()])
+            // Room for every client of the run (the default cap is 16).
+            .args(["--max-clients", &clients.max(16).to_string()])
+            .env("RUST_LOG", "warn,rpi_streamer::daemon=info"),
+    )?;
     // Keep draining stderr so the daemon never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Ok((child, port))

@@ -6,9 +6,11 @@
 //! Flags: `--seconds N` (3600), `--interval N` (60), `--clients N` (8), `--width`, `--height`,
 //! `--fps` (640x480 @ 15). Exit status 0 when flat and every client kept receiving, 1 otherwise.
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::TcpStream;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,44 +55,21 @@ fn parse_options() -> Result<Options, String> {
 }
 
 fn start_daemon(o: &Options) -> Result<(Child, u16), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let daemon = exe
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|dir| dir.join("rpi-streamer"))
-        .ok_or("cannot locate target dir")?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let mut child = Command::new(&daemon)
-        .args(["--camera-type", "test", "--enable-audio", "--no-client"])
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--width",
-            &o.width.to_string(),
-            "--height",
-            &o.height.to_string(),
-        ])
-        .args(["--fps", &o.fps.to_string()])
-        .env("RUST_LOG", "warn,rpi_streamer::daemon=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", daemon.display()))?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("listening on") => break,
-            Some(Ok(_)) if Instant::now() < deadline => continue,
-            _ => {
-                let _ = child.kill();
-                return Err("daemon did not start".into());
-            }
-        }
-    }
+    let daemon = support::release_daemon()?;
+    let port = support::free_port()?;
+    let (child, lines) = support::spawn_until_listening(
+        Command::new(&daemon)
+            .args(["--camera-type", "test", "--enable-audio", "--no-client"])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--width",
+                &o.width.to_string(),
+                "--height",
+                &o.height.to_string(),
+            ])
+            .args(["--fps", &o.fps.to_string()])
+            .env("RUST_LOG", "warn,rpi_streamer::daemon=info"),
+    )?;
     // Warnings during the soak are worth seeing; keep the pipe drained either way.
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {

@@ -192,17 +192,23 @@ impl Encoder {
     }
 }
 
+/// Decodes a JPEG to (width, height, RGB pixels) with zune-jpeg, an independent decoder,
+/// for the unit tests of every module that produces JPEGs.
+#[cfg(test)]
+pub(crate) fn decode_for_tests(jpeg: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
+    let mut d = zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(jpeg));
+    let pixels = d.decode().map_err(|e| format!("{e:?}"))?;
+    let info = d.info().ok_or("no JPEG header")?;
+    Ok((info.width as usize, info.height as usize, pixels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::capture::draw::{I420Image, Yuv};
 
     fn decode(jpeg: &[u8]) -> (usize, usize, Vec<u8>) {
-        let mut d =
-            zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(jpeg));
-        let pixels = d.decode().expect("valid JPEG");
-        let info = d.info().expect("header");
-        (info.width as usize, info.height as usize, pixels)
+        decode_for_tests(jpeg).expect("valid JPEG")
     }
 
     fn rgb_at(pixels: &[u8], width: usize, x: usize, y: usize) -> [u8; 3] {

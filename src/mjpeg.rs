@@ -230,9 +230,7 @@ mod tests {
     use crate::jpeg::Encoder;
 
     fn decode(jpeg: &[u8]) -> Result<Vec<u8>, String> {
-        let mut d =
-            zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(jpeg));
-        d.decode().map_err(|e| format!("{e:?}"))
+        crate::jpeg::decode_for_tests(jpeg).map(|(_, _, pixels)| pixels)
     }
 
     /// A picture with detail everywhere, so every Huffman code length gets used.

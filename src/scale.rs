@@ -300,11 +300,7 @@ mod tests {
     use crate::capture::draw::{I420Image, Yuv};
 
     fn decode(jpeg: &[u8]) -> (usize, usize, Vec<u8>) {
-        let mut d =
-            zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(jpeg));
-        let pixels = d.decode().expect("valid JPEG");
-        let info = d.info().expect("header");
-        (info.width as usize, info.height as usize, pixels)
+        crate::jpeg::decode_for_tests(jpeg).expect("valid JPEG")
     }
 
     fn rgb_at(px: &[u8], width: usize, x: usize, y: usize) -> [i16; 3] {

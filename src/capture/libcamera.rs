@@ -878,11 +878,8 @@ mod tests {
             .unwrap()
             .encode(&picture)
             .unwrap();
-        let mut decoder =
-            zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(&jpeg));
-        let rgb = decoder.decode().unwrap();
-        let info = decoder.info().unwrap();
-        assert_eq!((info.width as usize, info.height as usize), (w, h));
+        let (dw, dh, rgb) = crate::jpeg::decode_for_tests(&jpeg).unwrap();
+        assert_eq!((dw, dh), (w, h));
         let at = |x: usize, y: usize| {
             let i = (y * w + x) * 3;
             (rgb[i], rgb[i + 1], rgb[i + 2])
