@@ -125,12 +125,18 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, 
     loop {
         let want = (MAX_HEAD_BYTES + 1 - buf.len()).min(chunk.len());
         let n = stream.read(&mut chunk[..want]).await?;
+        buf.extend_from_slice(&chunk[..n]);
+        // Parse only when a line ended (a head can only complete with one), at EOF and at
+        // the size cap: a client dribbling bytes then costs a parse per line, and
+        // MAX_HEADERS bounds the lines, instead of a parse per byte.
+        let line_ended = chunk[..n].contains(&b'\n');
+        if line_ended || n == 0 || buf.len() > MAX_HEAD_BYTES {
+            if let Some(req) = parse_head(&buf)? {
+                return Ok(req);
+            }
+        }
         if n == 0 {
             return Err(HeadError::Closed);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(req) = parse_head(&buf)? {
-            return Ok(req);
         }
         if buf.len() > MAX_HEAD_BYTES {
             return Err(HeadError::TooLarge);
