@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "5384155825f0bbb324b63333053cbb8726074d3d"
+SRCREV = "8ccf7bafa948258656e55cfb11b6751b0245ade9"
 
 require ${BPN}-crates.inc
 
