@@ -18,7 +18,6 @@ mod support;
 
 use rpi_streamer::capture::test::TestPattern;
 use rpi_streamer::capture::{Picture, VideoParams, VideoSource};
-use rpi_streamer::clock::MonoTime;
 use rpi_streamer::jpeg::Encoder;
 use rpi_streamer::media::VideoFrame;
 use rpi_streamer::scale::FrameShaper;
@@ -294,19 +293,8 @@ fn run_scenario(o: &Options, size: (u32, u32), clients: usize) -> Result<Scenari
 /// CPU ms per frame to JPEG-encode and base64 the synthetic frames in this thread, and the
 /// CPU ms the synthetic source spends drawing each one (part of the pipeline, not the floor).
 fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64), String> {
-    let params = VideoParams {
-        width: w,
-        height: h,
-        capture_width: w,
-        capture_height: h,
-        fps: o.fps,
-        device_id: 0,
-        device_path: None,
-        camera_index: 0,
-    };
-    // An epoch a day ago makes every frame overdue: the pattern renders without pacing.
-    let epoch = MonoTime::now().earlier_by(Duration::from_secs(86_400));
-    let mut source = TestPattern::new(&params, epoch).map_err(|e| e.to_string())?;
+    let params = VideoParams::at(w, h, o.fps);
+    let mut source = TestPattern::unpaced(&params).map_err(|e| e.to_string())?;
     let mut encoder = Encoder::new(o.quality).map_err(|e| e.to_string())?;
     let mut cpu = Duration::ZERO;
     let mut render = Duration::ZERO;
@@ -354,18 +342,8 @@ fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
 /// scaled to half of it. The "recording" is the test pattern encoded at q85 with its Huffman
 /// tables stripped, as webcams send it.
 fn usb_paths_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<[f64; 3], String> {
-    let params = VideoParams {
-        width: w,
-        height: h,
-        capture_width: w,
-        capture_height: h,
-        fps: o.fps,
-        device_id: 0,
-        device_path: None,
-        camera_index: 0,
-    };
-    let epoch = MonoTime::now().earlier_by(Duration::from_secs(86_400));
-    let mut source = TestPattern::new(&params, epoch).map_err(|e| e.to_string())?;
+    let params = VideoParams::at(w, h, o.fps);
+    let mut source = TestPattern::unpaced(&params).map_err(|e| e.to_string())?;
     let mut camera = Encoder::new(85).map_err(|e| e.to_string())?;
     let mut recording = Vec::new();
     let mut yuyv = Vec::new();

@@ -10,7 +10,6 @@
 
 use rpi_streamer::capture::test::TestPattern;
 use rpi_streamer::capture::{VideoParams, VideoSource};
-use rpi_streamer::clock::MonoTime;
 use rpi_streamer::jpeg::Encoder;
 use rpi_streamer::media::VideoFrame;
 use rustix::time::{clock_gettime, ClockId, Timespec};
@@ -33,19 +32,8 @@ fn measure(
     frames: usize,
     quality: u8,
 ) -> Result<(f64, f64, f64, usize), String> {
-    let params = VideoParams {
-        width: w,
-        height: h,
-        capture_width: w,
-        capture_height: h,
-        fps: 30,
-        device_id: 0,
-        device_path: None,
-        camera_index: 0,
-    };
-    // An epoch a day ago makes every frame overdue: the pattern renders without pacing.
-    let epoch = MonoTime::now().earlier_by(Duration::from_secs(86_400));
-    let mut source = TestPattern::new(&params, epoch).map_err(|e| e.to_string())?;
+    let params = VideoParams::at(w, h, 30);
+    let mut source = TestPattern::unpaced(&params).map_err(|e| e.to_string())?;
     let mut encoder = Encoder::new(quality).map_err(|e| e.to_string())?;
     let (mut draw, mut encode, mut frame_cpu) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut bytes = 0usize;

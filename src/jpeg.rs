@@ -267,18 +267,7 @@ mod tests {
             planes: [&y_padded, &uv_padded],
             strides: [stride, stride],
         };
-        let mut yuyv = Vec::new();
-        for r in 0..h {
-            for x in (0..w).step_by(2) {
-                let c = (r / 2) * (w / 2) + x / 2;
-                yuyv.extend_from_slice(&[
-                    img.y[r * w + x],
-                    img.u[c],
-                    img.y[r * w + x + 1],
-                    img.v[c],
-                ]);
-            }
-        }
+        let yuyv = img.to_yuyv();
         let packed = Picture::Yuyv {
             width: 64,
             height: 32,

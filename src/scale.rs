@@ -390,19 +390,8 @@ mod tests {
     #[test]
     fn raw_pictures_are_resized_before_encoding() {
         let img = halves(1280, 720);
-        let (w, h) = (1280usize, 720usize);
-        let mut yuyv = Vec::with_capacity(w * h * 2);
-        for r in 0..h {
-            for x in (0..w).step_by(2) {
-                let c = (r / 2) * (w / 2) + x / 2;
-                yuyv.extend_from_slice(&[
-                    img.y[r * w + x],
-                    img.u[c],
-                    img.y[r * w + x + 1],
-                    img.v[c],
-                ]);
-            }
-        }
+        let w = 1280usize;
+        let yuyv = img.to_yuyv();
         let mut uv = Vec::new();
         for (u, v) in img.u.iter().zip(&img.v) {
             uv.extend_from_slice(&[*u, *v]);

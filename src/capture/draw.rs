@@ -105,6 +105,26 @@ impl I420Image {
         }
     }
 
+    /// The same picture packed as YUYV 4:2:2 (each chroma sample used for two rows), for
+    /// tests of the raw-capture paths.
+    #[cfg(test)]
+    pub fn to_yuyv(&self) -> Vec<u8> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let mut yuyv = Vec::with_capacity(w * h * 2);
+        for r in 0..h {
+            for x in (0..w).step_by(2) {
+                let c = (r / 2) * (w / 2) + x / 2;
+                yuyv.extend_from_slice(&[
+                    self.y[r * w + x],
+                    self.u[c],
+                    self.y[r * w + x + 1],
+                    self.v[c],
+                ]);
+            }
+        }
+        yuyv
+    }
+
     /// Copies the top two rows (one chroma row) over every row below them.
     pub fn repeat_first_band(&mut self) {
         let (w, cw) = (self.width as usize, self.width as usize / 2);

@@ -65,6 +65,21 @@ pub struct VideoParams {
 }
 
 impl VideoParams {
+    /// `width`×`height` at `fps`, captured at the output size from the first device: the
+    /// defaults of every other flag.
+    pub fn at(width: u32, height: u32, fps: u32) -> VideoParams {
+        VideoParams {
+            width,
+            height,
+            capture_width: width,
+            capture_height: height,
+            fps,
+            device_id: 0,
+            device_path: None,
+            camera_index: 0,
+        }
+    }
+
     /// Time between two frames at the requested rate.
     pub fn frame_interval(&self) -> Duration {
         Duration::from_secs_f64(1.0 / f64::from(self.fps.max(1)))

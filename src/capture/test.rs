@@ -75,6 +75,15 @@ impl TestPattern {
         })
     }
 
+    /// A pattern whose every frame is already overdue, so `next_frame` renders at once without
+    /// pacing: for measuring drawing and encoding (benchmarks).
+    pub fn unpaced(params: &VideoParams) -> Result<TestPattern, CaptureError> {
+        TestPattern::new(
+            params,
+            MonoTime::now().earlier_by(Duration::from_secs(86_400)),
+        )
+    }
+
     fn due(&self, index: u64) -> MonoTime {
         self.epoch.later_by(Duration::from_nanos(
             index * 1_000_000_000 / u64::from(self.fps),
@@ -258,16 +267,7 @@ mod tests {
     use super::*;
 
     fn params(fps: u32) -> VideoParams {
-        VideoParams {
-            width: 64,
-            height: 48,
-            capture_width: 64,
-            capture_height: 48,
-            fps,
-            device_id: 0,
-            device_path: None,
-            camera_index: 0,
-        }
+        VideoParams::at(64, 48, fps)
     }
 
     #[test]
