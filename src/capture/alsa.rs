@@ -211,9 +211,30 @@ fn native_rates(name: &str) -> Option<((u32, u32), bool)> {
     Some((range, hwp.test_rate(PREFERRED_RATE).is_ok()))
 }
 
+/// Runs `f` with alsa-lib's own error messages on this thread going to the log at debug
+/// level instead of stderr. alsa-lib prints one ("cannot find card '1'", "open … failed") on
+/// every failed open: once a second while a microphone is missing, on top of our own
+/// warning, which already says what failed and is given once.
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    // A fresh thread-local buffer each time (the crate's way of emptying it); the previous
+    // one, with anything said outside `quietly`, is dropped with its contents.
+    let messages = alsa::Output::local_error_handler();
+    let result = f();
+    if let Ok(messages) = messages {
+        for line in messages.borrow().to_string().lines() {
+            log::debug!("alsa-lib: {line}");
+        }
+    }
+    result
+}
+
 impl AlsaSource {
     /// Opens and starts the capture device `params` names.
     pub fn open(params: &AudioParams) -> Result<AlsaSource, CaptureError> {
+        quietly(|| AlsaSource::open_device(params))
+    }
+
+    fn open_device(params: &AudioParams) -> Result<AlsaSource, CaptureError> {
         let name = pcm_name(params.device.as_deref());
         // Probe before opening the plug device: both may be the same exclusive hardware.
         let native = native_rates(&name);
@@ -499,6 +520,10 @@ impl AudioSource for AlsaSource {
 /// Every capture device, as `arecord -l` would list them, and the capture PCMs the ALSA
 /// configuration defines, with the `--audio-device` value for each.
 pub fn list_devices() -> String {
+    quietly(describe_devices)
+}
+
+fn describe_devices() -> String {
     let mut out = String::from("ALSA capture devices (--audio-device CARD or a PCM name):\n");
     let mut found = false;
     for card in alsa::card::Iter::new().flatten() {
