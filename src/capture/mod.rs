@@ -28,6 +28,8 @@ pub mod placeholder;
 pub mod test;
 #[cfg(feature = "v4l")]
 pub mod v4l;
+#[cfg(feature = "v4l")]
+pub mod v4l_buffers;
 
 /// Longest time a `next_frame` / `next_chunk` call may block.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(200);

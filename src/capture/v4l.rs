@@ -1,7 +1,8 @@
 //! USB webcams (UVC) and other V4L2 capture devices, through the `v4l` crate.
 //!
 //! Opening negotiates a format ([`super::negotiate`]: MJPEG when offered at the capture size,
-//! else I420/NV12/YUYV), the frame interval for `--fps`, and maps 4 driver buffers (mmap).
+//! else I420/NV12/YUYV), the frame interval for `--fps`, and maps 4 driver buffers (mmap,
+//! [`super::v4l_buffers`]: the crate's own stream panics on some teardown errors).
 //! Each frame is handed on borrowed straight from its driver buffer, only `bytesused` of it;
 //! the buffer goes back to the driver on the next call. Timestamps are the driver's
 //! CLOCK_MONOTONIC stamps. Every device error (ENODEV/EIO after an unplug, a stalled stream)
@@ -11,14 +12,13 @@
 #![forbid(unsafe_code)]
 
 use super::negotiate::{self, Offer, PixelFormat, Sizes};
+use super::v4l_buffers::MmapStream;
 use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
 use crate::clock::MonoTime;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use v4l::buffer::{Flags, Type};
-use v4l::io::mmap::Stream;
-use v4l::io::traits::CaptureStream;
+use v4l::buffer::Flags;
 use v4l::video::Capture;
 use v4l::{Device, FourCC, Fraction};
 
@@ -34,7 +34,7 @@ const POLLIN: i16 = 0x1;
 /// An open, streaming V4L2 capture device.
 pub struct V4lCamera {
     // Dropped before `_device`: stops streaming and unmaps the buffers.
-    stream: Stream<'static>,
+    stream: MmapStream,
     _device: Device,
     format: PixelFormat,
     width: u32,
@@ -181,14 +181,25 @@ impl V4lCamera {
                 params.fps
             );
         }
-        let mut stream = Stream::with_buffers(&device, Type::VideoCapture, BUFFERS)
+        let mut stream = MmapStream::new(device.handle(), BUFFERS)
             .map_err(|e| unavailable(format!("mapping buffers of {shown}"), &e))?;
-        // The first `next` queues every buffer, starts streaming and waits for a frame.
-        stream.set_timeout(FIRST_FRAME_TIMEOUT);
         stream
-            .next()
+            .start()
             .map_err(|e| unavailable(format!("starting {shown}"), &e))?;
-        stream.set_timeout(POLL_TIMEOUT);
+        // Wait for a first frame (a camera may need to adjust exposure), then drop it.
+        let first = FIRST_FRAME_TIMEOUT.as_millis() as i32;
+        match stream.handle().poll(POLLIN, first) {
+            Ok(0) => {
+                let waited = FIRST_FRAME_TIMEOUT.as_secs();
+                let e = io::Error::new(io::ErrorKind::TimedOut, format!("no frame in {waited} s"));
+                return Err(unavailable(format!("starting {shown}"), &e));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(unavailable(format!("starting {shown}"), &e)),
+        }
+        stream
+            .dequeue()
+            .map_err(|e| unavailable(format!("starting {shown}"), &e))?;
         let name = |f: PixelFormat| String::from_utf8_lossy(&f.fourcc()).into_owned();
         let description = format!(
             "{shown} ({}, {}) {} {}x{} at {granted:.1} fps, {BUFFERS} mmap buffers{}",
@@ -239,7 +250,7 @@ impl VideoSource for V4lCamera {
         let (width, height, stride, format) = (self.width, self.height, self.stride, self.format);
         let (buffer, meta) = self
             .stream
-            .next()
+            .dequeue()
             .map_err(|e| unavailable("reading a frame", &e))?;
         let flags = meta.flags;
         if flags.contains(Flags::ERROR) {
@@ -251,12 +262,7 @@ impl VideoSource for V4lCamera {
             return Ok(None);
         }
         let captured = if flags & Flags::TIMESTAMP_MASK == Flags::TIMESTAMP_MONOTONIC {
-            // time_t and suseconds_t are 32-bit on armv7: widen before scaling.
-            #[allow(clippy::useless_conversion)]
-            let (sec, usec) = (
-                i64::from(meta.timestamp.sec),
-                i64::from(meta.timestamp.usec),
-            );
+            let (sec, usec) = meta.timestamp;
             MonoTime::from_timespec(sec, usec * 1000)
         } else {
             if !self.clock_warned {
