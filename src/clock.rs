@@ -101,20 +101,24 @@ pub fn mono_to_unix(t: MonoTime, offset_nanos: i128) -> f64 {
 ///
 /// A wall-clock step backwards (NTP after boot) or two buffers with the same driver stamp
 /// must not make a client see time run backwards; such a stamp is nudged 1 µs past the last.
+/// The work is done in whole microseconds, the wire's resolution ([`format_unix`]): a
+/// nudge of 1e-6 added in floating point (about 2e-7 s apart at today's UNIX times) could
+/// print the same six decimals as the stamp before it.
 #[derive(Debug, Default)]
 pub struct MonotonicStamps {
-    last: Option<f64>,
+    last_micros: Option<i64>,
 }
 
 impl MonotonicStamps {
     /// The UNIX timestamp to put on the wire for an item captured at `unix`.
     pub fn next(&mut self, unix: f64) -> f64 {
-        let stamp = match self.last {
-            Some(last) if unix <= last => last + 1e-6,
-            _ => unix,
+        let micros = (unix * 1e6).round() as i64;
+        let micros = match self.last_micros {
+            Some(last) if micros <= last => last + 1,
+            _ => micros,
         };
-        self.last = Some(stamp);
-        stamp
+        self.last_micros = Some(micros);
+        micros as f64 / 1e6
     }
 }
 
@@ -170,6 +174,21 @@ mod tests {
         let third = stamps.next(second);
         assert!(third > second);
         assert_eq!(stamps.next(200.0), 200.0);
+    }
+
+    #[test]
+    fn nudged_stamps_differ_on_the_wire() {
+        // At today's UNIX times, as the wire prints them (whole microseconds).
+        let mut stamps = MonotonicStamps::default();
+        let base = 1_795_485_125.000_000_5;
+        let mut printed = vec![format_unix(stamps.next(base))];
+        for _ in 0..1000 {
+            printed.push(format_unix(stamps.next(base)));
+        }
+        for pair in printed.windows(2) {
+            assert!(pair[1] > pair[0], "{} then {}", pair[0], pair[1]);
+        }
+        assert_eq!(printed[1000], "1795485125.001001");
     }
 
     #[test]
