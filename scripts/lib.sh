@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # Shared helpers for the project's scripts. Source it: `. "$(dirname "$0")/lib.sh"`.
 
-# Install Debian packages that are missing (quietly, idempotent). Needs root or sudo.
+# Install Debian packages that are missing (quietly, idempotent). Needs root or sudo. On
+# failure the last line printed names the packages and what apt said (a registry that
+# refused, a package the mirror does not have), and it returns 1.
 need_apt() {
 	missing=""
 	for pkg in "$@"; do
@@ -12,14 +14,39 @@ need_apt() {
 	sudo_cmd=""
 	[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 	echo "installing:$missing"
+	apt_log="$(mktemp)"
 	if [ ! -e /tmp/.rpi-streamer-apt-updated ]; then
 		# A mirror index may be mid-sync: retry once.
-		$sudo_cmd apt-get update -qq || { sleep 5; $sudo_cmd apt-get update -qq; } || return 1
-		touch /tmp/.rpi-streamer-apt-updated
+		if $sudo_cmd apt-get update -qq >"$apt_log" 2>&1 ||
+			{ sleep 5 && $sudo_cmd apt-get update -qq >"$apt_log" 2>&1; }; then
+			touch /tmp/.rpi-streamer-apt-updated
+		else
+			apt_failed "apt-get update failed (a package registry refused or is unreachable)" "$apt_log"
+			return 1
+		fi
 	fi
 	# shellcheck disable=SC2086
-	DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends $missing >/dev/null
+	if ! DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
+		$missing >"$apt_log" 2>&1; then
+		apt_failed "apt-get could not install:$missing" "$apt_log"
+		return 1
+	fi
+	rm -f "$apt_log"
 }
+
+# The closing line of a failed apt step: what failed, and apt's own first error.
+apt_failed() {
+	tail -n 5 "$2" >&2
+	echo "FAIL: $1: $(grep -m1 -E '^(E|Err):' "$2" || tail -n 1 "$2")" >&2
+	rm -f "$2"
+	failure_reported=1
+}
+
+# A command failing under `set -e` ends a script: its last line then says which command and
+# where, unless a FAIL: line naming the cause was printed already.
+failure_reported=""
+# shellcheck disable=SC2154 # assigned inside the trap
+trap 'failed_status=$?; [ -n "$failure_reported" ] || echo "FAIL: ${0#./}: \`$BASH_COMMAND\` exited $failed_status (line $LINENO)" >&2' ERR
 
 # Print a section heading so long CI logs stay readable.
 section() {

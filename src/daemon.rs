@@ -2,6 +2,7 @@
 //! clean shutdown on SIGINT/SIGTERM (clients closed with 1001, threads joined, exit 0).
 #![forbid(unsafe_code)]
 
+use crate::capture::CameraType;
 use crate::clock::MonoTime;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -88,11 +89,18 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         config.video.fps,
         config.quality,
         match &config.audio {
+            // No device with the test camera: the synthetic tone, whose rate is known now.
+            Some(a) if config.camera == CameraType::Test && a.device.is_none() => format!(
+                "{} ch @ {} Hz synthetic tone",
+                a.channels,
+                a.sample_rate
+                    .unwrap_or(crate::capture::test::TONE_SAMPLE_RATE)
+            ),
             Some(a) => format!(
                 "{} ch @ {} from {}",
                 a.channels,
                 a.sample_rate
-                    .map_or("device rate".to_string(), |r| format!("{r} Hz")),
+                    .map_or("the device's rate".to_string(), |r| format!("{r} Hz")),
                 a.device.as_deref().unwrap_or("default")
             ),
             None => "off".into(),

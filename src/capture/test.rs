@@ -41,6 +41,29 @@ pub fn frame_marker_rect(width: u32, height: u32) -> (u32, u32, u32, u32) {
     (width - side, 0, side, side)
 }
 
+/// The synthetic tone's rate when `--audio-samplerate` does not set one.
+pub const TONE_SAMPLE_RATE: u32 = 48_000;
+
+/// Width of the black box behind the caption lines at `scale`.
+fn caption_width(lines: &[String], scale: i64) -> i64 {
+    lines
+        .iter()
+        .map(|l| text_width(l, scale))
+        .max()
+        .unwrap_or(0)
+        + 2 * scale
+}
+
+/// The caption's text scale: about a sixtieth of the height, smaller where the box would
+/// otherwise reach the colour square at `marker_x` (which would cover its last letters).
+fn caption_scale(lines: &[String], marker_x: i64, height: i64) -> i64 {
+    let mut scale = (height / 60).max(1);
+    while scale > 1 && caption_width(lines, scale) > marker_x {
+        scale -= 1;
+    }
+    scale
+}
+
 /// Sleeps until `due` or for [`POLL_TIMEOUT`], whichever is first; true if `due` was reached.
 fn wait_until(due: MonoTime) -> bool {
     let now = MonoTime::now();
@@ -108,20 +131,21 @@ impl TestPattern {
         let bx = if pos < span { pos } else { 2 * span - pos };
         img.fill(bx, h * 5 / 8, h / 8, h / 8, BLACK);
         // Frame number and capture time, big enough to read in a screenshot.
-        let scale = (h / 60).max(1);
-        let line = 9 * scale;
         let lines = [
             "RPI-STREAMER TEST".to_string(),
             format!("FRAME {index:06}"),
             clock_text(captured.to_unix()),
         ];
-        let box_w = lines
-            .iter()
-            .map(|l| text_width(l, scale))
-            .max()
-            .unwrap_or(0)
-            + 2 * scale;
-        img.fill(0, 0, box_w, line * lines.len() as i64 + scale, BLACK);
+        let (marker_x, _, _, _) = frame_marker_rect(img.width, img.height);
+        let scale = caption_scale(&lines, marker_x.into(), h);
+        let line = 9 * scale;
+        img.fill(
+            0,
+            0,
+            caption_width(&lines, scale),
+            line * lines.len() as i64 + scale,
+            BLACK,
+        );
         for (i, l) in lines.iter().enumerate() {
             img.text(scale, scale + i as i64 * line, scale, l, WHITE);
         }
@@ -184,7 +208,7 @@ impl TestTone {
     /// A tone at the requested rate (48000 by default) and channels.
     pub fn new(params: &AudioParams, epoch: MonoTime) -> Result<TestTone, CaptureError> {
         let format = AudioFormat {
-            sample_rate: params.sample_rate.unwrap_or(48_000),
+            sample_rate: params.sample_rate.unwrap_or(TONE_SAMPLE_RATE),
             channels: params.channels,
         };
         let frames_per_chunk = format.frames_in(CHUNK) as u64;
@@ -298,6 +322,31 @@ mod tests {
         let f = p.next_frame().unwrap().expect("overdue frame is immediate");
         let index = f.captured.since(epoch).as_millis() / 100;
         assert!(index >= 20, "expected about frame 20, got {index}");
+    }
+
+    #[test]
+    fn the_caption_ends_left_of_the_marker_square() {
+        for (width, height) in [
+            (320, 240),
+            (640, 480),
+            (1280, 720),
+            (1920, 1080),
+            (4096, 2160),
+        ] {
+            let lines = [
+                "RPI-STREAMER TEST".to_string(),
+                "FRAME 000123".to_string(),
+                clock_text(1_795_468_548.538_965),
+            ];
+            let (marker_x, _, _, _) = frame_marker_rect(width, height);
+            let scale = caption_scale(&lines, marker_x.into(), height.into());
+            assert!(
+                caption_width(&lines, scale) <= i64::from(marker_x),
+                "{width}x{height}: caption {} px wide at scale {scale}, square at x {marker_x}",
+                caption_width(&lines, scale)
+            );
+            assert!(scale >= 1);
+        }
     }
 
     #[test]

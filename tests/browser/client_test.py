@@ -437,7 +437,12 @@ def main():
     os.makedirs(args.artifacts, exist_ok=True)
     selected = [t for t in TESTS if not args.tests or any(s in t.__name__ for s in args.tests)]
     profile = tempfile.mkdtemp(prefix="rpi-streamer-chromium-")
-    page = Page(profile)
+    try:
+        page = Page(profile)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"FAIL: could not start headless Chromium through chromedriver: {first}")
+        return 1
     ctx = argparse.Namespace(binary=args.daemon, public=args.public, artifacts=args.artifacts,
                              screenshot=args.screenshot, page=page)
     failed = []
@@ -463,6 +468,8 @@ def main():
         page.quit()
         shutil.rmtree(profile, ignore_errors=True)
     print(f"{len(selected) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        print(f"FAIL: {len(failed)} of {len(selected)} browser tests failed: {', '.join(failed)}")
     return 1 if failed else 0
 
 
