@@ -7,7 +7,9 @@
 //! value carries a line break); the real socket reader must agree with the one-shot parser
 //! however the bytes are split into reads; and the static-file name derived from any path
 //! must stay inside the client folder; and access control must let a request through only
-//! when it carries the configured token or credentials.
+//! when it carries the configured token or credentials. The same bytes, read as the frames a
+//! WebSocket client sends, must parse the same however they are split, never keep more than a
+//! control frame's payload, and never ask for more bytes than a header and a control frame.
 
 use base64::Engine as _;
 use rpi_streamer::config::Access;
@@ -15,12 +17,16 @@ use rpi_streamer::server::auth::{self, constant_time_eq, Resource};
 use rpi_streamer::server::files::{percent_decode, safe_relative_path};
 use rpi_streamer::server::http::{parse_head, read_head, HeadError, Request, MAX_HEAD_BYTES};
 use rpi_streamer::server::ws::accept_key;
+use rpi_streamer::server::wsframe::{
+    ClientEvent, ClientFrames, FrameError, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
+};
 use std::path::{Component, Path};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Checks every invariant for one input; panics (with the reason) on a violation.
 pub fn check(data: &[u8]) {
+    check_frames(data);
     let full = parse_head(data);
     if let Ok(Some(req)) = &full {
         check_request(data, req);
@@ -127,7 +133,14 @@ fn check_request(data: &[u8], req: &Request) {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)));
         }
-        Err(why) => assert!(!why.is_empty() && !why.contains('\n')),
+        Err(refusal) => {
+            assert!(
+                matches!(refusal.status, 400 | 426),
+                "status {}",
+                refusal.status
+            );
+            assert!(!refusal.why.is_empty() && !refusal.why.contains('\n'));
+        }
     }
     check_path(&req.path);
     check_auth(req);
@@ -338,4 +351,55 @@ impl futures_lite::AsyncRead for Chunked<'_> {
 /// RFC 9110 `tchar`.
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The client frames in `data`, fed `step` bytes at a time the way the session does (append,
+/// parse what is complete, keep the rest), with the bounds every step must respect.
+fn frames_in_steps(data: &[u8], step: usize) -> (Vec<ClientEvent>, Option<FrameError>) {
+    let mut parser = ClientFrames::new(65_536);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut events = Vec::new();
+    for piece in data.chunks(step.max(1)) {
+        pending.extend_from_slice(piece);
+        loop {
+            match parser.next(&pending) {
+                Ok((n, event)) => {
+                    assert!(
+                        n <= pending.len(),
+                        "consumed {n} of {} bytes",
+                        pending.len()
+                    );
+                    if let Some(ClientEvent::Ping(payload)) = &event {
+                        assert!(payload.len() <= MAX_CONTROL_PAYLOAD);
+                    }
+                    pending.drain(..n);
+                    let done = n == 0;
+                    events.extend(event);
+                    if done {
+                        // Waiting for more: only a header and a control frame may be pending.
+                        assert!(
+                            pending.len() < MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD,
+                            "{} bytes held waiting for more",
+                            pending.len()
+                        );
+                        break;
+                    }
+                }
+                Err(e) => return (events, Some(e)),
+            }
+        }
+    }
+    (events, None)
+}
+
+/// Frame parsing does not depend on how the bytes are split into reads.
+fn check_frames(data: &[u8]) {
+    let whole = frames_in_steps(data, data.len());
+    for step in [1, 3, 7, 64] {
+        assert_eq!(
+            frames_in_steps(data, step),
+            whole,
+            "split into {step}-byte reads"
+        );
+    }
 }

@@ -8,6 +8,7 @@ use crate::capture::{AudioParams, CameraType, VideoParams};
 use argh::FromArgs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where the browser client is installed by the Pi images.
 pub const INSTALLED_PUBLIC_DIR: &str = "/usr/share/rpi-streamer/public";
@@ -72,6 +73,12 @@ pub struct Args {
     /// audio chunks that may wait for the server and per client, 1-100000 (default 500)
     #[argh(option, default = "500")]
     pub audio_queue_size: u32,
+    /// oldest audio a client is sent, in ms: older chunks are dropped for that client, 100-60000 (default 1000)
+    #[argh(option, default = "1000")]
+    pub max_audio_age: u32,
+    /// seconds between pings to each client; one silent for three intervals is dropped, 1-300 (default 15)
+    #[argh(option, default = "15")]
+    pub ping_interval: u32,
     /// folder with the browser client (default /usr/share/rpi-streamer/public if present, else the built-in copy)
     #[argh(option)]
     pub public_dir: Option<PathBuf>,
@@ -123,6 +130,10 @@ pub struct Config {
     pub video_queue_size: usize,
     /// Capture-to-server audio channel capacity and per-client audio backlog (chunks).
     pub audio_queue_size: usize,
+    /// The oldest audio chunk a client is sent.
+    pub max_audio_age: Duration,
+    /// Interval between pings to each client.
+    pub ping_interval: Duration,
     /// The browser client.
     pub client: ClientFiles,
     /// Access control.
@@ -292,6 +303,8 @@ impl Args {
         };
         let video_queue_size = in_range("--video-queue-size", self.video_queue_size, 1, 10_000)?;
         let audio_queue_size = in_range("--audio-queue-size", self.audio_queue_size, 1, 100_000)?;
+        let max_audio_age = in_range("--max-audio-age", self.max_audio_age, 100, 60_000)?;
+        let ping_interval = in_range("--ping-interval", self.ping_interval, 1, 300)?;
         if let Some(device) = &self.audio_device {
             if device.trim().is_empty() {
                 return Err(invalid("--audio-device", "must not be empty".into()));
@@ -380,6 +393,8 @@ impl Args {
             listen,
             video_queue_size: video_queue_size as usize,
             audio_queue_size: audio_queue_size as usize,
+            max_audio_age: Duration::from_millis(max_audio_age.into()),
+            ping_interval: Duration::from_secs(ping_interval.into()),
             client,
             access: Access {
                 token: self.auth_token.clone(),
@@ -481,6 +496,18 @@ mod tests {
         assert_eq!(c.audio, None);
         assert_eq!(c.video_queue_size, 50);
         assert_eq!(c.audio_queue_size, 500);
+        assert_eq!(c.max_audio_age, Duration::from_secs(1));
+        assert_eq!(c.ping_interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn client_bounds_are_range_checked() {
+        assert!(
+            error_of(&["--camera-type", "test", "--max-audio-age", "50"])
+                .contains("--max-audio-age: must be between 100 and 60000")
+        );
+        assert!(error_of(&["--camera-type", "test", "--ping-interval", "0"])
+            .contains("--ping-interval: must be between 1 and 300"));
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
                 source,
             }
         })?;
-    let hub = Hub::new(config.audio_queue_size, stats.clone());
+    let hub = Hub::new(config.audio_queue_size, config.max_audio_age, stats.clone());
     log::info!(
         "rpi-streamer {} listening on http://{local} (WebSocket at /stream): camera {:?} \
          {}x{} @ {} fps q{}, audio {}, client {}",

@@ -1,11 +1,13 @@
-//! Fan-out: every client gets the newest frame and a bounded audio backlog.
+//! Fan-out: every client gets the newest frame and fresh audio.
 //!
 //! The hub lives on the single-threaded executor. Capture threads feed it through bounded
 //! channels; it never waits on a client. Each client slot holds at most one video frame (a new
 //! frame replaces an unsent one, which is counted as skipped) and at most `audio_backlog`
-//! audio chunks (the oldest is dropped and counted). A session task drains its slot into its
-//! socket at whatever pace the socket allows, so one stalled client slows nobody else, and a
-//! client that connects late starts from the newest frame, never from a backlog.
+//! audio chunks (the oldest is dropped and counted). A session task takes one message at a
+//! time, when its socket can take it, so one stalled client slows nobody else; audio older
+//! than the age bound is dropped (oldest first, counted) as it is taken, so what a slow client
+//! hears is never staler than that, and a client that connects late starts from the newest
+//! frame, never from a backlog.
 #![forbid(unsafe_code)]
 
 use crate::media::{AudioChunk, VideoFrame, WireFormat};
@@ -16,14 +18,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// What a session should write next, oldest first.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// Audio chunks in capture order.
-    pub audio: Vec<Arc<AudioChunk>>,
-    /// The newest video frame, if one arrived since the last batch.
-    pub video: Option<Arc<VideoFrame>>,
+/// The next message a session should write.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// An audio chunk (chunks come out in capture order).
+    Audio(Arc<AudioChunk>),
+    /// The newest video frame.
+    Video(Arc<VideoFrame>),
 }
 
 #[derive(Default)]
@@ -46,9 +49,13 @@ pub struct ClientSlot {
     wake_tx: Sender<()>,
     wake_rx: Receiver<()>,
     closed: Cell<bool>,
+    max_audio_age: f64,
+    /// Since when the client has had to lose audio for age without catching up since.
+    behind_since: Cell<Option<Instant>>,
+    stats: Arc<Stats>,
     /// Frames replaced before they could be sent to this client.
     pub video_skipped: Cell<u64>,
-    /// Audio chunks dropped from this client's backlog.
+    /// Audio chunks dropped from this client's backlog (full, or older than the age bound).
     pub audio_dropped: Cell<u64>,
 }
 
@@ -58,25 +65,70 @@ impl ClientSlot {
         let _ = self.wake_tx.try_send(());
     }
 
-    /// Waits for the next batch; `None` once the hub is shutting down.
-    pub async fn next_batch(&self) -> Option<Batch> {
+    /// Waits until there is something to take; false once the hub is shutting down.
+    pub async fn ready(&self) -> bool {
         loop {
             if self.closed.get() {
-                return None;
+                return false;
             }
             {
-                let mut p = self.pending.borrow_mut();
+                let p = self.pending.borrow();
                 if p.video.is_some() || !p.audio.is_empty() {
-                    return Some(Batch {
-                        audio: p.audio.drain(..).collect(),
-                        video: p.video.take(),
-                    });
+                    return true;
                 }
             }
             if self.wake_rx.recv().await.is_err() {
-                return None;
+                return false;
             }
         }
+    }
+
+    /// The next message to write at UNIX time `now`: audio chunks older than the age bound
+    /// are dropped first (counted), then the earlier (by capture time) of the oldest chunk
+    /// and the newest frame is taken.
+    pub fn take(&self, now: f64) -> Option<Item> {
+        if self.closed.get() {
+            return None;
+        }
+        let mut p = self.pending.borrow_mut();
+        let mut stale = 0;
+        while p
+            .audio
+            .front()
+            .is_some_and(|a| now - a.ts > self.max_audio_age)
+        {
+            p.audio.pop_front();
+            stale += 1;
+        }
+        if stale > 0 {
+            self.audio_dropped.set(self.audio_dropped.get() + stale);
+            Stats::add(&self.stats.client_audio_stale, stale);
+            if self.behind_since.get().is_none() {
+                self.behind_since.set(Some(Instant::now()));
+            }
+        }
+        let video_first = match (p.audio.front(), &p.video) {
+            (Some(a), Some(v)) => v.ts < a.ts,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        let item = if video_first {
+            p.video.take().map(Item::Video)
+        } else {
+            p.audio.pop_front().map(Item::Audio)
+        };
+        // Everything sent: whatever lag there was has been made up.
+        if p.audio.is_empty() {
+            self.behind_since.set(None);
+        }
+        item
+    }
+
+    /// How long the client has been losing audio to the age bound without catching up.
+    pub fn behind_for(&self) -> Duration {
+        self.behind_since
+            .get()
+            .map_or(Duration::ZERO, |t| t.elapsed())
     }
 }
 
@@ -87,6 +139,7 @@ pub struct Hub {
     latest_audio_format: Cell<Option<(u32, u16)>>,
     next_id: Cell<u64>,
     audio_backlog: usize,
+    max_audio_age: Duration,
     stats: Arc<Stats>,
 }
 
@@ -104,14 +157,16 @@ impl Drop for ClientHandle {
 }
 
 impl Hub {
-    /// A hub keeping at most `audio_backlog` chunks per client.
-    pub fn new(audio_backlog: usize, stats: Arc<Stats>) -> Rc<Hub> {
+    /// A hub keeping at most `audio_backlog` chunks per client, none older than
+    /// `max_audio_age` when it is sent.
+    pub fn new(audio_backlog: usize, max_audio_age: Duration, stats: Arc<Stats>) -> Rc<Hub> {
         Rc::new(Hub {
             clients: RefCell::new(BTreeMap::new()),
             latest_video: RefCell::new(None),
             latest_audio_format: Cell::new(None),
             next_id: Cell::new(1),
             audio_backlog: audio_backlog.max(1),
+            max_audio_age,
             stats,
         })
     }
@@ -133,6 +188,9 @@ impl Hub {
             wake_tx,
             wake_rx,
             closed: Cell::new(false),
+            max_audio_age: self.max_audio_age.as_secs_f64(),
+            behind_since: Cell::new(None),
+            stats: self.stats.clone(),
             video_skipped: Cell::new(0),
             audio_dropped: Cell::new(0),
         });
@@ -225,7 +283,8 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_lite::future::block_on;
+
+    const NOW: f64 = 100.0;
 
     fn frame(ts: f64) -> Arc<VideoFrame> {
         Arc::new(VideoFrame::new(ts, 16, 16, vec![ts as u8], false))
@@ -239,68 +298,124 @@ mod tests {
         "127.0.0.1:1".parse().unwrap()
     }
 
+    fn hub(backlog: usize) -> Rc<Hub> {
+        Hub::new(backlog, Duration::from_secs(1), Arc::default())
+    }
+
+    /// Takes everything there is, as (kind, ts) pairs.
+    fn drain(slot: &ClientSlot, now: f64) -> Vec<(&'static str, f64)> {
+        std::iter::from_fn(|| slot.take(now))
+            .map(|item| match item {
+                Item::Audio(a) => ("audio", a.ts),
+                Item::Video(v) => ("video", v.ts),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_slow_client_gets_only_the_newest_frame() {
-        let hub = Hub::new(10, Arc::default());
+        let hub = hub(10);
         let client = hub.register(addr(), WireFormat::Text);
         for ts in 1..=5 {
-            hub.publish_video(frame(f64::from(ts)));
+            hub.publish_video(frame(NOW - 1.0 + f64::from(ts) / 10.0));
         }
-        let batch = block_on(client.slot.next_batch()).unwrap();
-        assert_eq!(batch.video.unwrap().ts, 5.0);
+        assert_eq!(drain(&client.slot, NOW), vec![("video", NOW - 0.5)]);
         assert_eq!(client.slot.video_skipped.get(), 4);
     }
 
     #[test]
     fn a_late_client_starts_from_the_newest_frame() {
-        let hub = Hub::new(10, Arc::default());
-        hub.publish_video(frame(1.0));
-        hub.publish_video(frame(2.0));
+        let hub = hub(10);
+        hub.publish_video(frame(NOW - 0.2));
+        hub.publish_video(frame(NOW - 0.1));
         let client = hub.register(addr(), WireFormat::Binary);
-        let batch = block_on(client.slot.next_batch()).unwrap();
-        assert_eq!(batch.video.unwrap().ts, 2.0);
-        assert!(batch.audio.is_empty());
+        assert_eq!(drain(&client.slot, NOW), vec![("video", NOW - 0.1)]);
     }
 
     #[test]
     fn audio_backlog_is_bounded_dropping_the_oldest() {
-        let hub = Hub::new(3, Arc::default());
+        let hub = hub(3);
         let client = hub.register(addr(), WireFormat::Text);
         for ts in 1..=5 {
-            hub.publish_audio(chunk(f64::from(ts)));
+            hub.publish_audio(chunk(NOW - 1.0 + f64::from(ts) / 10.0));
         }
-        let batch = block_on(client.slot.next_batch()).unwrap();
-        let stamps: Vec<f64> = batch.audio.iter().map(|c| c.ts).collect();
-        assert_eq!(stamps, vec![3.0, 4.0, 5.0]);
+        let stamps: Vec<f64> = drain(&client.slot, NOW).iter().map(|i| i.1).collect();
+        assert_eq!(stamps, vec![NOW - 0.7, NOW - 0.6, NOW - 0.5]);
         assert_eq!(client.slot.audio_dropped.get(), 2);
     }
 
     #[test]
+    fn audio_older_than_the_bound_is_dropped_and_never_sent() {
+        let hub = hub(100);
+        let client = hub.register(addr(), WireFormat::Text);
+        for i in 0..50 {
+            hub.publish_audio(chunk(NOW - 2.0 + f64::from(i) * 0.04));
+        }
+        let sent = drain(&client.slot, NOW);
+        assert!(sent.iter().all(|(_, ts)| NOW - ts <= 1.0), "{sent:?}");
+        assert_eq!(sent.len(), 25);
+        assert_eq!(client.slot.audio_dropped.get(), 25);
+        assert_eq!(Stats::get(&hub.stats.client_audio_stale), 25);
+    }
+
+    #[test]
+    fn messages_come_out_in_capture_order() {
+        let hub = hub(10);
+        let client = hub.register(addr(), WireFormat::Text);
+        hub.publish_audio(chunk(NOW - 0.30));
+        hub.publish_video(frame(NOW - 0.25));
+        hub.publish_audio(chunk(NOW - 0.20));
+        assert_eq!(
+            drain(&client.slot, NOW),
+            vec![
+                ("audio", NOW - 0.30),
+                ("video", NOW - 0.25),
+                ("audio", NOW - 0.20)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_client_is_behind_until_it_has_sent_everything() {
+        let hub = hub(100);
+        let client = hub.register(addr(), WireFormat::Text);
+        hub.publish_audio(chunk(NOW - 3.0));
+        hub.publish_audio(chunk(NOW - 0.1));
+        hub.publish_audio(chunk(NOW - 0.05));
+        assert!(client.slot.take(NOW).is_some());
+        assert!(
+            client.slot.behind_since.get().is_some(),
+            "lost a chunk to age"
+        );
+        assert!(client.slot.take(NOW).is_some());
+        assert!(client.slot.behind_since.get().is_none(), "caught up");
+    }
+
+    #[test]
     fn one_clients_backlog_does_not_touch_anothers() {
-        let hub = Hub::new(10, Arc::default());
+        let hub = hub(10);
         let a = hub.register(addr(), WireFormat::Text);
         let b = hub.register(addr(), WireFormat::Text);
-        hub.publish_video(frame(1.0));
-        assert_eq!(
-            block_on(a.slot.next_batch()).unwrap().video.unwrap().ts,
-            1.0
-        );
-        hub.publish_video(frame(2.0));
-        hub.publish_video(frame(3.0));
+        hub.publish_video(frame(NOW - 0.3));
+        assert_eq!(drain(&a.slot, NOW), vec![("video", NOW - 0.3)]);
+        hub.publish_video(frame(NOW - 0.2));
+        hub.publish_video(frame(NOW - 0.1));
         assert_eq!(a.slot.video_skipped.get(), 1);
         assert_eq!(b.slot.video_skipped.get(), 2);
     }
 
     #[test]
-    fn dropping_the_handle_unregisters_and_close_ends_batches() {
-        let hub = Hub::new(10, Arc::default());
+    fn dropping_the_handle_unregisters_and_close_ends_the_slot() {
+        let hub = hub(10);
         let a = hub.register(addr(), WireFormat::Text);
         {
             let _b = hub.register(addr(), WireFormat::Text);
             assert_eq!(hub.client_count(), 2);
         }
         assert_eq!(hub.client_count(), 1);
+        hub.publish_video(frame(NOW));
         hub.close_all();
-        assert!(block_on(a.slot.next_batch()).is_none());
+        assert!(!futures_lite::future::block_on(a.slot.ready()));
+        assert!(a.slot.take(NOW).is_none());
     }
 }

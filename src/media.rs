@@ -23,7 +23,8 @@
 #![forbid(unsafe_code)]
 
 use crate::clock::format_unix;
-use async_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
+use crate::server::wsframe::{OP_BINARY, OP_TEXT};
+use async_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 use base64::Engine as _;
 use std::sync::OnceLock;
 
@@ -43,6 +44,32 @@ pub enum WireFormat {
     Text,
     /// Header + raw payload binary messages.
     Binary,
+}
+
+impl WireFormat {
+    /// Every format, for parsing and for messages that list them.
+    pub const ALL: [WireFormat; 2] = [WireFormat::Text, WireFormat::Binary];
+
+    /// The name in `?format=`, logs and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireFormat::Text => "text",
+            WireFormat::Binary => "binary",
+        }
+    }
+
+    /// The format named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<WireFormat> {
+        WireFormat::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// The WebSocket opcode of its messages.
+    pub fn opcode(self) -> u8 {
+        match self {
+            WireFormat::Text => OP_TEXT,
+            WireFormat::Binary => OP_BINARY,
+        }
+    }
 }
 
 /// One encoded video frame.
@@ -149,11 +176,11 @@ impl VideoFrame {
         })
     }
 
-    /// The WebSocket message in `format`; a reference-counted clone, not a copy.
-    pub fn message(&self, format: WireFormat) -> Message {
+    /// The message payload in `format`, built once and shared by every client.
+    pub fn payload(&self, format: WireFormat) -> &[u8] {
         match format {
-            WireFormat::Text => Message::Text(self.text().clone()),
-            WireFormat::Binary => Message::Binary(self.binary().clone()),
+            WireFormat::Text => self.text().as_bytes(),
+            WireFormat::Binary => self.binary(),
         }
     }
 }
@@ -196,11 +223,11 @@ impl AudioChunk {
         })
     }
 
-    /// The WebSocket message in `format`; a reference-counted clone, not a copy.
-    pub fn message(&self, format: WireFormat) -> Message {
+    /// The message payload in `format`, built once and shared by every client.
+    pub fn payload(&self, format: WireFormat) -> &[u8] {
         match format {
-            WireFormat::Text => Message::Text(self.text().clone()),
-            WireFormat::Binary => Message::Binary(self.binary().clone()),
+            WireFormat::Text => self.text().as_bytes(),
+            WireFormat::Binary => self.binary(),
         }
     }
 
@@ -266,14 +293,23 @@ mod tests {
     }
 
     #[test]
-    fn messages_share_the_built_payload() {
+    fn payloads_are_built_once_and_shared() {
         let f = VideoFrame::new(1.0, 16, 16, vec![1; 1000], false);
-        let (Message::Text(a), Message::Text(b)) =
-            (f.message(WireFormat::Text), f.message(WireFormat::Text))
-        else {
-            panic!("text messages expected");
-        };
-        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
+        for format in WireFormat::ALL {
+            assert_eq!(
+                f.payload(format).as_ptr(),
+                f.payload(format).as_ptr(),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wire_format_names_go_both_ways() {
+        for format in WireFormat::ALL {
+            assert_eq!(WireFormat::from_name(format.as_str()), Some(format));
+        }
+        assert_eq!(WireFormat::from_name("bogus"), None);
     }
 
     #[test]

@@ -28,8 +28,13 @@ pub struct Stats {
     pub audio_xruns: AtomicU64,
     /// Video frames a client skipped because a newer one replaced it before it was sent.
     pub client_video_skipped: AtomicU64,
-    /// Audio chunks dropped from a slow client's backlog.
+    /// Audio chunks dropped from a slow client's full backlog.
     pub client_audio_dropped: AtomicU64,
+    /// Audio chunks dropped because they were older than `--max-audio-age` by the time the
+    /// client could take them.
+    pub client_audio_stale: AtomicU64,
+    /// Clients closed for breaking a per-client bound, by reason (indexed by [`ClientLimit`]).
+    pub clients_closed: [AtomicU64; ClientLimit::ALL.len()],
     /// Messages written to clients.
     pub messages_sent: AtomicU64,
     /// Bytes of WebSocket payload written to clients.
@@ -44,6 +49,52 @@ pub struct Stats {
     pub video_failing: AtomicBool,
     /// Encode-time histogram: counts per bucket of [`ENCODE_BUCKETS`], last = +Inf.
     pub encode_buckets: [AtomicU64; ENCODE_BUCKETS.len() + 1],
+}
+
+/// A per-client bound whose breach makes the daemon close that client; each has a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientLimit {
+    /// A message over the size limit (close code 1009).
+    MessageTooBig,
+    /// Frames that break RFC 6455 (1002).
+    ProtocolError,
+    /// More frames or bytes per second than the flood limit (1008).
+    Flooding,
+    /// Could not keep up with the audio stream (1008).
+    TooSlow,
+    /// No answer to pings (1001).
+    PingTimeout,
+    /// The socket accepted nothing for too long (no close frame can get through).
+    WriteStalled,
+}
+
+impl ClientLimit {
+    /// Every limit, in the order of [`Stats::clients_closed`].
+    pub const ALL: [ClientLimit; 6] = [
+        ClientLimit::MessageTooBig,
+        ClientLimit::ProtocolError,
+        ClientLimit::Flooding,
+        ClientLimit::TooSlow,
+        ClientLimit::PingTimeout,
+        ClientLimit::WriteStalled,
+    ];
+
+    /// The name used in `/metrics` and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientLimit::MessageTooBig => "message_too_big",
+            ClientLimit::ProtocolError => "protocol_error",
+            ClientLimit::Flooding => "flooding",
+            ClientLimit::TooSlow => "too_slow",
+            ClientLimit::PingTimeout => "ping_timeout",
+            ClientLimit::WriteStalled => "write_stalled",
+        }
+    }
+
+    /// Its counter in `stats`.
+    pub fn counter(self, stats: &Stats) -> &AtomicU64 {
+        &stats.clients_closed[self as usize]
+    }
 }
 
 /// Upper bounds (seconds) of the encode-time histogram buckets.

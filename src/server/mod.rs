@@ -9,6 +9,7 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod ws;
+pub mod wsframe;
 
 use crate::clock::MonoTime;
 use crate::config::Config;
@@ -223,10 +224,7 @@ impl Server {
                     "{{\"address\":{},\"format\":\"{}\",\"connected_s\":{:.1},\
                      \"video_skipped\":{},\"audio_dropped\":{}}}",
                     json_string(&c.addr.to_string()),
-                    match c.format {
-                        crate::media::WireFormat::Binary => "binary",
-                        crate::media::WireFormat::Text => "text",
-                    },
+                    c.format.as_str(),
                     c.connected_at.elapsed().as_secs_f64(),
                     c.video_skipped.get(),
                     c.audio_dropped.get()

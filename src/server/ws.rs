@@ -1,25 +1,36 @@
-//! One WebSocket session: the upgrade handshake, then the client's slot drained to its socket.
+//! One WebSocket session: the upgrade handshake, then the client's slot drained to its socket
+//! and the client's frames read under fixed bounds.
 //!
-//! Messages from the client are read (so pings and closes work) and otherwise ignored, with a
-//! small size cap; an oversized or invalid frame ends that session only. Before each message
-//! the writer waits until the socket has sent what it was given (TCP_NOTSENT_LOWAT), so the
-//! kernel never holds more than about one frame per client: a stalled client's queue stays in
-//! its slot, where newer frames replace older ones.
+//! Writing: one message at a time, taken from the slot only once the socket has sent what it
+//! was given (TCP_NOTSENT_LOWAT), so the kernel holds at most about one message per client
+//! and a stalled client's backlog stays in its slot, where newer frames replace older ones
+//! and audio past its age bound is dropped. Control frames go first: a pong (only the latest
+//! ping is answered, RFC 6455 §5.5.3), then our ping every `--ping-interval` (a client silent for three intervals is dropped).
+//!
+//! Reading ([`super::wsframe`]): client frames are parsed as they arrive into a fixed buffer;
+//! data payloads are skipped, not stored. A client may send at most [`FLOOD_FRAMES_PER_S`]
+//! frames and [`FLOOD_BYTES_PER_S`] bytes per second (with bursts of twice that), and the
+//! reader yields to the other tasks after every read, so no connection can monopolise the
+//! single executor. Breaking a bound closes that client with a code that says which
+//! ([`Ended::close`]), logged once; after our close frame the socket lingers, discarding what
+//! the client still sends, so that it reads the close instead of a reset.
 #![forbid(unsafe_code)]
 
 use super::http::{write_response, Request, Response};
+use super::wsframe::{self, ClientEvent, ClientFrames, FrameError, OP_CLOSE, OP_PING, OP_PONG};
 use super::{Conn, Server};
+use crate::clock::MonoTime;
+use crate::hub::Item;
 use crate::media::WireFormat;
-use crate::stats::Stats;
+use crate::stats::{ClientLimit, Stats};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use async_tungstenite::tungstenite::Message;
-use async_tungstenite::WebSocketStream;
-use futures_lite::{future, StreamExt};
+use base64::Engine as _;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::Timer;
-use std::cell::Cell;
-use std::net::SocketAddr;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io::IoSlice;
+use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -27,44 +38,142 @@ use std::time::{Duration, Instant};
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// Unsent bytes in the kernel below which a socket counts as ready for the next message.
 pub const NOTSENT_LOWAT: u32 = 16 * 1024;
+/// Frames per second a client may send on average (bursts: twice this).
+pub const FLOOD_FRAMES_PER_S: u32 = 100;
+/// Bytes per second a client may send on average (bursts: twice this, so one message of
+/// [`MAX_CLIENT_MESSAGE`] always fits).
+pub const FLOOD_BYTES_PER_S: u32 = 128 * 1024;
+/// A client that has been losing audio to the age bound for this long without catching up
+/// is closed: it cannot keep up with the stream.
+pub const SLOW_CLIENT_LIMIT: Duration = Duration::from_secs(10);
+/// A client whose socket accepts nothing for this long is dropped.
+pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
+/// Bytes read per read call; with one control frame's worth of leftovers, all a session
+/// buffers of what the client sends.
+const READ_CHUNK: usize = 8 * 1024;
+/// How long a closed session keeps reading (and discarding) so the client sees our close.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 1 << 20;
+/// Time a close frame may take to go out.
+const CLOSE_WRITE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Why the upgrade was refused: the status to send and a sentence for the body and log.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// 400 for a malformed upgrade, 426 for a request that is not an upgrade at all.
+    pub status: u16,
+    /// What was wrong.
+    pub why: String,
+}
+
+fn refuse(status: u16, why: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        why: why.into(),
+    }
+}
 
 /// Checks the upgrade headers; on success, the `Sec-WebSocket-Accept` value.
-pub fn accept_key(req: &Request) -> Result<String, &'static str> {
+pub fn accept_key(req: &Request) -> Result<String, Refusal> {
     if req.method != "GET" {
-        return Err("a WebSocket upgrade must be a GET");
+        return Err(refuse(400, "a WebSocket upgrade must be a GET"));
     }
     if !req.header_has_token("upgrade", "websocket")
         || !req.header_has_token("connection", "upgrade")
     {
-        return Err(
+        return Err(refuse(
+            426,
             "this is the WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)",
-        );
+        ));
     }
     if req.header("sec-websocket-version").map(str::trim) != Some("13") {
-        return Err("unsupported WebSocket version (need 13)");
+        return Err(refuse(426, "unsupported WebSocket version (need 13)"));
     }
     let key = req
         .header("sec-websocket-key")
         .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or("missing Sec-WebSocket-Key")?;
+        .ok_or_else(|| refuse(400, "missing Sec-WebSocket-Key"))?;
+    // RFC 6455 §4.2.1: the key is 16 random bytes, base64-encoded.
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+    if decoded.map_or(true, |k| k.len() != 16) {
+        return Err(refuse(
+            400,
+            "Sec-WebSocket-Key must be 16 bytes in base64 (RFC 6455 4.2.1)",
+        ));
+    }
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-/// How a session ended, for the disconnect log line.
-#[derive(Debug)]
-enum Ended {
-    ClientClosed,
-    Shutdown,
-    Error(String),
+/// The wire format a client asked for with `?format=`; text if it named none.
+pub fn wire_format(req: &Request) -> Result<WireFormat, Refusal> {
+    match req.query_param("format") {
+        None => Ok(WireFormat::Text),
+        Some(name) => WireFormat::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = WireFormat::ALL.iter().map(|f| f.as_str()).collect();
+            refuse(
+                400,
+                format!(
+                    "unknown format {:?}: use one of {}",
+                    name.chars().take(32).collect::<String>(),
+                    known.join(", ")
+                ),
+            )
+        }),
+    }
 }
 
-/// Interval between our pings; browsers and tungstenite answer them automatically.
-pub const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// A client we have not heard from (not even a pong) for this long is dropped.
-pub const SILENCE_LIMIT: Duration = Duration::from_secs(45);
-/// A client whose socket accepts nothing for this long is dropped.
-pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(30);
+/// How a session ended; the close frame we send follows from it.
+#[derive(Debug)]
+pub enum Ended {
+    /// The client sent a close frame (with this code, if any).
+    ClientClosed(Option<u16>),
+    /// The client's connection ended without a close frame.
+    Disconnected,
+    /// The daemon is shutting down.
+    Shutdown,
+    /// The client broke a per-client bound.
+    Limit(ClientLimit, String),
+    /// A socket error.
+    Io(std::io::Error),
+}
+
+impl Ended {
+    /// The close code and reason we send, if a close frame is due.
+    pub fn close(&self) -> Option<(u16, String)> {
+        match self {
+            // Echo the client's code (§5.5.1); a close without one gets an empty close.
+            Ended::ClientClosed(code) => Some((code.unwrap_or(0), String::new())),
+            Ended::Shutdown => Some((1001, "server shutting down".into())),
+            Ended::Limit(limit, why) => {
+                let code = match limit {
+                    ClientLimit::MessageTooBig => 1009,
+                    ClientLimit::ProtocolError => 1002,
+                    ClientLimit::Flooding | ClientLimit::TooSlow => 1008,
+                    ClientLimit::PingTimeout => 1001,
+                    // Nothing gets through a socket that accepts nothing.
+                    ClientLimit::WriteStalled => return None,
+                };
+                Some((code, why.clone()))
+            }
+            Ended::Disconnected | Ended::Io(_) => None,
+        }
+    }
+
+    fn limit(limit: ClientLimit, why: impl Into<String>) -> Ended {
+        Ended::Limit(limit, why.into())
+    }
+}
+
+impl From<FrameError> for Ended {
+    fn from(e: FrameError) -> Ended {
+        let limit = match e {
+            FrameError::Protocol(_) => ClientLimit::ProtocolError,
+            FrameError::TooBig { .. } => ClientLimit::MessageTooBig,
+        };
+        Ended::limit(limit, e.to_string())
+    }
+}
 
 /// Checks the request against `--max-clients` and `--allowed-origin`.
 pub fn admit(server: &Server, req: &Request) -> Result<(), Response> {
@@ -93,17 +202,271 @@ pub fn admit(server: &Server, req: &Request) -> Result<(), Response> {
     Ok(())
 }
 
+/// A token bucket: `rate` per second on average, bursts up to `capacity`.
+struct Bucket {
+    level: f64,
+    capacity: f64,
+    rate: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        let capacity = 2.0 * f64::from(rate);
+        Bucket {
+            level: capacity,
+            capacity,
+            rate: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens; false if there were not enough.
+    fn take(&mut self, n: f64) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.level = (self.level + refill).min(self.capacity) - n;
+        self.at = now;
+        self.level >= 0.0
+    }
+}
+
+/// What the reader hands the writer.
+struct Shared {
+    /// The payload of the latest ping not answered yet.
+    pong: RefCell<Option<Vec<u8>>>,
+    last_heard: Cell<Instant>,
+    wake_tx: async_channel::Sender<()>,
+    wake_rx: async_channel::Receiver<()>,
+}
+
+/// Runs `f` for at most `limit`; `None` if it did not finish.
+async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(f.await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await
+}
+
+/// Writes one frame: our header, then `payload` straight from the shared buffer.
+async fn write_frame(conn: &Conn, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+    let (header, header_len) = wsframe::header(opcode, payload.len());
+    let mut writer = &*conn.0;
+    let (mut head, mut body) = (&header[..header_len], payload);
+    while !head.is_empty() || !body.is_empty() {
+        let n = writer
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        body = &body[n - from_head..];
+    }
+    Ok(())
+}
+
+/// Reads the client's frames until it closes, breaks a bound or goes away.
+async fn read_client(conn: &Conn, leftover: &[u8], shared: &Shared) -> Ended {
+    let mut frames = ClientFrames::new(MAX_CLIENT_MESSAGE as u64);
+    let mut frame_budget = Bucket::new(FLOOD_FRAMES_PER_S);
+    let mut byte_budget = Bucket::new(FLOOD_BYTES_PER_S);
+    let mut buf = vec![0u8; READ_CHUNK + wsframe::MAX_HEADER_LEN + wsframe::MAX_CONTROL_PAYLOAD];
+    let mut filled = leftover.len().min(READ_CHUNK);
+    buf[..filled].copy_from_slice(&leftover[..filled]);
+    let mut reader = &*conn.0;
+    let mut first = true;
+    loop {
+        if !first {
+            let space_end = (filled + READ_CHUNK).min(buf.len());
+            let n = match reader.read(&mut buf[filled..space_end]).await {
+                Ok(0) => return Ended::Disconnected,
+                Ok(n) => n,
+                Err(e) => return Ended::Io(e),
+            };
+            filled += n;
+            if !byte_budget.take(n as f64) {
+                return Ended::limit(
+                    ClientLimit::Flooding,
+                    format!("sent more than {FLOOD_BYTES_PER_S} bytes/s"),
+                );
+            }
+        }
+        first = false;
+        shared.last_heard.set(Instant::now());
+        let mut at = 0;
+        while at < filled {
+            let (n, event) = match frames.next(&buf[at..filled]) {
+                Ok(step) => step,
+                Err(e) => return e.into(),
+            };
+            at += n;
+            let Some(event) = event else {
+                if n == 0 {
+                    break; // an incomplete header or control frame: read more
+                }
+                continue;
+            };
+            if !frame_budget.take(1.0) {
+                return Ended::limit(
+                    ClientLimit::Flooding,
+                    format!("sent more than {FLOOD_FRAMES_PER_S} frames/s"),
+                );
+            }
+            match event {
+                ClientEvent::Ping(payload) => {
+                    // Only the latest ping needs an answer (§5.5.3): replace, never queue.
+                    *shared.pong.borrow_mut() = Some(payload);
+                    let _ = shared.wake_tx.try_send(());
+                }
+                ClientEvent::Close(code) => return Ended::ClientClosed(code),
+                ClientEvent::Pong | ClientEvent::Data { .. } => {}
+            }
+        }
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+        // Let every other connection run before this one reads again.
+        future::yield_now().await;
+    }
+}
+
+/// Writes the client's messages, pongs and pings until shutdown or a bound is broken.
+async fn write_client(
+    conn: &Conn,
+    client: &crate::hub::ClientHandle,
+    shared: &Shared,
+    server: &Server,
+) -> Ended {
+    let slot = &client.slot;
+    let stats = &server.stats;
+    let ping_interval = server.config.ping_interval;
+    let mut next_ping = Instant::now() + ping_interval;
+    loop {
+        // Wait for the socket first, then take what is newest *now*: a frame picked before a
+        // stall would be stale by the time it could be written.
+        match within(WRITE_STALL_LIMIT, conn.0.writable()).await {
+            None => {
+                return Ended::limit(
+                    ClientLimit::WriteStalled,
+                    format!("accepted nothing for {} s", WRITE_STALL_LIMIT.as_secs()),
+                )
+            }
+            Some(Err(e)) => return Ended::Io(e),
+            Some(Ok(())) => {}
+        }
+        let pong = shared.pong.borrow_mut().take();
+        if let Some(payload) = pong {
+            if let Err(e) = write_frame(conn, OP_PONG, &payload).await {
+                return Ended::Io(e);
+            }
+            continue;
+        }
+        if Instant::now() >= next_ping {
+            let silent = shared.last_heard.get().elapsed();
+            if silent > 3 * ping_interval {
+                return Ended::limit(
+                    ClientLimit::PingTimeout,
+                    format!("no answer to pings for {} s", silent.as_secs()),
+                );
+            }
+            if let Err(e) = write_frame(conn, OP_PING, &[]).await {
+                return Ended::Io(e);
+            }
+            next_ping = Instant::now() + ping_interval;
+            continue;
+        }
+        if slot.behind_for() > SLOW_CLIENT_LIMIT {
+            return Ended::limit(
+                ClientLimit::TooSlow,
+                format!(
+                    "too slow for the stream: losing audio for {} s",
+                    SLOW_CLIENT_LIMIT.as_secs()
+                ),
+            );
+        }
+        let Some(item) = slot.take(MonoTime::now().to_unix()) else {
+            let ready = future::or(
+                async { Some(slot.ready().await) },
+                future::or(
+                    async {
+                        let _ = shared.wake_rx.recv().await;
+                        Some(true)
+                    },
+                    async {
+                        Timer::at(next_ping).await;
+                        Some(true)
+                    },
+                ),
+            )
+            .await;
+            if ready == Some(false) {
+                return Ended::Shutdown;
+            }
+            continue;
+        };
+        let payload = match &item {
+            Item::Audio(a) => a.payload(slot.format),
+            Item::Video(v) => v.payload(slot.format),
+        };
+        match within(
+            WRITE_STALL_LIMIT,
+            write_frame(conn, slot.format.opcode(), payload),
+        )
+        .await
+        {
+            None => {
+                return Ended::limit(
+                    ClientLimit::WriteStalled,
+                    format!(
+                        "took more than {} s for one message",
+                        WRITE_STALL_LIMIT.as_secs()
+                    ),
+                )
+            }
+            Some(Err(e)) => return Ended::Io(e),
+            Some(Ok(())) => {}
+        }
+        Stats::add(&stats.messages_sent, 1);
+        Stats::add(&stats.bytes_sent, payload.len() as u64);
+    }
+}
+
+/// After our close frame: stop sending, and read and discard what the client still sends
+/// (bounded in time and bytes) so that closing the socket does not reset the connection
+/// while the client has yet to read our close.
+async fn linger(conn: &Conn, limit: Duration) {
+    let _ = conn.0.get_ref().shutdown(Shutdown::Write);
+    let mut reader = &*conn.0;
+    let mut scratch = [0u8; 4096];
+    let mut discarded = 0;
+    let _ = within(limit, async {
+        while discarded < LINGER_BYTES {
+            match reader.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+    })
+    .await;
+}
+
 /// Completes the upgrade on `stream` and runs the session until either side ends it.
 pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server>) {
     let mut raw = stream.clone();
-    let accept = match accept_key(&req) {
-        Ok(a) => a,
-        Err(why) => {
-            let resp = Response::text(426, why)
-                .with("Upgrade", "websocket")
-                .with("Sec-WebSocket-Version", "13");
+    let checked = accept_key(&req).and_then(|accept| Ok((accept, wire_format(&req)?)));
+    let (accept, format) = match checked {
+        Ok(ok) => ok,
+        Err(refusal) => {
+            let mut resp = Response::text(refusal.status, &refusal.why);
+            if refusal.status == 426 {
+                resp = resp
+                    .with("Upgrade", "websocket")
+                    .with("Sec-WebSocket-Version", "13");
+            }
             let _ = write_response(&mut raw, &resp, false).await;
-            log::debug!("{peer}: refused upgrade: {why}");
+            log::debug!("{peer}: refused upgrade: {}", refusal.why);
             return;
         }
     };
@@ -115,152 +478,68 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server
         let _ = write_response(&mut raw, &refusal, false).await;
         return;
     }
-    let format = match req.query_param("format") {
-        Some("binary") => WireFormat::Binary,
-        _ => WireFormat::Text,
-    };
+    // Registered before the first await, so that upgrades racing each other all see it in
+    // `--max-clients`.
+    let client = server.hub.register(peer, format);
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    if futures_lite::AsyncWriteExt::write_all(&mut raw, head.as_bytes())
-        .await
-        .is_err()
-    {
+    if raw.write_all(head.as_bytes()).await.is_err() {
         return;
     }
     if let Err(e) = socket2::SockRef::from(stream.0.get_ref()).set_tcp_notsent_lowat(NOTSENT_LOWAT)
     {
         log::debug!("{peer}: TCP_NOTSENT_LOWAT unavailable ({e}); relying on socket buffers");
     }
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_CLIENT_MESSAGE))
-        .max_frame_size(Some(MAX_CLIENT_MESSAGE));
-    let ws =
-        WebSocketStream::from_partially_read(raw, req.leftover, Role::Server, Some(config)).await;
-    let (mut tx, mut rx) = ws.split();
-    let stats = server.stats.clone();
-    let client = server.hub.register(peer, format);
     log::info!(
         "client {peer} connected ({} format, {} clients)",
-        match format {
-            WireFormat::Binary => "binary",
-            WireFormat::Text => "text",
-        },
+        format.as_str(),
         server.hub.client_count()
     );
 
-    let last_heard = Cell::new(Instant::now());
-    let reader = async {
-        while let Some(msg) = rx.next().await {
-            last_heard.set(Instant::now());
-            match msg {
-                Ok(Message::Close(_)) => return Ended::ClientClosed,
-                Ok(_) => {}
-                Err(e) => return Ended::Error(format!("client sent: {e}")),
-            }
-        }
-        Ended::ClientClosed
+    let (wake_tx, wake_rx) = async_channel::bounded(1);
+    let shared = Shared {
+        pong: RefCell::new(None),
+        last_heard: Cell::new(Instant::now()),
+        wake_tx,
+        wake_rx,
     };
-    let writer = async {
-        let mut next_ping = Instant::now() + PING_INTERVAL;
-        loop {
-            // Wait for the socket first, then take what is newest *now*: a frame picked
-            // before a stall would be stale by the time it could be written.
-            let ready = future::or(async { Some(stream.0.writable().await) }, async {
-                Timer::after(WRITE_STALL_LIMIT).await;
-                None
-            })
-            .await;
-            match ready {
-                None => {
-                    return Ended::Error(format!(
-                        "not reading for {} s",
-                        WRITE_STALL_LIMIT.as_secs()
-                    ))
-                }
-                Some(Err(e)) => return Ended::Error(e.to_string()),
-                Some(Ok(())) => {}
-            }
-            let next = future::or(async { Some(client.slot.next_batch().await) }, async {
-                Timer::at(next_ping).await;
-                None
-            })
-            .await;
-            let batch = match next {
-                Some(Some(batch)) => batch,
-                Some(None) => return Ended::Shutdown,
-                None => {
-                    if last_heard.get().elapsed() > SILENCE_LIMIT {
-                        return Ended::Error(format!(
-                            "no answer to pings for {} s",
-                            SILENCE_LIMIT.as_secs()
-                        ));
-                    }
-                    next_ping = Instant::now() + PING_INTERVAL;
-                    if let Err(e) = tx.send(Message::Ping(Default::default())).await {
-                        return Ended::Error(e.to_string());
-                    }
-                    continue;
-                }
-            };
-            let messages = batch
-                .audio
-                .iter()
-                .map(|a| a.message(format))
-                .chain(batch.video.iter().map(|v| v.message(format)));
-            for msg in messages {
-                let len = msg.len() as u64;
-                if let Err(e) = tx.send(msg).await {
-                    return Ended::Error(e.to_string());
-                }
-                Stats::add(&stats.messages_sent, 1);
-                Stats::add(&stats.bytes_sent, len);
-            }
-        }
-    };
-    let ended = future::or(reader, writer).await;
-    let close = match &ended {
-        Ended::Shutdown => Some(CloseFrame {
-            code: CloseCode::Away,
-            reason: "server shutting down".into(),
-        }),
-        Ended::Error(e) if e.contains("too long") || e.contains("Space limit") => {
-            Some(CloseFrame {
-                code: CloseCode::Size,
-                reason: "message too big".into(),
-            })
-        }
-        Ended::Error(_) => Some(CloseFrame {
-            code: CloseCode::Protocol,
-            reason: "protocol error".into(),
-        }),
-        Ended::ClientClosed => None,
-    };
-    // Bounded: a client that stopped reading must not hold shutdown up.
-    let _ = future::or(
-        async {
-            match close {
-                Some(frame) => tx.close(Some(frame)).await.ok(),
-                // After the client's Close, tungstenite has queued the reply and refuses
-                // to send anything (`close` would fail with "sending after closing"): one
-                // more read flushes the reply, then the stream ends.
-                None => rx.next().await.map(|_| ()),
-            }
-        },
-        async {
-            smol::Timer::after(Duration::from_millis(300)).await;
-            None
-        },
+    let ended = future::or(
+        read_client(&stream, &req.leftover, &shared),
+        write_client(&stream, &client, &shared, &server),
     )
     .await;
+    if let Some((code, reason)) = ended.close() {
+        let frame = if code == 0 {
+            wsframe::control_frame(OP_CLOSE, &[])
+        } else {
+            wsframe::close_frame(code, &reason)
+        };
+        let _ = within(CLOSE_WRITE_LIMIT, raw.write_all(&frame)).await;
+    }
+    if let Ended::Limit(limit, _) = &ended {
+        Stats::add(limit.counter(&server.stats), 1);
+    }
     let skipped = client.slot.video_skipped.get();
     drop(client);
-    match ended {
-        Ended::Error(e) => log::info!("client {peer} disconnected: {e} ({skipped} frames skipped)"),
-        Ended::ClientClosed => log::info!("client {peer} disconnected ({skipped} frames skipped)"),
+    match &ended {
+        Ended::Limit(_, why) => {
+            log::info!("client {peer} closed: {why} ({skipped} frames skipped)")
+        }
+        Ended::Io(e) => log::info!("client {peer} disconnected: {e} ({skipped} frames skipped)"),
+        Ended::ClientClosed(_) | Ended::Disconnected => {
+            log::info!("client {peer} disconnected ({skipped} frames skipped)")
+        }
         Ended::Shutdown => log::debug!("client {peer} closed for shutdown"),
     }
+    // At shutdown the daemon waits for every session; elsewhere the client gets longer.
+    let linger_for = match ended {
+        Ended::Shutdown => Duration::from_millis(300),
+        Ended::Limit(ClientLimit::WriteStalled, _) | Ended::Io(_) | Ended::Disconnected => return,
+        _ => LINGER,
+    };
+    linger(&stream, linger_for).await;
 }
 
 #[cfg(test)]
@@ -268,14 +547,22 @@ mod tests {
     use super::*;
     use crate::server::http::parse_head;
 
-    #[test]
-    fn accept_key_matches_rfc6455_example() {
-        let req = parse_head(
-            b"GET /stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    fn upgrade(key: &str, query: &str) -> Request {
+        parse_head(
+            format!(
+                "GET /stream{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .unwrap()
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn accept_key_matches_rfc6455_example() {
+        let req = upgrade("dGhlIHNhbXBsZSBub25jZQ==", "");
         assert_eq!(accept_key(&req).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
@@ -284,13 +571,71 @@ mod tests {
         let plain = parse_head(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(accept_key(&plain).unwrap_err().contains("WebSocket client"));
+        let refusal = accept_key(&plain).unwrap_err();
+        assert_eq!(refusal.status, 426);
+        assert!(refusal.why.contains("WebSocket client"));
         let v8 = parse_head(
             b"GET /stream HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: a\r\nSec-WebSocket-Version: 8\r\n\r\n",
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
         )
         .unwrap()
         .unwrap();
-        assert!(accept_key(&v8).unwrap_err().contains("version"));
+        assert!(accept_key(&v8).unwrap_err().why.contains("version"));
+    }
+
+    #[test]
+    fn a_key_that_is_not_16_bytes_of_base64_is_a_bad_request() {
+        for key in [
+            "abc",
+            "",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZSE=",
+        ] {
+            let refusal = accept_key(&upgrade(key, "")).unwrap_err();
+            assert_eq!(refusal.status, 400, "key {key:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_formats_are_refused_and_known_ones_parsed() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        assert_eq!(wire_format(&upgrade(key, "")), Ok(WireFormat::Text));
+        assert_eq!(
+            wire_format(&upgrade(key, "?format=binary")),
+            Ok(WireFormat::Binary)
+        );
+        let refusal = wire_format(&upgrade(key, "?format=bogus")).unwrap_err();
+        assert_eq!(refusal.status, 400);
+        assert!(refusal.why.contains("\"bogus\"") && refusal.why.contains("text, binary"));
+    }
+
+    #[test]
+    fn close_codes_follow_from_why_the_session_ended() {
+        let code = |e: Ended| e.close().map(|(c, _)| c);
+        assert_eq!(code(Ended::Shutdown), Some(1001));
+        assert_eq!(code(FrameError::TooBig { limit: 65536 }.into()), Some(1009));
+        assert_eq!(
+            code(FrameError::Protocol("unknown opcode").into()),
+            Some(1002)
+        );
+        assert_eq!(code(Ended::limit(ClientLimit::Flooding, "x")), Some(1008));
+        assert_eq!(code(Ended::limit(ClientLimit::TooSlow, "x")), Some(1008));
+        assert_eq!(
+            code(Ended::limit(ClientLimit::PingTimeout, "x")),
+            Some(1001)
+        );
+        assert_eq!(code(Ended::limit(ClientLimit::WriteStalled, "x")), None);
+        assert_eq!(code(Ended::ClientClosed(Some(1000))), Some(1000));
+        assert_eq!(code(Ended::Disconnected), None);
+    }
+
+    #[test]
+    fn the_token_bucket_allows_bursts_then_the_rate() {
+        let mut bucket = Bucket::new(100);
+        assert!(
+            (0..200).all(|_| bucket.take(1.0)),
+            "a burst of twice the rate"
+        );
+        assert!(!bucket.take(1.0));
     }
 }
