@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text exposition format.
 #![forbid(unsafe_code)]
 
-use crate::stats::{Stats, ENCODE_BUCKETS};
+use crate::stats::{ClientLimit, Stats, ENCODE_BUCKETS};
 use std::fmt::Write as _;
 
 /// Values that are not plain counters in [`Stats`].
@@ -58,7 +58,21 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
         &[
             ("{reason=\"queue_full\"}", c(&s.audio_queue_dropped)),
             ("{reason=\"client_backlog\"}", c(&s.client_audio_dropped)),
+            ("{reason=\"client_stale\"}", c(&s.client_audio_stale)),
         ],
+    );
+    let closed: Vec<(String, f64)> = ClientLimit::ALL
+        .iter()
+        .map(|l| (format!("{{reason=\"{}\"}}", l.as_str()), c(l.counter(s))))
+        .collect();
+    family(
+        "clients_closed_total",
+        "counter",
+        "Stream clients the daemon closed for breaking a per-client bound, by reason.",
+        &closed
+            .iter()
+            .map(|(l, v)| (l.as_str(), *v))
+            .collect::<Vec<_>>(),
     );
     family(
         "audio_xruns_total",
@@ -157,6 +171,7 @@ mod tests {
         }
         assert!(text.contains("rpi_streamer_video_frames_total{outcome=\"captured\"} 2\n"));
         assert!(text.contains("rpi_streamer_clients 3\n"));
+        assert!(text.contains("rpi_streamer_clients_closed_total{reason=\"flooding\"} 0\n"));
         assert!(text.contains("rpi_streamer_encode_seconds_bucket{le=\"0.002\"} 1\n"));
         assert!(text.contains("rpi_streamer_encode_seconds_bucket{le=\"0.25\"} 2\n"));
         assert!(text.contains("rpi_streamer_encode_seconds_count 2\n"));

@@ -15,7 +15,7 @@ use crate::clock::MonoTime;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::pipeline::stale_after;
-use crate::stats::Stats;
+use crate::stats::{ClientLimit, Stats};
 use auth::Resource;
 use http::{json_string, write_response, HeadError, Request, Response};
 use smol::{Async, LocalExecutor, Timer};
@@ -237,8 +237,8 @@ impl Server {
              \"counters\":{{\"video_captured\":{},\"video_placeholders\":{},\
              \"video_encode_errors\":{},\"video_corrupt_dropped\":{},\"video_queue_dropped\":{},\
              \"audio_chunks\":{},\"audio_queue_dropped\":{},\"audio_xruns\":{},\
-             \"client_video_skipped\":{},\"client_audio_dropped\":{},\
-             \"messages_sent\":{},\"bytes_sent\":{}}}}}",
+             \"client_video_skipped\":{},\"client_audio_dropped\":{},\"client_audio_stale\":{},\
+             \"messages_sent\":{},\"bytes_sent\":{}}},\"clients_closed\":{{{}}}}}",
             json_string(env!("CARGO_PKG_VERSION")),
             json_string(&format!("{:?}", c.camera).to_lowercase()),
             c.video.width,
@@ -258,8 +258,14 @@ impl Server {
             Stats::get(&s.audio_xruns),
             Stats::get(&s.client_video_skipped),
             Stats::get(&s.client_audio_dropped),
+            Stats::get(&s.client_audio_stale),
             Stats::get(&s.messages_sent),
             Stats::get(&s.bytes_sent),
+            ClientLimit::ALL
+                .iter()
+                .map(|l| format!("\"{}\":{}", l.as_str(), Stats::get(l.counter(s))))
+                .collect::<Vec<_>>()
+                .join(","),
         )
     }
 }

@@ -54,7 +54,7 @@ const READ_CHUNK: usize = 8 * 1024;
 /// How long a closed session keeps reading (and discarding) so the client sees our close.
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes discarded while lingering.
-const LINGER_BYTES: usize = 1 << 20;
+const LINGER_BYTES: usize = 4 << 20;
 /// Time a close frame may take to go out.
 const CLOSE_WRITE_LIMIT: Duration = Duration::from_secs(1);
 
