@@ -204,6 +204,10 @@ fn a_ping_flood_that_never_reads_costs_bounded_memory_and_ends_that_client() {
         }
     }
     let grown = rss_kib(&daemon).saturating_sub(before);
+    eprintln!(
+        "ping flood: {sent} pings sent in {:?}, daemon RSS {before} KiB + {grown} KiB",
+        start.elapsed()
+    );
     assert!(
         grown < 32 * 1024,
         "RSS grew by {grown} KiB during a flood of {sent} pings"
@@ -256,6 +260,9 @@ fn a_frame_flood_leaves_other_clients_their_frame_rate() {
         .collect();
     let frames: Vec<usize> = counts.into_iter().map(|h| h.join().unwrap()).collect();
     let connections = flood.join().unwrap();
+    eprintln!(
+        "frame flood: watchers got {frames:?} frames in 4 s; {connections} flooding connections"
+    );
     // 15 fps for 4 s is 60 frames; 80 % of that is 48.
     for (i, n) in frames.iter().enumerate() {
         assert!(
@@ -320,6 +327,10 @@ fn a_bandwidth_capped_reader_gets_only_fresh_audio_and_is_dropped_when_it_cannot
         }
     }
     let lasted = start.elapsed();
+    eprintln!(
+        "capped reader: {audio} audio / {video} video messages, {pings} pings, worst audio age \
+         {worst_age:.2} s, closed {closed:?} after {lasted:?}"
+    );
     // The bound is 0.5 s when a chunk is taken; what sits in the socket buffers on the way
     // (16 KiB unsent + in flight + our 8 KiB, at 100 kB/s) adds well under a second.
     assert!(audio > 20, "only {audio} audio messages in {lasted:?}");
