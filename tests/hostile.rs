@@ -442,3 +442,34 @@ fn racing_upgrades_cannot_exceed_max_clients() {
     }
     assert_eq!((admitted, refused), (2, 10));
 }
+
+#[test]
+fn a_ping_sent_with_the_upgrade_head_is_answered() {
+    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "5"]);
+    let mut sock = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Head and first frame in one write, as an eager client sends them.
+    let mut bytes = upgrade_head("/stream").into_bytes();
+    bytes.extend(client_frame(0x9, b"eager"));
+    sock.write_all(&bytes).unwrap();
+    let mut client = RawClient {
+        sock,
+        buf: Vec::new(),
+    };
+    while !client.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        assert!(client.fill(), "closed during the handshake");
+    }
+    let end = client
+        .buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap()
+        + 4;
+    assert!(client.buf.starts_with(b"HTTP/1.1 101 "));
+    client.buf.drain(..end);
+    let pong = (0..50)
+        .filter_map(|_| client.next_frame())
+        .find(|f| f.opcode == 0xA)
+        .expect("a pong among the first 50 frames");
+    assert_eq!(pong.payload, b"eager");
+}

@@ -273,9 +273,13 @@ async fn read_client(conn: &Conn, leftover: &[u8], shared: &Shared) -> Ended {
     let mut frames = ClientFrames::new(MAX_CLIENT_MESSAGE as u64);
     let mut frame_budget = Bucket::new(FLOOD_FRAMES_PER_S);
     let mut byte_budget = Bucket::new(FLOOD_BYTES_PER_S);
-    let mut buf = vec![0u8; READ_CHUNK + wsframe::MAX_HEADER_LEN + wsframe::MAX_CONTROL_PAYLOAD];
-    let mut filled = leftover.len().min(READ_CHUNK);
-    buf[..filled].copy_from_slice(&leftover[..filled]);
+    // What came with the request head (at most the 16 KiB head cap) is parsed first.
+    let mut buf = leftover.to_vec();
+    let mut filled = buf.len();
+    buf.resize(
+        filled.max(READ_CHUNK + wsframe::MAX_HEADER_LEN + wsframe::MAX_CONTROL_PAYLOAD),
+        0,
+    );
     let mut reader = &*conn.0;
     let mut first = true;
     loop {
