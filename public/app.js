@@ -153,7 +153,11 @@
   }
 
   function closeReason(ev) {
-    if (ev.code === 1001) return "server restarting";
+    // 1001 with the daemon's shutdown reason: it is restarting. Other closes (too slow, no
+    // answer to pings, flooding) carry their reason.
+    if (ev.code === 1001 && (!ev.reason || ev.reason === "server shutting down")) {
+      return "server restarting";
+    }
     if (ev.reason) return ev.reason;
     return "connection lost";
   }
