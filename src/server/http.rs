@@ -155,23 +155,29 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// The reason phrase for the statuses we send.
+/// Every status the server sends and its reason phrase (RFC 9110 §15).
+pub const STATUSES: &[(u16, &str)] = &[
+    (101, "Switching Protocols"),
+    (200, "OK"),
+    (304, "Not Modified"),
+    (400, "Bad Request"),
+    (401, "Unauthorized"),
+    (403, "Forbidden"),
+    (404, "Not Found"),
+    (405, "Method Not Allowed"),
+    (408, "Request Timeout"),
+    (426, "Upgrade Required"),
+    (431, "Request Header Fields Too Large"),
+    (500, "Internal Server Error"),
+    (503, "Service Unavailable"),
+];
+
+/// The reason phrase of `status`, from [`STATUSES`].
 pub fn reason(status: u16) -> &'static str {
-    match status {
-        101 => "Switching Protocols",
-        200 => "OK",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+    STATUSES
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map_or("Unknown", |(_, phrase)| phrase)
 }
 
 impl Response {
@@ -295,6 +301,54 @@ mod tests {
         assert!(bytes.ends_with("\r\n\r\nno such page\n"));
         let head = String::from_utf8(r.to_bytes(true)).unwrap();
         assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn every_status_the_server_sends_has_its_reason_phrase() {
+        assert_eq!(reason(401), "Unauthorized");
+        let r = Response::text(401, "authentication required");
+        assert!(String::from_utf8(r.to_bytes(true))
+            .unwrap()
+            .starts_with("HTTP/1.1 401 Unauthorized\r\n"));
+        // The statuses written as literals where responses are built.
+        let sources = [
+            include_str!("auth.rs"),
+            include_str!("files.rs"),
+            include_str!("http.rs"),
+            include_str!("metrics.rs"),
+            include_str!("mod.rs"),
+            include_str!("ws.rs"),
+        ];
+        let mut seen = vec![];
+        for source in sources {
+            for call in ["Response::text(", "Response::new("] {
+                for (at, _) in source.match_indices(call) {
+                    let digits: String = source[at + call.len()..]
+                        .trim_start()
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    if let Ok(status) = digits.parse::<u16>() {
+                        seen.push(status);
+                    }
+                }
+            }
+        }
+        // A bad head's status is chosen in mod.rs.
+        seen.extend([400, 431]);
+        for needed in [200, 304, 401, 403, 404, 405, 408, 426, 503] {
+            assert!(
+                seen.contains(&needed),
+                "{needed} not found: the scan is broken"
+            );
+        }
+        for status in seen {
+            assert_ne!(
+                reason(status),
+                "Unknown",
+                "status {status} has no reason phrase"
+            );
+        }
     }
 
     #[test]
