@@ -74,6 +74,40 @@ pub enum HeadError {
     Io(#[from] std::io::Error),
 }
 
+/// Splits a request target into its path and query.
+///
+/// Besides the usual origin form (`/healthz?x`), a server must accept the absolute form
+/// (`http://host:port/healthz?x`, RFC 9112 §3.2.2) that proxies send; its scheme and
+/// authority say nothing we route on, so they are dropped.
+fn split_target(target: &str) -> (String, Option<String>) {
+    let scheme_len = ["http://", "https://"]
+        .iter()
+        .find(|scheme| {
+            target
+                .get(..scheme.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(scheme))
+        })
+        .map_or(0, |scheme| scheme.len());
+    let (target, absolute) = if scheme_len == 0 {
+        (target, false)
+    } else {
+        let after_scheme = &target[scheme_len..];
+        let authority_end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+        (&after_scheme[authority_end..], true)
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_string())),
+        None => (target, None),
+    };
+    // `http://host` and `http://host?q` name the root (RFC 9112 §3.2.2's empty path).
+    let path = if path.is_empty() && absolute {
+        "/"
+    } else {
+        path
+    };
+    (path.to_string(), query)
+}
+
 /// Parses a complete head from `buf`; `Ok(None)` if more bytes are needed.
 pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -90,11 +124,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         // arrived in one read must not decide whether the cap applies.
         Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
         Ok(httparse::Status::Complete(len)) => {
-            let target = req.path.unwrap_or("/");
-            let (path, query) = match target.split_once('?') {
-                Some((p, q)) => (p.to_string(), Some(q.to_string())),
-                None => (target.to_string(), None),
-            };
+            let (path, query) = split_target(req.path.unwrap_or("/"));
             let headers = req
                 .headers
                 .iter()
@@ -301,6 +331,35 @@ mod tests {
         assert!(bytes.ends_with("\r\n\r\nno such page\n"));
         let head = String::from_utf8(r.to_bytes(true)).unwrap();
         assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn absolute_form_targets_route_like_origin_form() {
+        let cases = [
+            ("http://127.0.0.1:8080/healthz", "/healthz", None),
+            (
+                "HTTP://cam.example/status?token=abc",
+                "/status",
+                Some("token=abc"),
+            ),
+            (
+                "https://cam.example:443/stream?format=binary",
+                "/stream",
+                Some("format=binary"),
+            ),
+            ("http://cam.example", "/", None),
+            ("http://cam.example?token=t", "/", Some("token=t")),
+            ("/healthz?x=1", "/healthz", Some("x=1")),
+            ("?x", "", Some("x")),
+            // A path that merely contains a scheme is a path.
+            ("/files/http://x", "/files/http://x", None),
+        ];
+        for (target, path, query) in cases {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: cam.example\r\n\r\n");
+            let req = parse_head(raw.as_bytes()).unwrap().unwrap();
+            assert_eq!(req.path, path, "{target}");
+            assert_eq!(req.query.as_deref(), query, "{target}");
+        }
     }
 
     #[test]
