@@ -13,8 +13,8 @@ fn main() -> ExitCode {
         .unwrap_or("rpi-streamer")
         .to_string();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let config = match config::parse(&program, &rest) {
-        Parsed::Run(config) => config,
+    let valid = match config::parse(&program, &rest, &config::Env::from_process()) {
+        Parsed::Run(valid) => valid,
         Parsed::ListDevices(camera) => {
             return match rpi_streamer::capture::list_devices(camera) {
                 Ok(text) => {
@@ -36,8 +36,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let config = match valid.resolve() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{}", config::error_text(&program, &e));
+            return ExitCode::from(2);
+        }
+    };
     rpi_streamer::logger::init();
-    match rpi_streamer::daemon::run(*config) {
+    match rpi_streamer::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
