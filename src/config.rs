@@ -197,6 +197,7 @@ pub struct Validated {
     config: Config,
     token: Option<Secret>,
     basic: Option<Secret>,
+    on_command_line: Vec<&'static str>,
 }
 
 /// Secret files are a line or two; anything much longer is the wrong file.
@@ -305,6 +306,12 @@ impl Validated {
     /// The camera type (all `--list-devices` needs).
     pub fn camera(&self) -> CameraType {
         self.config.camera
+    }
+
+    /// The secret flags given with their value in argv, which every local user can read
+    /// (`ps`, /proc/PID/cmdline): worth a warning.
+    pub fn secrets_on_command_line(&self) -> &[&'static str] {
+        &self.on_command_line
     }
 
     /// Reads the secret files and checks their content like the flags' values; errors name
@@ -564,10 +571,18 @@ impl Args {
             },
             faults,
         };
+        let on_command_line = [
+            ("--auth-token", self.auth_token.is_some()),
+            ("--basic-auth", self.basic_auth.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
         Ok(Validated {
             config,
             token,
             basic,
+            on_command_line,
         })
     }
 }
@@ -1096,6 +1111,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.access.token.as_deref(), Some("file-token-123"));
         assert_eq!(c.access.basic.as_deref(), Some("flag:pw"));
+        let Parsed::Run(valid) = parse(
+            "rpi-streamer",
+            &["--camera-type", "test", "--basic-auth", "flag:pw"],
+            &env,
+        ) else {
+            panic!("valid flags");
+        };
+        assert_eq!(valid.secrets_on_command_line(), ["--basic-auth"]);
         // A bad value names the variable; an empty one is refused, not taken as "no auth".
         let bad = Env {
             auth_token: Some(String::new()),

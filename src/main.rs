@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let exposed = valid.secrets_on_command_line().to_vec();
     let config = match valid.resolve() {
         Ok(config) => config,
         Err(e) => {
@@ -44,6 +45,12 @@ fn main() -> ExitCode {
         }
     };
     rpi_streamer::logger::init();
+    for flag in exposed {
+        log::warn!(
+            "{flag} on the command line is visible to every local user (ps); \
+             use {flag}-file or the environment instead"
+        );
+    }
     match rpi_streamer::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

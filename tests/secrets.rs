@@ -117,6 +117,21 @@ fn a_token_from_a_file_protects_the_data_and_stays_out_of_the_command_line() {
 }
 
 #[test]
+fn a_secret_on_the_command_line_still_works_but_is_warned_about() {
+    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", "s3cret-token"]);
+    let bearer = "Bearer s3cret-token";
+    assert_eq!(status_code(&get(&daemon, "/status", Some(bearer))), 200);
+    let log = daemon.log_text();
+    assert!(
+        log.contains("--auth-token on the command line is visible to every local user"),
+        "{log}"
+    );
+    let file = SecretFile::new("no-warning", "s3cret-token\n");
+    let quiet = Daemon::start(&["--camera-type", "test", "--auth-token-file", file.arg()]);
+    assert!(!quiet.log_text().contains("visible to every local user"));
+}
+
+#[test]
 fn basic_credentials_from_a_file_protect_the_page() {
     let file = SecretFile::new("basic-file", "viewer:file-pw\n");
     let daemon = Daemon::start(&["--camera-type", "test", "--basic-auth-file", file.arg()]);
