@@ -172,12 +172,20 @@ pub struct Env {
 }
 
 impl Env {
-    /// The variables of this process (one that is not valid UTF-8 counts as unset).
-    pub fn from_process() -> Env {
-        Env {
-            auth_token: std::env::var(AUTH_TOKEN_ENV).ok(),
-            basic_auth: std::env::var(BASIC_AUTH_ENV).ok(),
-        }
+    /// The variables of this process. One that is set but not UTF-8 is an error, not
+    /// "unset": a secret that was meant to be required must not be silently dropped.
+    pub fn from_process() -> Result<Env, ConfigError> {
+        let var = |name: &'static str| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(invalid(name, "is set but not valid UTF-8".into()))
+            }
+        };
+        Ok(Env {
+            auth_token: var(AUTH_TOKEN_ENV)?,
+            basic_auth: var(BASIC_AUTH_ENV)?,
+        })
     }
 }
 

@@ -13,7 +13,14 @@ fn main() -> ExitCode {
         .unwrap_or("rpi-streamer")
         .to_string();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let valid = match config::parse(&program, &rest, &config::Env::from_process()) {
+    let env = match config::Env::from_process() {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("{}", config::error_text(&program, &e));
+            return ExitCode::from(2);
+        }
+    };
+    let valid = match config::parse(&program, &rest, &env) {
         Parsed::Run(valid) => valid,
         Parsed::ListDevices(camera) => {
             return match rpi_streamer::capture::list_devices(camera) {

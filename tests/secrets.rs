@@ -7,6 +7,8 @@ mod common;
 
 use base64::Engine as _;
 use common::{daemon_command, Daemon};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -66,7 +68,7 @@ fn cmdline(daemon: &Daemon) -> String {
 }
 
 /// Runs the daemon expecting it to refuse its flags; gives up after 20 s.
-fn refused(args: &[&str], env: &[(&str, &str)]) -> Output {
+fn refused(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let mut cmd = daemon_command();
     cmd.args(args)
         .args(["--host", "127.0.0.1", "--port", "1"])
@@ -220,9 +222,23 @@ fn a_secret_given_twice_or_unreadable_is_refused_with_exit_code_2() {
         stderr.contains(&format!("--auth-token-file: {missing}: no such file")),
         "{stderr}"
     );
+    // Set but not UTF-8: refused, not taken as "no token".
+    let garbled = refused(
+        &["--camera-type", "test"],
+        &[(
+            "RPI_STREAMER_AUTH_TOKEN",
+            OsStr::from_bytes(b"s3cret-\xff-token"),
+        )],
+    );
+    let stderr = String::from_utf8_lossy(&garbled.stderr);
+    assert_eq!(garbled.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("RPI_STREAMER_AUTH_TOKEN: is set but not valid UTF-8"),
+        "{stderr}"
+    );
     let short = refused(
         &["--camera-type", "test"],
-        &[("RPI_STREAMER_AUTH_TOKEN", "short")],
+        &[("RPI_STREAMER_AUTH_TOKEN", OsStr::new("short"))],
     );
     let stderr = String::from_utf8_lossy(&short.stderr);
     assert_eq!(short.status.code(), Some(2), "{stderr}");
