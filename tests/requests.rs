@@ -1,5 +1,6 @@
 //! Request heads that strict-but-legal clients send, against the real binary: absolute-form
-//! targets (RFC 9112 §3.2.2), and the reason phrase of a 401.
+//! targets (RFC 9112 §3.2.2), auth schemes in any case (RFC 7235 §2.1), and the reason
+//! phrase of a 401.
 
 mod common;
 
@@ -46,4 +47,21 @@ fn a_401_says_unauthorized() {
         denied.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
         "{denied}"
     );
+}
+
+#[test]
+fn auth_schemes_are_accepted_in_any_case() {
+    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", TOKEN]);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let ok = request(
+            &daemon,
+            "/status",
+            &format!("Authorization: {scheme} {TOKEN}\r\n"),
+        );
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{scheme}: {ok}");
+    }
+    let basic = Daemon::start(&["--camera-type", "test", "--basic-auth", "me:pw"]);
+    // "me:pw" in base64.
+    let ok = request(&basic, "/", "Authorization: basic bWU6cHc=\r\n");
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
 }
