@@ -308,6 +308,7 @@ fn check_split_reads_agree(data: &[u8], full: &Result<Option<Request>, HeadError
             }
             (Ok(None), Err(HeadError::Closed))
             | (Err(HeadError::TooLarge), Err(HeadError::TooLarge))
+            | (Err(HeadError::TooManyHeaders), Err(HeadError::TooManyHeaders))
             | (Err(HeadError::Malformed(_)), Err(HeadError::Malformed(_))) => {}
             // Past the size cap the reader stops before it reaches the malformed byte.
             (Err(HeadError::Malformed(_)), Err(HeadError::TooLarge))

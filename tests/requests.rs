@@ -65,3 +65,18 @@ fn auth_schemes_are_accepted_in_any_case() {
     let ok = request(&basic, "/", "Authorization: basic bWU6cHc=\r\n");
     assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
 }
+
+#[test]
+fn too_many_small_headers_are_refused_as_such_with_431() {
+    let daemon = Daemon::start(&["--camera-type", "test"]);
+    let headers: String = (0..65).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let response = request(&daemon, "/healthz", &headers);
+    assert!(
+        response.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{response}"
+    );
+    assert!(
+        response.ends_with("\r\n\r\nmore than 64 headers\n"),
+        "{response}"
+    );
+}

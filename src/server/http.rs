@@ -66,12 +66,26 @@ pub enum HeadError {
     /// Head larger than [`MAX_HEAD_BYTES`].
     #[error("request head larger than {MAX_HEAD_BYTES} bytes")]
     TooLarge,
+    /// More than [`MAX_HEADERS`] header lines, however short.
+    #[error("more than {MAX_HEADERS} headers")]
+    TooManyHeaders,
     /// Not HTTP.
     #[error("malformed request: {0}")]
     Malformed(String),
     /// Socket error.
     #[error("reading request: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl HeadError {
+    /// The status a client gets for this error (431 for the size caps, else 400; after
+    /// [`HeadError::Closed`] nobody is left to get it).
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::Closed | HeadError::Malformed(_) | HeadError::Io(_) => 400,
+        }
+    }
 }
 
 /// Splits a request target into its path and query.
@@ -112,9 +126,12 @@ fn split_target(target: &str) -> (String, Option<String>) {
 pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    // Only what [`read_head`] can hold is looked at, so the verdict on a long input does not
+    // depend on bytes past the cap (a 65th header there is "too large", not "too many").
+    let seen = &buf[..buf.len().min(MAX_HEAD_BYTES + 1)];
+    match req.parse(seen) {
         Ok(httparse::Status::Partial) => {
-            if buf.len() >= MAX_HEAD_BYTES {
+            if seen.len() >= MAX_HEAD_BYTES {
                 Err(HeadError::TooLarge)
             } else {
                 Ok(None)
@@ -143,7 +160,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
                 leftover: buf[len..].to_vec(),
             }))
         }
-        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
         Err(e) => Err(HeadError::Malformed(e.to_string())),
     }
 }
@@ -334,6 +351,44 @@ mod tests {
     }
 
     #[test]
+    fn many_small_headers_are_refused_as_too_many_not_too_large() {
+        let mut head = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..MAX_HEADERS {
+            head.push_str(&format!("X-{i}: 1\r\n"));
+        }
+        let at_the_cap = format!("{head}\r\n");
+        assert!(at_the_cap.len() < MAX_HEAD_BYTES);
+        assert_eq!(
+            parse_head(at_the_cap.as_bytes())
+                .unwrap()
+                .unwrap()
+                .headers
+                .len(),
+            MAX_HEADERS
+        );
+        let one_more = format!("{head}X-last: 1\r\n\r\n");
+        let err = parse_head(one_more.as_bytes()).unwrap_err();
+        assert!(matches!(err, HeadError::TooManyHeaders), "{err:?}");
+        // Known before the head ends, as read_head sees it line by line.
+        let unfinished = format!("{head}X-last: 1\r\n");
+        assert!(matches!(
+            parse_head(unfinished.as_bytes()),
+            Err(HeadError::TooManyHeaders)
+        ));
+        // Past the size cap, the cap decides, whatever follows.
+        let mut long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
+        long.push_str(&one_more["GET / HTTP/1.1\r\n".len()..]);
+        assert!(matches!(
+            parse_head(long.as_bytes()),
+            Err(HeadError::TooLarge)
+        ));
+        assert_eq!(err.to_string(), "more than 64 headers");
+        assert_eq!(err.status(), 431);
+        assert_eq!(HeadError::TooLarge.status(), 431);
+        assert_eq!(HeadError::Malformed("x".into()).status(), 400);
+    }
+
+    #[test]
     fn absolute_form_targets_route_like_origin_form() {
         let cases = [
             ("http://127.0.0.1:8080/healthz", "/healthz", None),
@@ -393,8 +448,10 @@ mod tests {
                 }
             }
         }
-        // A bad head's status is chosen in mod.rs.
-        seen.extend([400, 431]);
+        seen.extend([
+            HeadError::TooManyHeaders.status(),
+            HeadError::Malformed(String::new()).status(),
+        ]);
         for needed in [200, 304, 401, 403, 404, 405, 408, 426, 503] {
             assert!(
                 seen.contains(&needed),
