@@ -155,17 +155,23 @@ const BASIC: &str = "me:pw";
 /// a 401 with a fixed challenge (nothing from the request echoed into the response head).
 fn check_auth(req: &Request) {
     let authorization = req.header("authorization");
-    let bearer_given = authorization
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t.trim() == TOKEN);
+    // The credentials after `scheme` and a space; schemes are case-insensitive (RFC 7235).
+    let credentials = |scheme: &str| {
+        authorization.and_then(|v| {
+            let v = v.trim_start();
+            let rest = v.get(scheme.len()..)?;
+            (v[..scheme.len()].eq_ignore_ascii_case(scheme) && rest.starts_with(' '))
+                .then_some(rest)
+        })
+    };
+    let bearer_given = credentials("Bearer").is_some_and(|t| t.trim() == TOKEN);
     let query_given = req.query.as_deref().is_some_and(|q| {
         q.split('&')
             .find(|pair| pair.split('=').next() == Some("token"))
             .and_then(|pair| percent_decode(pair.split_once('=').map_or("", |(_, v)| v)))
             .is_some_and(|t| t == TOKEN)
     });
-    let basic_given = authorization
-        .and_then(|v| v.strip_prefix("Basic "))
+    let basic_given = credentials("Basic")
         .and_then(|b| {
             base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
@@ -315,6 +321,7 @@ fn check_split_reads_agree(data: &[u8], full: &Result<Option<Request>, HeadError
             }
             (Ok(None), Err(HeadError::Closed))
             | (Err(HeadError::TooLarge), Err(HeadError::TooLarge))
+            | (Err(HeadError::TooManyHeaders), Err(HeadError::TooManyHeaders))
             | (Err(HeadError::Malformed(_)), Err(HeadError::Malformed(_))) => {}
             // Past the size cap the reader stops before it reaches the malformed byte.
             (Err(HeadError::Malformed(_)), Err(HeadError::TooLarge))

@@ -97,6 +97,54 @@ pub fn mono_to_unix(t: MonoTime, offset_nanos: i128) -> f64 {
     secs as f64 + frac as f64 / 1e9
 }
 
+/// How old a video frame's driver stamp may be when the frame is dequeued. A frame can wait
+/// in the driver's queue for a few frame intervals, and a libcamera stamp marks the start of
+/// an exposure that may last a second at `--fps 1`; a stamp older than this is on another
+/// clock or in other units (µs for ns).
+pub const VIDEO_STAMP_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Why a driver's capture stamp is not used (the caller falls back to the arrival time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadStamp {
+    /// Zero: the driver set none.
+    #[error("the driver set no timestamp")]
+    Unset,
+    /// Later than the instant it was read, which no capture can be: a driver stamping the
+    /// end of a transfer it predicts (vivid in a VM: ~100 ms ahead), or another clock.
+    #[error("timestamp {:.3} s ahead of the present", .0.as_secs_f64())]
+    Ahead(Duration),
+    /// Older than the source can hold a capture.
+    #[error("timestamp {:.3} s old, more than the {:.3} s a capture can wait", .age.as_secs_f64(), .max_age.as_secs_f64())]
+    TooOld {
+        /// How far before the read it lies.
+        age: Duration,
+        /// The source's bound.
+        max_age: Duration,
+    },
+}
+
+/// The one rule every capture source applies to its driver's stamps: a stamp is used when
+/// it is set, not after `read_at` (the instant just after the buffer or status was read)
+/// and at most `max_age` before it. Anything else would put a wrong, even negative,
+/// latency on the wire.
+pub fn checked_stamp(
+    stamp: MonoTime,
+    read_at: MonoTime,
+    max_age: Duration,
+) -> Result<MonoTime, BadStamp> {
+    if stamp.as_nanos() == 0 {
+        return Err(BadStamp::Unset);
+    }
+    if stamp > read_at {
+        return Err(BadStamp::Ahead(stamp.since(read_at)));
+    }
+    let age = read_at.since(stamp);
+    if age > max_age {
+        return Err(BadStamp::TooOld { age, max_age });
+    }
+    Ok(stamp)
+}
+
 /// Keeps one stream's wire timestamps strictly increasing.
 ///
 /// A wall-clock step backwards (NTP after boot) or two buffers with the same driver stamp
@@ -189,6 +237,49 @@ mod tests {
             assert!(pair[1] > pair[0], "{} then {}", pair[0], pair[1]);
         }
         assert_eq!(printed[1000], "1795485125.001001");
+    }
+
+    #[test]
+    fn driver_stamps_must_be_set_past_and_recent() {
+        let read_at = MonoTime::from_nanos(1_000_000_000_000);
+        let max_age = Duration::from_secs(5);
+        let frame = read_at.earlier_by(Duration::from_millis(30));
+        assert_eq!(checked_stamp(frame, read_at, max_age), Ok(frame));
+        assert_eq!(checked_stamp(read_at, read_at, max_age), Ok(read_at));
+        let oldest = read_at.earlier_by(max_age);
+        assert_eq!(checked_stamp(oldest, read_at, max_age), Ok(oldest));
+        assert_eq!(
+            checked_stamp(MonoTime::from_nanos(0), read_at, max_age),
+            Err(BadStamp::Unset)
+        );
+        // Ahead of the present by any amount: the latency it implies would be negative.
+        for ahead in [Duration::from_micros(1), Duration::from_millis(100)] {
+            assert_eq!(
+                checked_stamp(read_at.later_by(ahead), read_at, max_age),
+                Err(BadStamp::Ahead(ahead))
+            );
+        }
+        // Microseconds for nanoseconds, or a stale stamp.
+        let micros = MonoTime::from_nanos(read_at.as_nanos() / 1000);
+        assert!(matches!(
+            checked_stamp(micros, read_at, max_age),
+            Err(BadStamp::TooOld { .. })
+        ));
+        let stale = oldest.earlier_by(Duration::from_nanos(1));
+        assert!(matches!(
+            checked_stamp(stale, read_at, max_age),
+            Err(BadStamp::TooOld { .. })
+        ));
+        // Another clock far ahead (CLOCK_REALTIME for CLOCK_MONOTONIC).
+        let wall = MonoTime::from_nanos(1_795_000_000_000_000_000);
+        assert!(matches!(
+            checked_stamp(wall, read_at, max_age),
+            Err(BadStamp::Ahead(_))
+        ));
+        assert_eq!(
+            BadStamp::Ahead(Duration::from_millis(100)).to_string(),
+            "timestamp 0.100 s ahead of the present"
+        );
     }
 
     #[test]

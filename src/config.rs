@@ -2,12 +2,18 @@
 //!
 //! Flag names and defaults are the seed's, so existing scripts and service files keep working.
 //! Every rejected value names its flag and the allowed range; the binary exits with code 2.
+//!
+//! Two steps: [`Args::validate`] checks the flags (and the secrets given in the environment)
+//! without reading files, giving a [`Validated`]; [`Validated::resolve`] then reads the
+//! secret files (`--auth-token-file`, `--basic-auth-file`) and is the only way to a
+//! [`Config`], so a configured secret can never be skipped.
 #![forbid(unsafe_code)]
 
 use crate::capture::{AudioParams, CameraType, VideoParams};
 use argh::FromArgs;
+use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the browser client is installed by the Pi images.
@@ -85,12 +91,18 @@ pub struct Args {
     /// serve only the stream, no browser client
     #[argh(switch)]
     pub no_client: bool,
-    /// require this token for /stream, /status, /metrics and /snapshot.jpg, as "Authorization: Bearer <token>" or "?token=<token>"
+    /// require this token for /stream, /status, /metrics and /snapshot.jpg, as "Authorization: Bearer <token>" or "?token=<token>" (or set RPI_STREAMER_AUTH_TOKEN)
     #[argh(option)]
     pub auth_token: Option<String>,
-    /// require HTTP Basic credentials USER:PASSWORD for everything but /healthz
+    /// read the --auth-token value from this file (trailing whitespace ignored), so that it stays out of `ps`
+    #[argh(option)]
+    pub auth_token_file: Option<PathBuf>,
+    /// require HTTP Basic credentials USER:PASSWORD for everything but /healthz (or set RPI_STREAMER_BASIC_AUTH)
     #[argh(option)]
     pub basic_auth: Option<String>,
+    /// read the --basic-auth value from this file (trailing whitespace ignored), so that it stays out of `ps`
+    #[argh(option)]
+    pub basic_auth_file: Option<PathBuf>,
     /// most simultaneous stream clients, 1-1000 (default 16)
     #[argh(option, default = "16")]
     pub max_clients: u32,
@@ -153,6 +165,182 @@ pub struct Access {
     pub max_clients: usize,
     /// Browser origins allowed to open the stream; empty = any.
     pub allowed_origins: Vec<String>,
+}
+
+/// The environment variable that may hold the `--auth-token` value.
+pub const AUTH_TOKEN_ENV: &str = "RPI_STREAMER_AUTH_TOKEN";
+/// The environment variable that may hold the `--basic-auth` value.
+pub const BASIC_AUTH_ENV: &str = "RPI_STREAMER_BASIC_AUTH";
+
+/// The secrets the environment offers ([`AUTH_TOKEN_ENV`], [`BASIC_AUTH_ENV`]); the command
+/// line wins over them. Unlike argv, a process's environment is readable only by its user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Env {
+    /// The value of [`AUTH_TOKEN_ENV`], if set.
+    pub auth_token: Option<String>,
+    /// The value of [`BASIC_AUTH_ENV`], if set.
+    pub basic_auth: Option<String>,
+}
+
+impl Env {
+    /// The variables of this process. One that is set but not UTF-8 is an error, not
+    /// "unset": a secret that was meant to be required must not be silently dropped.
+    pub fn from_process() -> Result<Env, ConfigError> {
+        let var = |name: &'static str| match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(invalid(name, "is set but not valid UTF-8".into()))
+            }
+        };
+        Ok(Env {
+            auth_token: var(AUTH_TOKEN_ENV)?,
+            basic_auth: var(BASIC_AUTH_ENV)?,
+        })
+    }
+}
+
+/// A secret as validation leaves it.
+#[derive(Clone, Debug, PartialEq)]
+enum Secret {
+    /// Already checked (from a flag or the environment).
+    Value(String),
+    /// To be read from this file by [`Validated::resolve`].
+    File(PathBuf),
+}
+
+/// Flags that passed validation, with their secret files not yet read.
+#[derive(Debug, PartialEq)]
+pub struct Validated {
+    /// Everything but the secrets (`access.token` and `access.basic` are unset).
+    config: Config,
+    token: Option<Secret>,
+    basic: Option<Secret>,
+    on_command_line: Vec<&'static str>,
+}
+
+/// Secret files are a line or two; anything much longer is the wrong file.
+const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// Reads a secret file: its text without trailing whitespace (the newline editors add).
+fn read_secret_file(flag: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let shown = path.display();
+    let fail = |e: std::io::Error| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied (it must be readable by the user the daemon runs as)".to_string()
+            }
+            _ => e.to_string(),
+        };
+        invalid(flag, format!("{shown}: {why}"))
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(fail)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(invalid(
+            flag,
+            format!("{shown}: larger than {MAX_SECRET_FILE_BYTES} bytes, not a secret file"),
+        ));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| invalid(flag, format!("{shown}: not UTF-8 text")))?;
+    Ok(text.trim_end().to_string())
+}
+
+/// What is wrong with a token, if anything.
+fn token_problem(token: &str) -> Option<&'static str> {
+    (token.len() < 8 || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .then_some("must be at least 8 characters without spaces")
+}
+
+/// What is wrong with Basic credentials, if anything.
+fn basic_problem(basic: &str) -> Option<&'static str> {
+    (!basic
+        .split_once(':')
+        .is_some_and(|(u, p)| !u.is_empty() && !p.is_empty()))
+    .then_some("must be USER:PASSWORD, both non-empty")
+}
+
+/// One secret's three sources: its flag, its file flag and its environment variable.
+struct SecretFlags<'a> {
+    flag: &'static str,
+    value: &'a Option<String>,
+    file_flag: &'static str,
+    file: &'a Option<PathBuf>,
+    var: &'static str,
+    from_env: &'a Option<String>,
+    problem: fn(&str) -> Option<&'static str>,
+}
+
+impl SecretFlags<'_> {
+    /// Picks the source (a flag and its file form together are refused; either wins over
+    /// the environment) and checks the value when it is already known.
+    fn choose(&self) -> Result<Option<Secret>, ConfigError> {
+        let checked = |name: &'static str, value: &str| match (self.problem)(value) {
+            Some(problem) => Err(invalid(name, problem.into())),
+            None => Ok(Secret::Value(value.to_string())),
+        };
+        match (self.value, self.file) {
+            (Some(_), Some(_)) => Err(invalid(
+                self.file_flag,
+                format!(
+                    "cannot be combined with {}: give the secret once",
+                    self.flag
+                ),
+            )),
+            (Some(value), None) => checked(self.flag, value).map(Some),
+            (None, Some(path)) => Ok(Some(Secret::File(path.clone()))),
+            (None, None) => self
+                .from_env
+                .as_deref()
+                .map(|value| checked(self.var, value))
+                .transpose(),
+        }
+    }
+}
+
+/// The value of a secret, reading its file if it has one; a bad value names the file.
+fn resolve_secret(
+    secret: Option<Secret>,
+    file_flag: &'static str,
+    problem: fn(&str) -> Option<&'static str>,
+) -> Result<Option<String>, ConfigError> {
+    match secret {
+        None => Ok(None),
+        Some(Secret::Value(value)) => Ok(Some(value)),
+        Some(Secret::File(path)) => {
+            let value = read_secret_file(file_flag, &path)?;
+            match problem(&value) {
+                Some(problem) => Err(invalid(file_flag, format!("{}: {problem}", path.display()))),
+                None => Ok(Some(value)),
+            }
+        }
+    }
+}
+
+impl Validated {
+    /// The camera type (all `--list-devices` needs).
+    pub fn camera(&self) -> CameraType {
+        self.config.camera
+    }
+
+    /// The secret flags given with their value in argv, which every local user can read
+    /// (`ps`, /proc/PID/cmdline): worth a warning.
+    pub fn secrets_on_command_line(&self) -> &[&'static str] {
+        &self.on_command_line
+    }
+
+    /// Reads the secret files and checks their content like the flags' values; errors name
+    /// the file flag and the path. This is the only I/O validation leaves for later.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let mut config = self.config;
+        config.access.token = resolve_secret(self.token, "--auth-token-file", token_problem)?;
+        config.access.basic = resolve_secret(self.basic, "--basic-auth-file", basic_problem)?;
+        Ok(config)
+    }
 }
 
 /// What an injected fault does to the test source.
@@ -280,8 +468,9 @@ fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
 }
 
 impl Args {
-    /// Checks every value and builds the [`Config`].
-    pub fn validate(&self) -> Result<Config, ConfigError> {
+    /// Checks every value, with the secrets `env` offers, and gives what only the secret
+    /// files are missing from (see [`Validated::resolve`]). Reads no file of its own.
+    pub fn validate(&self, env: &Env) -> Result<Validated, ConfigError> {
         let camera = parse_camera_type(&self.camera_type)?;
         let port = in_range("--port", self.port, 1, 65535)? as u16;
         let width = frame_side("--width", self.width)?;
@@ -331,25 +520,26 @@ impl Args {
                 }
             }
         };
-        if let Some(token) = &self.auth_token {
-            if token.len() < 8 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(invalid(
-                    "--auth-token",
-                    "must be at least 8 characters without spaces".into(),
-                ));
-            }
+        let token = SecretFlags {
+            flag: "--auth-token",
+            value: &self.auth_token,
+            file_flag: "--auth-token-file",
+            file: &self.auth_token_file,
+            var: AUTH_TOKEN_ENV,
+            from_env: &env.auth_token,
+            problem: token_problem,
         }
-        if let Some(basic) = &self.basic_auth {
-            if !basic
-                .split_once(':')
-                .is_some_and(|(u, p)| !u.is_empty() && !p.is_empty())
-            {
-                return Err(invalid(
-                    "--basic-auth",
-                    "must be USER:PASSWORD, both non-empty".into(),
-                ));
-            }
+        .choose()?;
+        let basic = SecretFlags {
+            flag: "--basic-auth",
+            value: &self.basic_auth,
+            file_flag: "--basic-auth-file",
+            file: &self.basic_auth_file,
+            var: BASIC_AUTH_ENV,
+            from_env: &env.basic_auth,
+            problem: basic_problem,
         }
+        .choose()?;
         let max_clients = in_range("--max-clients", self.max_clients, 1, 1000)? as usize;
         for origin in &self.allowed_origin {
             if !(origin.starts_with("http://") || origin.starts_with("https://"))
@@ -372,7 +562,7 @@ impl Args {
                 "only applies to --camera-type test".into(),
             ));
         }
-        Ok(Config {
+        let config = Config {
             camera,
             video: VideoParams {
                 width,
@@ -397,12 +587,25 @@ impl Args {
             ping_interval: Duration::from_secs(ping_interval.into()),
             client,
             access: Access {
-                token: self.auth_token.clone(),
-                basic: self.basic_auth.clone(),
+                token: None,
+                basic: None,
                 max_clients,
                 allowed_origins: self.allowed_origin.clone(),
             },
             faults,
+        };
+        let on_command_line = [
+            ("--auth-token", self.auth_token.is_some()),
+            ("--basic-auth", self.basic_auth.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        Ok(Validated {
+            config,
+            token,
+            basic,
+            on_command_line,
         })
     }
 }
@@ -410,8 +613,8 @@ impl Args {
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
-    /// Run with this configuration.
-    Run(Box<Config>),
+    /// Run with this configuration once its secret files are read ([`Validated::resolve`]).
+    Run(Box<Validated>),
     /// Print the devices of this camera type and exit (`--list-devices`).
     ListDevices(crate::capture::CameraType),
     /// Print this (help) on stdout and exit 0.
@@ -420,18 +623,23 @@ pub enum Parsed {
     Error(String),
 }
 
-/// Parses and validates `args` (without the program name).
-pub fn parse(program: &str, args: &[&str]) -> Parsed {
+/// How main prints a configuration error (it then exits with code 2).
+pub fn error_text(program: &str, e: &ConfigError) -> String {
+    format!("error: {e}\nRun {program} --help for every flag.")
+}
+
+/// Parses and validates `args` (without the program name) with the secrets in `env`.
+pub fn parse(program: &str, args: &[&str], env: &Env) -> Parsed {
     // argh knows only --help; accept the usual short form too.
     let args: Vec<&str> = args
         .iter()
         .map(|a| if *a == "-h" { "--help" } else { a })
         .collect();
     match Args::from_args(&[program], &args) {
-        Ok(parsed) => match parsed.validate() {
-            Ok(config) if parsed.list_devices => Parsed::ListDevices(config.camera),
-            Ok(config) => Parsed::Run(Box::new(config)),
-            Err(e) => Parsed::Error(format!("error: {e}\nRun {program} --help for every flag.")),
+        Ok(parsed) => match parsed.validate(env) {
+            Ok(valid) if parsed.list_devices => Parsed::ListDevices(valid.camera()),
+            Ok(valid) => Parsed::Run(Box::new(valid)),
+            Err(e) => Parsed::Error(error_text(program, &e)),
         },
         Err(early) => match early.status {
             Ok(()) => Parsed::Help(early.output),
@@ -448,8 +656,12 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Config, String> {
-        match parse("rpi-streamer", args) {
-            Parsed::Run(config) => Ok(*config),
+        run_with_env(args, &Env::default())
+    }
+
+    fn run_with_env(args: &[&str], env: &Env) -> Result<Config, String> {
+        match parse("rpi-streamer", args, env) {
+            Parsed::Run(valid) => valid.resolve().map_err(|e| error_text("rpi-streamer", &e)),
             Parsed::ListDevices(camera) => Err(format!("list: {camera:?}")),
             Parsed::Help(text) => Err(format!("help: {text}")),
             Parsed::Error(text) => Err(text),
@@ -459,7 +671,11 @@ mod tests {
     #[test]
     fn usb_list_devices_and_device_takes_a_path() {
         assert!(matches!(
-            parse("rpi-streamer", &["--camera-type", "usb", "--list-devices"]),
+            parse(
+                "rpi-streamer",
+                &["--camera-type", "usb", "--list-devices"],
+                &Env::default()
+            ),
             Parsed::ListDevices(CameraType::Usb)
         ));
         let c = run(&[
@@ -646,6 +862,14 @@ mod tests {
                 &["--public-dir", "/nonexistent"],
                 "--public-dir: /nonexistent has no index.html",
             ),
+            (
+                &["--auth-token", "short"],
+                "--auth-token: must be at least 8 characters without spaces",
+            ),
+            (
+                &["--basic-auth", "nocolon"],
+                "--basic-auth: must be USER:PASSWORD, both non-empty",
+            ),
         ];
         for (extra, expected) in cases {
             let mut args = vec!["--camera-type", "test"];
@@ -666,10 +890,10 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag() {
-        let Parsed::Help(text) = parse("rpi-streamer", &["--help"]) else {
+        let Parsed::Help(text) = parse("rpi-streamer", &["--help"], &Env::default()) else {
             panic!("--help should print help");
         };
-        let Parsed::Help(short) = parse("rpi-streamer", &["-h"]) else {
+        let Parsed::Help(short) = parse("rpi-streamer", &["-h"], &Env::default()) else {
             panic!("-h should print help");
         };
         assert_eq!(short, text);
@@ -692,6 +916,10 @@ mod tests {
             "--audio-queue-size",
             "--public-dir",
             "--no-client",
+            "--auth-token",
+            "--auth-token-file",
+            "--basic-auth",
+            "--basic-auth-file",
         ] {
             assert!(text.contains(flag), "{flag} missing from help");
         }
@@ -763,15 +991,187 @@ mod tests {
         let c = run(&["--camera-type", "rpi", "--camera-index", "2"]).unwrap();
         assert_eq!(c.video.camera_index, 2);
         assert!(matches!(
-            parse("rpi-streamer", &["--camera-type", "rpi", "--list-devices"]),
+            parse(
+                "rpi-streamer",
+                &["--camera-type", "rpi", "--list-devices"],
+                &Env::default()
+            ),
             Parsed::ListDevices(CameraType::Rpi)
         ));
         assert!(matches!(
             parse(
                 "rpi-streamer",
-                &["--list-devices", "--camera-type", "bogus"]
+                &["--list-devices", "--camera-type", "bogus"],
+                &Env::default()
             ),
             Parsed::Error(_)
         ));
+    }
+
+    /// A file in a fresh folder of the temporary directory, removed with it at drop.
+    struct SecretFile {
+        dir: PathBuf,
+        path: PathBuf,
+    }
+
+    impl SecretFile {
+        fn new(test: &str, content: &[u8]) -> SecretFile {
+            let dir = std::env::temp_dir()
+                .join(format!("rpi-streamer-config-{}-{test}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temporary folder");
+            let path = dir.join("secret");
+            std::fs::write(&path, content).expect("write the secret file");
+            SecretFile { dir, path }
+        }
+
+        fn arg(&self) -> &str {
+            self.path.to_str().expect("temporary paths are UTF-8")
+        }
+    }
+
+    impl Drop for SecretFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_without_their_trailing_newline() {
+        let token = SecretFile::new("token", b"s3cret-token\n");
+        let basic = SecretFile::new("basic", b"me:pass word \r\n");
+        let c = run(&[
+            "--camera-type",
+            "test",
+            "--auth-token-file",
+            token.arg(),
+            "--basic-auth-file",
+            basic.arg(),
+        ])
+        .unwrap();
+        assert_eq!(c.access.token.as_deref(), Some("s3cret-token"));
+        assert_eq!(c.access.basic.as_deref(), Some("me:pass word"));
+    }
+
+    #[test]
+    fn validation_reads_no_secret_file_and_resolving_names_flag_and_path() {
+        let args = [
+            "--camera-type",
+            "test",
+            "--auth-token-file",
+            "/nonexistent/auth-token",
+        ];
+        let Parsed::Run(valid) = parse("rpi-streamer", &args, &Env::default()) else {
+            panic!("a missing secret file must not fail validation");
+        };
+        let e = valid.resolve().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--auth-token-file: /nonexistent/auth-token: no such file"
+        );
+        // Bad content is refused like the flag's value, naming the file, not echoing it.
+        let short = SecretFile::new("short", b"abc\n");
+        let e = error_of(&["--camera-type", "test", "--auth-token-file", short.arg()]);
+        assert!(
+            e.contains(&format!(
+                "--auth-token-file: {}: must be at least 8 characters",
+                short.arg()
+            )),
+            "{e}"
+        );
+        let no_colon = SecretFile::new("no-colon", b"mepassword\n");
+        let e = error_of(&["--camera-type", "test", "--basic-auth-file", no_colon.arg()]);
+        assert!(
+            e.contains("--basic-auth-file: ") && e.contains("must be USER:PASSWORD"),
+            "{e}"
+        );
+        assert!(!e.contains("mepassword"), "{e}");
+        let huge = SecretFile::new("huge", &[b'x'; 5000]);
+        let e = error_of(&["--camera-type", "test", "--auth-token-file", huge.arg()]);
+        assert!(e.contains("larger than 4096 bytes"), "{e}");
+        let binary = SecretFile::new("binary", b"\xff\xfe12345678");
+        let e = error_of(&["--camera-type", "test", "--auth-token-file", binary.arg()]);
+        assert!(e.contains("not UTF-8 text"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_flag_and_its_file_form_together_are_refused() {
+        let file = SecretFile::new("both", b"s3cret-token\n");
+        let e = error_of(&[
+            "--camera-type",
+            "test",
+            "--auth-token",
+            "s3cret-token",
+            "--auth-token-file",
+            file.arg(),
+        ]);
+        assert!(
+            e.contains("--auth-token-file: cannot be combined with --auth-token"),
+            "{e}"
+        );
+        let e = error_of(&[
+            "--camera-type",
+            "test",
+            "--basic-auth",
+            "me:pw",
+            "--basic-auth-file",
+            file.arg(),
+        ]);
+        assert!(
+            e.contains("--basic-auth-file: cannot be combined with --basic-auth"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_unless_the_command_line_has_them() {
+        let env = Env {
+            auth_token: Some("env-token-123".into()),
+            basic_auth: Some("env:pw".into()),
+        };
+        let c = run_with_env(&["--camera-type", "test"], &env).unwrap();
+        assert_eq!(c.access.token.as_deref(), Some("env-token-123"));
+        assert_eq!(c.access.basic.as_deref(), Some("env:pw"));
+        let file = SecretFile::new("env", b"file-token-123\n");
+        let c = run_with_env(
+            &[
+                "--camera-type",
+                "test",
+                "--auth-token-file",
+                file.arg(),
+                "--basic-auth",
+                "flag:pw",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.access.token.as_deref(), Some("file-token-123"));
+        assert_eq!(c.access.basic.as_deref(), Some("flag:pw"));
+        let Parsed::Run(valid) = parse(
+            "rpi-streamer",
+            &["--camera-type", "test", "--basic-auth", "flag:pw"],
+            &env,
+        ) else {
+            panic!("valid flags");
+        };
+        assert_eq!(valid.secrets_on_command_line(), ["--basic-auth"]);
+        // A bad value names the variable; an empty one is refused, not taken as "no auth".
+        let bad = Env {
+            auth_token: Some(String::new()),
+            basic_auth: None,
+        };
+        let e = run_with_env(&["--camera-type", "test"], &bad).unwrap_err();
+        assert!(
+            e.contains("RPI_STREAMER_AUTH_TOKEN: must be at least 8 characters"),
+            "{e}"
+        );
+        let bad = Env {
+            auth_token: None,
+            basic_auth: Some("nocolon".into()),
+        };
+        let e = run_with_env(&["--camera-type", "test"], &bad).unwrap_err();
+        assert!(
+            e.contains("RPI_STREAMER_BASIC_AUTH: must be USER:PASSWORD"),
+            "{e}"
+        );
     }
 }

@@ -13,8 +13,15 @@ fn main() -> ExitCode {
         .unwrap_or("rpi-streamer")
         .to_string();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let config = match config::parse(&program, &rest) {
-        Parsed::Run(config) => config,
+    let env = match config::Env::from_process() {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("{}", config::error_text(&program, &e));
+            return ExitCode::from(2);
+        }
+    };
+    let valid = match config::parse(&program, &rest, &env) {
+        Parsed::Run(valid) => valid,
         Parsed::ListDevices(camera) => {
             return match rpi_streamer::capture::list_devices(camera) {
                 Ok(text) => {
@@ -36,8 +43,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let exposed = valid.secrets_on_command_line().to_vec();
+    let config = match valid.resolve() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{}", config::error_text(&program, &e));
+            return ExitCode::from(2);
+        }
+    };
     rpi_streamer::logger::init();
-    match rpi_streamer::daemon::run(*config) {
+    for flag in exposed {
+        log::warn!(
+            "{flag} on the command line is visible to every local user (ps); \
+             use {flag}-file or the environment instead"
+        );
+    }
+    match rpi_streamer::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

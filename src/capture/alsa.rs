@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 use super::{AudioBlock, AudioFormat, AudioParams, AudioSource, CaptureError, POLL_TIMEOUT};
-use crate::clock::MonoTime;
+use crate::clock::{self, MonoTime};
 use alsa::pcm::{Access, Format, Frames, HwParams, State, TstampType, PCM};
 use alsa::{Direction, ValueOr};
 use rustix::io::Errno;
@@ -33,6 +33,10 @@ pub const PERIODS: u32 = 25;
 pub const PREFERRED_RATE: u32 = 48_000;
 /// A running device that delivers nothing for this long is treated as gone.
 pub const STALL_LIMIT: Duration = Duration::from_secs(3);
+/// How old the driver's `htstamp` may be at the status read. It is the time of the last
+/// pointer update, which moves every period, so even a read late by the whole buffer
+/// (`PERIODS` × `CHUNK`, 0.5 s) finds it fresh; one older than this is on another clock.
+pub const STAMP_MAX_AGE: Duration = Duration::from_secs(1);
 /// A measured stamp further than this from the predicted one is an outlier.
 pub const SNAP: Duration = Duration::from_millis(20);
 /// This many outliers in a row restart the chunk clock from the measurement.
@@ -115,9 +119,10 @@ fn explain(e: &alsa::Error) -> String {
 /// after the read. `htstamp` is the driver's time of its last pointer update, `delay` the
 /// frames captured but not yet read at that instant, `now` the time just after the status.
 ///
-/// The driver stamp is used when it is plausible: not zero, not after `now`, and at most a
-/// second old (a stamp from another clock, or a driver that never sets it, fails this).
-/// Otherwise `now` stands in for it. Returns the instant and whether the driver's was used.
+/// The driver stamp is used when it passes the check every source applies
+/// ([`clock::checked_stamp`]: set, not after `now`, at most [`STAMP_MAX_AGE`] old; a stamp
+/// from another clock, or a driver that never sets it, fails this). Otherwise `now` stands
+/// in for it. Returns the instant and whether the driver's was used.
 pub fn first_sample_instant(
     now: MonoTime,
     htstamp: MonoTime,
@@ -125,10 +130,9 @@ pub fn first_sample_instant(
     frames: usize,
     rate: u32,
 ) -> (MonoTime, bool) {
-    let plausible = htstamp.as_nanos() > 0
-        && htstamp <= now.later_by(Duration::from_millis(1))
-        && now.since(htstamp) <= Duration::from_secs(1);
-    let base = if plausible { htstamp } else { now };
+    let checked = clock::checked_stamp(htstamp, now, STAMP_MAX_AGE);
+    let plausible = checked.is_ok();
+    let base = checked.unwrap_or(now);
     let rate = u64::from(rate.max(1));
     // A negative delay (some plugins) means nothing is buffered; a huge one is nonsense.
     let buffered = delay.clamp(0, 10 * rate as i64) as u64;
@@ -636,8 +640,14 @@ mod tests {
     #[test]
     fn absurd_driver_stamps_fall_back_to_the_read_time() {
         let now = MonoTime::from_nanos(100_000_000_000);
-        // Never set, from the wall clock (far future), or stale.
-        for bad in [0, 1_700_000_000_000_000_000, 98_000_000_000] {
+        // Never set, from the wall clock (far future), stale, or a little ahead of the read
+        // (which the old rule let through by up to 1 ms: a negative latency on the wire).
+        for bad in [
+            0,
+            1_700_000_000_000_000_000,
+            98_000_000_000,
+            100_000_500_000,
+        ] {
             let (t, from_driver) =
                 first_sample_instant(now, MonoTime::from_nanos(bad), 0, 882, 44_100);
             assert!(!from_driver, "{bad} accepted");

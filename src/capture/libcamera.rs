@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
-use crate::clock::MonoTime;
+use crate::clock::{self, MonoTime};
 use libcamera::camera_manager::CameraManager;
 use libcamera::color_space::{ColorSpace, Range};
 use libcamera::control::ControlList;
@@ -65,9 +65,6 @@ impl Drop for SessionGuard {
         SESSION_ALIVE.store(false, Ordering::SeqCst);
     }
 }
-
-/// A sensor timestamp further than this from "now" is not CLOCK_MONOTONIC nanoseconds.
-const TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(5);
 
 /// The two YUV 4:2:0 layouts the encoder takes without an RGB round-trip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,22 +221,19 @@ impl PlaneLayout {
 
 /// The capture instant of a frame from libcamera's `SensorTimestamp` (CLOCK_MONOTONIC ns).
 ///
-/// A value that is missing, negative or further than [`TIMESTAMP_TOLERANCE`] from `now` is not
-/// on that clock in those units (a pipeline bug, µs instead of ns, another clock); the caller
-/// then falls back to the arrival time and says so once.
+/// A value that is missing, negative, or fails [`clock::checked_stamp`] (ahead of `now`,
+/// older than [`clock::VIDEO_STAMP_MAX_AGE`]) is not on that clock in those units (a
+/// pipeline bug, µs instead of ns, another clock); the caller then falls back to the
+/// arrival time and says so once.
 pub fn sensor_instant(sensor_ns: Option<i64>, now: MonoTime) -> Result<MonoTime, String> {
     let ns = sensor_ns.ok_or("no SensorTimestamp in the request metadata")?;
     let ns = u64::try_from(ns).map_err(|_| format!("negative SensorTimestamp {ns}"))?;
-    let t = MonoTime::from_nanos(ns);
-    let off = now.since(t).max(t.since(now));
-    if off > TIMESTAMP_TOLERANCE {
-        return Err(format!(
-            "SensorTimestamp {ns} is {:.3}s away from CLOCK_MONOTONIC {} ns",
-            off.as_secs_f64(),
+    clock::checked_stamp(MonoTime::from_nanos(ns), now, clock::VIDEO_STAMP_MAX_AGE).map_err(|why| {
+        format!(
+            "SensorTimestamp {ns} against CLOCK_MONOTONIC {} ns: {why}",
             now.as_nanos()
-        ));
-    }
-    Ok(t)
+        )
+    })
 }
 
 /// What the camera thread reports once the camera streams.
@@ -909,11 +903,8 @@ mod tests {
         assert!(sensor_instant(Some(1_000_000_000), now).is_err());
         assert!(sensor_instant(None, now).is_err());
         assert!(sensor_instant(Some(-5), now).is_err());
-        // Slightly in the future (clock read before the driver's stamp) is fine.
+        // Ahead of the instant the request completed: no frame is captured in the future.
         let ahead = now.later_by(Duration::from_millis(2));
-        assert_eq!(
-            sensor_instant(Some(ahead.as_nanos() as i64), now),
-            Ok(ahead)
-        );
+        assert!(sensor_instant(Some(ahead.as_nanos() as i64), now).is_err());
     }
 }

@@ -5,7 +5,8 @@
 //! [`super::v4l_buffers`]: the crate's own stream panics on some teardown errors).
 //! Each frame is handed on borrowed straight from its driver buffer, only `bytesused` of it;
 //! the buffer goes back to the driver on the next call. Timestamps are the driver's
-//! CLOCK_MONOTONIC stamps. Every device error (ENODEV/EIO after an unplug, a stalled stream)
+//! CLOCK_MONOTONIC stamps when they pass the sources' common check (set, not ahead of the
+//! dequeue, not stale: [`clock::checked_stamp`]), else the arrival time. Every device error (ENODEV/EIO after an unplug, a stalled stream)
 //! is [`CaptureError::Unavailable`]: the pipeline shows placeholders and reopens the device
 //! every second, by path, so a `/dev/v4l/by-id/...` link finds the camera again under
 //! whatever `/dev/videoN` it comes back as.
@@ -14,7 +15,7 @@
 use super::negotiate::{self, Offer, PixelFormat, Sizes};
 use super::v4l_buffers::MmapStream;
 use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
-use crate::clock::MonoTime;
+use crate::clock::{self, MonoTime};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -261,17 +262,16 @@ impl VideoSource for V4lCamera {
             );
             return Ok(None);
         }
-        let captured = if flags & Flags::TIMESTAMP_MASK == Flags::TIMESTAMP_MONOTONIC {
-            let (sec, usec) = meta.timestamp;
-            MonoTime::from_timespec(sec, usec * 1000)
-        } else {
-            if !self.clock_warned {
-                log::warn!(
-                    "the driver's timestamps are not on CLOCK_MONOTONIC; using arrival time"
-                );
-                self.clock_warned = true;
+        let now = MonoTime::now();
+        let captured = match buffer_instant(flags, meta.timestamp, now) {
+            Ok(t) => t,
+            Err(why) => {
+                if !self.clock_warned {
+                    log::warn!("{why}; using the arrival time instead");
+                    self.clock_warned = true;
+                }
+                now
             }
-            MonoTime::now()
         };
         let used = (meta.bytesused as usize).min(buffer.len());
         let data = &buffer[..used];
@@ -314,6 +314,21 @@ impl VideoSource for V4lCamera {
         };
         Ok(Some(Frame { captured, picture }))
     }
+}
+
+/// The capture instant of a buffer dequeued at `now`, from its driver stamp (seconds and
+/// microseconds) when that is on CLOCK_MONOTONIC and passes [`clock::checked_stamp`].
+fn buffer_instant(
+    flags: Flags,
+    (sec, usec): (i64, i64),
+    now: MonoTime,
+) -> Result<MonoTime, String> {
+    if flags & Flags::TIMESTAMP_MASK != Flags::TIMESTAMP_MONOTONIC {
+        return Err("the driver's timestamps are not on CLOCK_MONOTONIC".into());
+    }
+    let stamp = MonoTime::from_timespec(sec, usec.saturating_mul(1000));
+    clock::checked_stamp(stamp, now, clock::VIDEO_STAMP_MAX_AGE)
+        .map_err(|why| format!("a V4L2 buffer's {why}"))
 }
 
 /// `--list-devices`: every V4L2 node with its formats, sizes and frame rates.
@@ -416,4 +431,30 @@ fn describe_node(path: &Path) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_stamps_ahead_of_the_dequeue_or_off_clock_are_refused() {
+        let now = MonoTime::from_nanos(500_000_000_000);
+        let monotonic = Flags::TIMESTAMP_MONOTONIC;
+        // 499.970 s: 30 ms before the dequeue.
+        assert_eq!(
+            buffer_instant(monotonic, (499, 970_000), now),
+            Ok(MonoTime::from_nanos(499_970_000_000))
+        );
+        // 100 ms in the future, as vivid stamps in a VM.
+        let ahead = buffer_instant(monotonic, (500, 100_000), now).unwrap_err();
+        assert!(ahead.contains("0.100 s ahead of the present"), "{ahead}");
+        // Unset, stale, and absurd microseconds.
+        assert!(buffer_instant(monotonic, (0, 0), now).is_err());
+        assert!(buffer_instant(monotonic, (490, 0), now).is_err());
+        assert!(buffer_instant(monotonic, (499, i64::MAX), now).is_err());
+        // Not on CLOCK_MONOTONIC at all.
+        let other = buffer_instant(Flags::empty(), (499, 970_000), now).unwrap_err();
+        assert!(other.contains("not on CLOCK_MONOTONIC"), "{other}");
+    }
 }

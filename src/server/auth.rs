@@ -35,14 +35,18 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// The credentials of an `Authorization: <scheme> <credentials>` header if its scheme is
+/// `scheme`; schemes are case-insensitive (RFC 7235 §2.1), so `bearer` and `BASIC` count.
+fn credentials<'a>(req: &'a Request, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = req.header("authorization")?.trim_start().split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then_some(rest.trim())
+}
+
 fn bearer_ok(access: &Access, req: &Request) -> bool {
     let Some(token) = &access.token else {
         return false;
     };
-    let header = req
-        .header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let header = credentials(req, "Bearer");
     let query = req.query_param("token").and_then(percent_decode);
     header.is_some_and(|h| constant_time_eq(h.as_bytes(), token.as_bytes()))
         | query.is_some_and(|q| constant_time_eq(q.as_bytes(), token.as_bytes()))
@@ -52,13 +56,8 @@ fn basic_ok(access: &Access, req: &Request) -> bool {
     let Some(expected) = &access.basic else {
         return false;
     };
-    req.header("authorization")
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .ok()
-        })
+    credentials(req, "Basic")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
         .is_some_and(|given| constant_time_eq(&given, expected.as_bytes()))
 }
 
@@ -144,5 +143,36 @@ mod tests {
             .iter()
             .any(|(n, v)| *n == "WWW-Authenticate" && v.starts_with("Basic")));
         assert!(check(&a, &bad, Resource::Health).is_ok());
+    }
+
+    #[test]
+    fn auth_schemes_are_case_insensitive() {
+        let both = access(Some("s3cret-token"), Some("me:pw"));
+        for header in [
+            "bearer s3cret-token",
+            "BEARER s3cret-token",
+            "Bearer   s3cret-token",
+            "basic bWU6cHc=",
+            "BASIC bWU6cHc=",
+        ] {
+            let r = req(&format!(
+                "GET /status HTTP/1.1\r\nAuthorization: {header}\r\n\r\n"
+            ));
+            assert!(check(&both, &r, Resource::Data).is_ok(), "{header}");
+        }
+        // The scheme must still be the whole word, and the credentials still right.
+        for header in [
+            "Bearers3cret-token",
+            "Bearer-x s3cret-token",
+            "bearer s3cret-tokeN",
+            "s3cret-token",
+            "basic bWU6cHg=",
+            "Basic s3cret-token",
+        ] {
+            let r = req(&format!(
+                "GET /status HTTP/1.1\r\nAuthorization: {header}\r\n\r\n"
+            ));
+            assert!(check(&both, &r, Resource::Data).is_err(), "{header}");
+        }
     }
 }

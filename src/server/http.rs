@@ -66,6 +66,9 @@ pub enum HeadError {
     /// Head larger than [`MAX_HEAD_BYTES`].
     #[error("request head larger than {MAX_HEAD_BYTES} bytes")]
     TooLarge,
+    /// More than [`MAX_HEADERS`] header lines, however short.
+    #[error("more than {MAX_HEADERS} headers")]
+    TooManyHeaders,
     /// Not HTTP.
     #[error("malformed request: {0}")]
     Malformed(String),
@@ -74,13 +77,61 @@ pub enum HeadError {
     Io(#[from] std::io::Error),
 }
 
+impl HeadError {
+    /// The status a client gets for this error (431 for the size caps, else 400; after
+    /// [`HeadError::Closed`] nobody is left to get it).
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::Closed | HeadError::Malformed(_) | HeadError::Io(_) => 400,
+        }
+    }
+}
+
+/// Splits a request target into its path and query.
+///
+/// Besides the usual origin form (`/healthz?x`), a server must accept the absolute form
+/// (`http://host:port/healthz?x`, RFC 9112 §3.2.2) that proxies send; its scheme and
+/// authority say nothing we route on, so they are dropped.
+fn split_target(target: &str) -> (String, Option<String>) {
+    let scheme_len = ["http://", "https://"]
+        .iter()
+        .find(|scheme| {
+            target
+                .get(..scheme.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(scheme))
+        })
+        .map_or(0, |scheme| scheme.len());
+    let (target, absolute) = if scheme_len == 0 {
+        (target, false)
+    } else {
+        let after_scheme = &target[scheme_len..];
+        let authority_end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+        (&after_scheme[authority_end..], true)
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_string())),
+        None => (target, None),
+    };
+    // `http://host` and `http://host?q` name the root (RFC 9112 §3.2.2's empty path).
+    let path = if path.is_empty() && absolute {
+        "/"
+    } else {
+        path
+    };
+    (path.to_string(), query)
+}
+
 /// Parses a complete head from `buf`; `Ok(None)` if more bytes are needed.
 pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
+    // Only what [`read_head`] can hold is looked at, so the verdict on a long input does not
+    // depend on bytes past the cap (a 65th header there is "too large", not "too many").
+    let seen = &buf[..buf.len().min(MAX_HEAD_BYTES + 1)];
+    match req.parse(seen) {
         Ok(httparse::Status::Partial) => {
-            if buf.len() >= MAX_HEAD_BYTES {
+            if seen.len() >= MAX_HEAD_BYTES {
                 Err(HeadError::TooLarge)
             } else {
                 Ok(None)
@@ -90,11 +141,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         // arrived in one read must not decide whether the cap applies.
         Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
         Ok(httparse::Status::Complete(len)) => {
-            let target = req.path.unwrap_or("/");
-            let (path, query) = match target.split_once('?') {
-                Some((p, q)) => (p.to_string(), Some(q.to_string())),
-                None => (target.to_string(), None),
-            };
+            let (path, query) = split_target(req.path.unwrap_or("/"));
             let headers = req
                 .headers
                 .iter()
@@ -113,7 +160,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Request>, HeadError> {
                 leftover: buf[len..].to_vec(),
             }))
         }
-        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
         Err(e) => Err(HeadError::Malformed(e.to_string())),
     }
 }
@@ -155,23 +202,29 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// The reason phrase for the statuses we send.
+/// Every status the server sends and its reason phrase (RFC 9110 §15).
+pub const STATUSES: &[(u16, &str)] = &[
+    (101, "Switching Protocols"),
+    (200, "OK"),
+    (304, "Not Modified"),
+    (400, "Bad Request"),
+    (401, "Unauthorized"),
+    (403, "Forbidden"),
+    (404, "Not Found"),
+    (405, "Method Not Allowed"),
+    (408, "Request Timeout"),
+    (426, "Upgrade Required"),
+    (431, "Request Header Fields Too Large"),
+    (500, "Internal Server Error"),
+    (503, "Service Unavailable"),
+];
+
+/// The reason phrase of `status`, from [`STATUSES`].
 pub fn reason(status: u16) -> &'static str {
-    match status {
-        101 => "Switching Protocols",
-        200 => "OK",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+    STATUSES
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map_or("Unknown", |(_, phrase)| phrase)
 }
 
 impl Response {
@@ -295,6 +348,123 @@ mod tests {
         assert!(bytes.ends_with("\r\n\r\nno such page\n"));
         let head = String::from_utf8(r.to_bytes(true)).unwrap();
         assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn many_small_headers_are_refused_as_too_many_not_too_large() {
+        let mut head = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..MAX_HEADERS {
+            head.push_str(&format!("X-{i}: 1\r\n"));
+        }
+        let at_the_cap = format!("{head}\r\n");
+        assert!(at_the_cap.len() < MAX_HEAD_BYTES);
+        assert_eq!(
+            parse_head(at_the_cap.as_bytes())
+                .unwrap()
+                .unwrap()
+                .headers
+                .len(),
+            MAX_HEADERS
+        );
+        let one_more = format!("{head}X-last: 1\r\n\r\n");
+        let err = parse_head(one_more.as_bytes()).unwrap_err();
+        assert!(matches!(err, HeadError::TooManyHeaders), "{err:?}");
+        // Known before the head ends, as read_head sees it line by line.
+        let unfinished = format!("{head}X-last: 1\r\n");
+        assert!(matches!(
+            parse_head(unfinished.as_bytes()),
+            Err(HeadError::TooManyHeaders)
+        ));
+        // Past the size cap, the cap decides, whatever follows.
+        let mut long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
+        long.push_str(&one_more["GET / HTTP/1.1\r\n".len()..]);
+        assert!(matches!(
+            parse_head(long.as_bytes()),
+            Err(HeadError::TooLarge)
+        ));
+        assert_eq!(err.to_string(), "more than 64 headers");
+        assert_eq!(err.status(), 431);
+        assert_eq!(HeadError::TooLarge.status(), 431);
+        assert_eq!(HeadError::Malformed("x".into()).status(), 400);
+    }
+
+    #[test]
+    fn absolute_form_targets_route_like_origin_form() {
+        let cases = [
+            ("http://127.0.0.1:8080/healthz", "/healthz", None),
+            (
+                "HTTP://cam.example/status?token=abc",
+                "/status",
+                Some("token=abc"),
+            ),
+            (
+                "https://cam.example:443/stream?format=binary",
+                "/stream",
+                Some("format=binary"),
+            ),
+            ("http://cam.example", "/", None),
+            ("http://cam.example?token=t", "/", Some("token=t")),
+            ("/healthz?x=1", "/healthz", Some("x=1")),
+            ("?x", "", Some("x")),
+            // A path that merely contains a scheme is a path.
+            ("/files/http://x", "/files/http://x", None),
+        ];
+        for (target, path, query) in cases {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: cam.example\r\n\r\n");
+            let req = parse_head(raw.as_bytes()).unwrap().unwrap();
+            assert_eq!(req.path, path, "{target}");
+            assert_eq!(req.query.as_deref(), query, "{target}");
+        }
+    }
+
+    #[test]
+    fn every_status_the_server_sends_has_its_reason_phrase() {
+        assert_eq!(reason(401), "Unauthorized");
+        let r = Response::text(401, "authentication required");
+        assert!(String::from_utf8(r.to_bytes(true))
+            .unwrap()
+            .starts_with("HTTP/1.1 401 Unauthorized\r\n"));
+        // The statuses written as literals where responses are built.
+        let sources = [
+            include_str!("auth.rs"),
+            include_str!("files.rs"),
+            include_str!("http.rs"),
+            include_str!("metrics.rs"),
+            include_str!("mod.rs"),
+            include_str!("ws.rs"),
+        ];
+        let mut seen = vec![];
+        for source in sources {
+            for call in ["Response::text(", "Response::new(", "refuse("] {
+                for (at, _) in source.match_indices(call) {
+                    let digits: String = source[at + call.len()..]
+                        .trim_start()
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    if let Ok(status) = digits.parse::<u16>() {
+                        seen.push(status);
+                    }
+                }
+            }
+        }
+        seen.extend([
+            HeadError::TooManyHeaders.status(),
+            HeadError::Malformed(String::new()).status(),
+        ]);
+        for needed in [200, 304, 401, 403, 404, 405, 408, 426, 503] {
+            assert!(
+                seen.contains(&needed),
+                "{needed} not found: the scan is broken"
+            );
+        }
+        for status in seen {
+            assert_ne!(
+                reason(status),
+                "Unknown",
+                "status {status} has no reason phrase"
+            );
+        }
     }
 
     #[test]

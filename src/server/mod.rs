@@ -74,10 +74,7 @@ impl Server {
             Some(Ok(req)) => req,
             Some(Err(HeadError::Closed)) => return,
             Some(Err(e)) => {
-                let status = match e {
-                    HeadError::TooLarge => 431,
-                    _ => 400,
-                };
+                let status = e.status();
                 log::debug!("{peer}: {e}");
                 let _ = write_response(&mut reader, &Response::text(status, &e.to_string()), false)
                     .await;

@@ -95,6 +95,35 @@ endif
 
 RPI_STREAMER_ARGS = $(call qstrip,$(BR2_PACKAGE_RPI_STREAMER_ARGS))
 
+# Secrets live in files only the service user can read, passed by name: every local
+# user can read the daemon's command line (ps), and /etc/default/rpi-streamer.
+RPI_STREAMER_AUTH_TOKEN_FILE = $(call qstrip,$(BR2_PACKAGE_RPI_STREAMER_AUTH_TOKEN_FILE))
+RPI_STREAMER_BASIC_AUTH_FILE = $(call qstrip,$(BR2_PACKAGE_RPI_STREAMER_BASIC_AUTH_FILE))
+
+ifneq ($(RPI_STREAMER_AUTH_TOKEN_FILE),)
+RPI_STREAMER_ARGS += --auth-token-file /etc/rpi-streamer/auth-token
+endif
+ifneq ($(RPI_STREAMER_BASIC_AUTH_FILE),)
+RPI_STREAMER_ARGS += --basic-auth-file /etc/rpi-streamer/basic-auth
+endif
+
+# A secret no longer configured must not linger in the target from an earlier build
+# (rootfs overlays are copied later, so a file put there stays).
+define RPI_STREAMER_INSTALL_SECRETS
+	$(INSTALL) -d -m 0750 $(TARGET_DIR)/etc/rpi-streamer
+	rm -f $(TARGET_DIR)/etc/rpi-streamer/auth-token $(TARGET_DIR)/etc/rpi-streamer/basic-auth
+	$(if $(RPI_STREAMER_AUTH_TOKEN_FILE),$(INSTALL) -m 0640 $(RPI_STREAMER_AUTH_TOKEN_FILE) $(TARGET_DIR)/etc/rpi-streamer/auth-token)
+	$(if $(RPI_STREAMER_BASIC_AUTH_FILE),$(INSTALL) -m 0640 $(RPI_STREAMER_BASIC_AUTH_FILE) $(TARGET_DIR)/etc/rpi-streamer/basic-auth)
+endef
+RPI_STREAMER_POST_INSTALL_TARGET_HOOKS += RPI_STREAMER_INSTALL_SECRETS
+
+# Readable by the service's group only (the directory too); applied in the image.
+define RPI_STREAMER_PERMISSIONS
+	/etc/rpi-streamer d 750 root rpi-streamer - - - - -
+	$(if $(RPI_STREAMER_AUTH_TOKEN_FILE),/etc/rpi-streamer/auth-token f 640 root rpi-streamer - - - - -)
+	$(if $(RPI_STREAMER_BASIC_AUTH_FILE),/etc/rpi-streamer/basic-auth f 640 root rpi-streamer - - - - -)
+endef
+
 define RPI_STREAMER_INSTALL_FILES
 	rm -rf $(TARGET_DIR)/usr/share/rpi-streamer/public
 	mkdir -p $(TARGET_DIR)/usr/share/rpi-streamer

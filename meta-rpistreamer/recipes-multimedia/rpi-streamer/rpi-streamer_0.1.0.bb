@@ -54,11 +54,34 @@ export TURBOJPEG_INCLUDE_DIR = "${STAGING_INCDIR}"
 export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
 export BINDGEN_EXTRA_CLANG_ARGS = "--sysroot=${STAGING_DIR_TARGET} ${TUNE_CCARGS}"
 
+# Secrets for the image: paths on the build machine (e.g. in local.conf) of a file holding the
+# --auth-token value and of one holding the --basic-auth USER:PASSWORD. Each is installed in
+# /etc/rpi-streamer/ (mode 0640 root:rpi-streamer, the folder 0750) and passed to the daemon
+# by name with --auth-token-file / --basic-auth-file: every local user can read a command
+# line, and /etc/default/rpi-streamer. Empty: none. A secret set here is in the package
+# and the sstate cache; to keep it off the build machine, write the file on the board.
+RPI_STREAMER_AUTH_TOKEN_FILE ??= ""
+RPI_STREAMER_BASIC_AUTH_FILE ??= ""
+# A changed secret reinstalls the package.
+do_install[file-checksums] += "${@' '.join('%s:True' % f for f in (d.getVar('RPI_STREAMER_AUTH_TOKEN_FILE'), d.getVar('RPI_STREAMER_BASIC_AUTH_FILE')) if f)}"
+
 do_install:append() {
     install -d ${D}${datadir}/rpi-streamer/public
     cp -R --no-preserve=ownership ${S}/public/. ${D}${datadir}/rpi-streamer/public/
 
     install -D -m 0644 ${S}/dist/rpi-streamer.default ${D}${sysconfdir}/default/rpi-streamer
+
+    install -d -m 0750 -o root -g rpi-streamer ${D}${sysconfdir}/rpi-streamer
+    if [ -n "${RPI_STREAMER_AUTH_TOKEN_FILE}" ]; then
+        install -m 0640 -o root -g rpi-streamer "${RPI_STREAMER_AUTH_TOKEN_FILE}" ${D}${sysconfdir}/rpi-streamer/auth-token
+        sed -i 's|^RPI_STREAMER_ARGS="\(.*\)"$|RPI_STREAMER_ARGS="\1 --auth-token-file ${sysconfdir}/rpi-streamer/auth-token"|' \
+            ${D}${sysconfdir}/default/rpi-streamer
+    fi
+    if [ -n "${RPI_STREAMER_BASIC_AUTH_FILE}" ]; then
+        install -m 0640 -o root -g rpi-streamer "${RPI_STREAMER_BASIC_AUTH_FILE}" ${D}${sysconfdir}/rpi-streamer/basic-auth
+        sed -i 's|^RPI_STREAMER_ARGS="\(.*\)"$|RPI_STREAMER_ARGS="\1 --basic-auth-file ${sysconfdir}/rpi-streamer/basic-auth"|' \
+            ${D}${sysconfdir}/default/rpi-streamer
+    fi
 
     # Both are installed; the systemd and update-rc.d classes drop the one the
     # distro's init manager does not use.
@@ -66,7 +89,9 @@ do_install:append() {
     install -D -m 0755 ${S}/dist/rpi-streamer.init ${D}${INIT_D_DIR}/rpi-streamer
 }
 
-CONFFILES:${PN} = "${sysconfdir}/default/rpi-streamer"
+CONFFILES:${PN} = "${sysconfdir}/default/rpi-streamer \
+                   ${@'${sysconfdir}/rpi-streamer/auth-token' if d.getVar('RPI_STREAMER_AUTH_TOKEN_FILE') else ''} \
+                   ${@'${sysconfdir}/rpi-streamer/basic-auth' if d.getVar('RPI_STREAMER_BASIC_AUTH_FILE') else ''}"
 
 # A system user in the video and audio groups, as the unit's User= expects.
 USERADD_PACKAGES = "${PN}"
