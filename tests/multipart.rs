@@ -424,3 +424,59 @@ fn sigterm_ends_mjpeg_sessions_and_exits_zero_within_a_second() {
     let ended = mjpeg.reader.read_to_end(&mut rest);
     assert!(ended.is_ok(), "the stream ends with EOF: {ended:?}");
 }
+
+fn rss_kib(daemon: &Daemon) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))
+        .expect("daemon status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn readers_that_never_read_cost_bounded_memory_and_slow_nobody() {
+    let fps = 15.0;
+    let daemon = Daemon::start(&[
+        "--camera-type",
+        "test",
+        "--fps",
+        "15",
+        "--max-clients",
+        "40",
+    ]);
+    let mut witness = MjpegReader::get(&daemon, "/stream.mjpg");
+    witness.next_part();
+    let before = rss_kib(&daemon);
+    // Thirty readers that read the head and then nothing, and try to send a megabyte each
+    // (never read by the daemon: it waits in their sockets).
+    let request = "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut idle: Vec<MjpegReader> = (0..30)
+        .map(|_| MjpegReader::open(&daemon, request, Some(8 * 1024)))
+        .collect();
+    for reader in &mut idle {
+        let sock = reader.reader.get_mut();
+        sock.set_nonblocking(true).unwrap();
+        let _ = sock.write(&vec![b'x'; 1 << 20]);
+    }
+    let start = Instant::now();
+    let mut frames = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        witness.next_part();
+        frames += 1;
+    }
+    let witness_fps = f64::from(frames) / start.elapsed().as_secs_f64();
+    let grown = rss_kib(&daemon).saturating_sub(before);
+    eprintln!("30 idle readers: daemon RSS +{grown} KiB, witness {witness_fps:.1} fps");
+    assert!(witness_fps > fps * 0.8, "witness got {witness_fps:.1} fps");
+    assert!(
+        grown < 4096,
+        "daemon RSS grew {grown} KiB for 30 idle readers"
+    );
+    let status = get(&daemon, "/status");
+    assert_eq!(
+        status.matches("\"format\":\"mjpeg\"").count(),
+        31,
+        "{status}"
+    );
+}
