@@ -25,7 +25,7 @@ fn have_ffmpeg() -> bool {
     if !found {
         assert!(
             std::env::var_os("CI").is_none(),
-            "ffprobe is missing in CI: scripts/checks/multipart installs Debian's ffmpeg"
+            "ffprobe is missing in CI: scripts/test and scripts/checks/multipart install Debian's ffmpeg"
         );
         eprintln!("SKIPPED: ffprobe not found (apt-get install ffmpeg); CI runs this test");
     }
