@@ -8,8 +8,9 @@
 //! The ratio pipeline ÷ floor is the figure of merit. Run with `scripts/bench` (builds the
 //! release binaries first).
 //!
-//! Flags: `--seconds N` (default 10), `--sizes 640x480,1280x720`, `--clients 1,8,32`,
-//! `--fps 30`, `--quality 70`. Many clients, e.g. `--sizes 640x480 --fps 15 --clients 100`:
+//! Flags: `--seconds N` (default 10), `--sizes 640x480,1280x720`, `--clients 1,8,32,16+16`,
+//! `--fps 30`, `--quality 70`. A client count `N+M` runs N WebSocket clients beside M
+//! multipart MJPEG clients (`GET /stream.mjpg`), all counted in the same columns. Many clients, e.g. `--sizes 640x480 --fps 15 --clients 100`:
 //! each client is a thread that blocks in a read, so idle clients cost nothing and the
 //! clients' CPU column shows what they took from the daemon.
 
@@ -29,10 +30,45 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// How many clients of each kind a run has.
+#[derive(Clone, Copy)]
+struct Mix {
+    websocket: usize,
+    mjpeg: usize,
+}
+
+impl Mix {
+    fn total(self) -> usize {
+        self.websocket + self.mjpeg
+    }
+
+    /// `N` (WebSocket only) or `N+M` (N WebSocket, M MJPEG).
+    fn parse(s: &str) -> Result<Mix, String> {
+        let number = |n: &str| n.parse::<usize>().map_err(|e| format!("{n:?}: {e}"));
+        match s.split_once('+') {
+            None => Ok(Mix {
+                websocket: number(s)?,
+                mjpeg: 0,
+            }),
+            Some((ws, mjpeg)) => Ok(Mix {
+                websocket: number(ws)?,
+                mjpeg: number(mjpeg)?,
+            }),
+        }
+    }
+
+    fn label(self) -> String {
+        match self.mjpeg {
+            0 => self.websocket.to_string(),
+            m => format!("{}+{m}", self.websocket),
+        }
+    }
+}
+
 struct Options {
     seconds: f64,
     sizes: Vec<(u32, u32)>,
-    clients: Vec<usize>,
+    clients: Vec<Mix>,
     fps: u32,
     quality: u8,
 }
@@ -41,7 +77,10 @@ fn parse_options() -> Result<Options, String> {
     let mut o = Options {
         seconds: 10.0,
         sizes: vec![(640, 480), (1280, 720)],
-        clients: vec![1, 8, 32],
+        clients: ["1", "8", "32", "16+16"]
+            .iter()
+            .map(|c| Mix::parse(c))
+            .collect::<Result<_, _>>()?,
         fps: 30,
         quality: 70,
     };
@@ -57,7 +96,7 @@ fn parse_options() -> Result<Options, String> {
             "--clients" => {
                 o.clients = value
                     .split(',')
-                    .map(|c| c.parse().map_err(|e| bad(&e)))
+                    .map(|c| Mix::parse(c).map_err(|e| bad(&e)))
                     .collect::<Result<_, _>>()?
             }
             "--sizes" => {
@@ -205,9 +244,61 @@ fn run_client(
     let _ = ws.close(None);
 }
 
+/// Reads `GET /stream.mjpg` part by part, as `run_client` reads WebSocket messages.
+fn run_mjpeg_client(
+    port: u16,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<ClientTally>>,
+) {
+    use std::io::BufRead;
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if (&stream)
+        .write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: bench\r\n\r\n")
+        .is_err()
+    {
+        return;
+    }
+    let mut reader = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    let read_line = |reader: &mut std::io::BufReader<TcpStream>, line: &mut String| {
+        line.clear();
+        matches!(reader.read_line(line), Ok(n) if n > 0)
+    };
+    if !read_line(&mut reader, &mut line) || !line.starts_with("HTTP/1.1 200") {
+        return;
+    }
+    tally.lock().unwrap_or_else(|e| e.into_inner()).connected = true;
+    let mut jpeg = Vec::new();
+    let (mut length, mut ts) = (None, 0.0);
+    while !stop.load(Ordering::Relaxed) && read_line(&mut reader, &mut line) {
+        if let Some(v) = line.strip_prefix("Content-Length: ") {
+            length = v.trim().parse::<usize>().ok();
+        } else if let Some(v) = line.strip_prefix("X-Timestamp: ") {
+            ts = v.trim().parse().unwrap_or(0.0);
+        } else if line == "\r\n" {
+            // The blank line ends the response head or a part's headers.
+            let Some(len) = length.take() else { continue };
+            jpeg.resize(len, 0);
+            if reader.read_exact(&mut jpeg).is_err() {
+                break;
+            }
+            let received = unix_now();
+            if measuring.load(Ordering::Relaxed) {
+                let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+                t.frames += 1;
+                t.latencies_ms.push((received - ts) * 1000.0);
+            }
+        }
+    }
+}
+
 struct Scenario {
     size: (u32, u32),
-    clients: usize,
+    clients: Mix,
     produced: u64,
     cpu_per_produced: f64,
     cpu_per_delivered: f64,
@@ -227,19 +318,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn run_scenario(o: &Options, size: (u32, u32), clients: usize) -> Result<Scenario, String> {
-    let (mut child, port) = start_daemon(o, size, clients)?;
+fn run_scenario(o: &Options, size: (u32, u32), clients: Mix) -> Result<Scenario, String> {
+    let (mut child, port) = start_daemon(o, size, clients.total())?;
     let pid = child.id();
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let tallies: Vec<_> = (0..clients)
+    let tallies: Vec<_> = (0..clients.total())
         .map(|_| Arc::new(Mutex::new(ClientTally::default())))
         .collect();
     let threads: Vec<_> = tallies
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let (m, s, t) = (measuring.clone(), stop.clone(), t.clone());
-            std::thread::spawn(move || run_client(port, m, s, t))
+            let mjpeg = i >= clients.websocket;
+            std::thread::spawn(move || {
+                if mjpeg {
+                    run_mjpeg_client(port, m, s, t)
+                } else {
+                    run_client(port, m, s, t)
+                }
+            })
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
@@ -283,7 +382,7 @@ fn run_scenario(o: &Options, size: (u32, u32), clients: usize) -> Result<Scenari
         rss_mib: rss as f64 / 1024.0,
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
-        fps_per_client: delivered as f64 / clients as f64 / elapsed,
+        fps_per_client: delivered as f64 / clients.total() as f64 / elapsed,
         min_fps: fewest as f64 / elapsed,
         connected,
         clients_cpu_pct: clients_cpu / (elapsed * 10.0),
@@ -484,17 +583,20 @@ fn main() {
         }
         for &clients in &o.clients {
             match run_scenario(&o, size, clients) {
-                Ok(s) if s.connected < s.clients => {
+                Ok(s) if s.connected < s.clients.total() => {
                     eprintln!(
                         "{}x{}: only {} of {} clients connected",
-                        size.0, size.1, s.connected, s.clients
+                        size.0,
+                        size.1,
+                        s.connected,
+                        s.clients.total()
                     );
                     failed = true;
                 }
                 Ok(s) => println!(
                     "{:>9} {:>7} {:>8} {:>10.3} {:>10.3} {:>8.3} {:>8.2} {:>8.1} {:>9.1} {:>8.1} {:>7.1} {:>7.1} {:>8.0}",
                     format!("{}x{}", s.size.0, s.size.1),
-                    s.clients,
+                    s.clients.label(),
                     s.produced,
                     s.cpu_per_produced,
                     s.cpu_per_delivered,
@@ -508,7 +610,12 @@ fn main() {
                     s.clients_cpu_pct
                 ),
                 Err(e) => {
-                    eprintln!("{}x{} with {clients} clients: {e}", size.0, size.1);
+                    eprintln!(
+                        "{}x{} with {} clients: {e}",
+                        size.0,
+                        size.1,
+                        clients.label()
+                    );
                     failed = true;
                 }
             }
@@ -518,7 +625,8 @@ fn main() {
         "cpu/prod, cpu/deliv: daemon CPU ms per produced / per delivered frame; floor: CPU ms to \
          encode + base64 one frame in-process; ratio = cpu/prod / floor; latency = receive time − \
          capture timestamp; fps/cl, min fps: mean and slowest client's delivered fps; bench %: CPU \
-         the benchmark's clients used (100 % = one core)."
+         the benchmark's clients used (100 % = one core); clients N+M: N WebSocket beside M \
+         multipart MJPEG clients."
     );
     if failed {
         std::process::exit(1);

@@ -7,7 +7,8 @@
 //! time, when its socket can take it, so one stalled client slows nobody else; audio older
 //! than the age bound is dropped (oldest first, counted) as it is taken, so what a slow client
 //! hears is never staler than that, and a client that connects late starts from the newest
-//! frame, never from a backlog.
+//! frame, never from a backlog. Multipart MJPEG clients ([`ClientKind::Mjpeg`]) are clients
+//! like any other (counted, newest-frame) but are never handed audio.
 #![forbid(unsafe_code)]
 
 use crate::media::{AudioChunk, VideoFrame, WireFormat};
@@ -29,6 +30,15 @@ pub enum Item {
     Video(Arc<VideoFrame>),
 }
 
+/// Which kind of session drains a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    /// A WebSocket session: video and audio, framed as its [`WireFormat`].
+    WebSocket,
+    /// A `multipart/x-mixed-replace` HTTP response: JPEG parts only, no audio.
+    Mjpeg,
+}
+
 #[derive(Default)]
 struct Pending {
     video: Option<Arc<VideoFrame>>,
@@ -41,8 +51,10 @@ pub struct ClientSlot {
     pub id: u64,
     /// Peer address, for logs and status.
     pub addr: SocketAddr,
-    /// Message framing the client asked for.
+    /// Message framing the client asked for (WebSocket clients; unused by MJPEG ones).
     pub format: WireFormat,
+    /// What serves the client; MJPEG clients get no audio.
+    pub kind: ClientKind,
     /// When the client connected.
     pub connected_at: std::time::Instant,
     pending: RefCell<Pending>,
@@ -60,6 +72,15 @@ pub struct ClientSlot {
 }
 
 impl ClientSlot {
+    /// How the client receives the stream, as `/status` names it: the WebSocket wire format
+    /// or `mjpeg`.
+    pub fn format_name(&self) -> &'static str {
+        match self.kind {
+            ClientKind::WebSocket => self.format.as_str(),
+            ClientKind::Mjpeg => "mjpeg",
+        }
+    }
+
     fn wake(&self) {
         // A full wake channel already means "look again".
         let _ = self.wake_tx.try_send(());
@@ -171,8 +192,22 @@ impl Hub {
         })
     }
 
-    /// Adds a client; it starts with the newest frame, if any.
+    /// Adds a WebSocket client; it starts with the newest frame, if any.
     pub fn register(self: &Rc<Self>, addr: SocketAddr, format: WireFormat) -> ClientHandle {
+        self.register_kind(addr, format, ClientKind::WebSocket)
+    }
+
+    /// Adds a multipart MJPEG client: video only, starting with the newest frame, if any.
+    pub fn register_mjpeg(self: &Rc<Self>, addr: SocketAddr) -> ClientHandle {
+        self.register_kind(addr, WireFormat::Binary, ClientKind::Mjpeg)
+    }
+
+    fn register_kind(
+        self: &Rc<Self>,
+        addr: SocketAddr,
+        format: WireFormat,
+        kind: ClientKind,
+    ) -> ClientHandle {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (wake_tx, wake_rx) = async_channel::bounded(1);
@@ -180,6 +215,7 @@ impl Hub {
             id,
             addr,
             format,
+            kind,
             connected_at: std::time::Instant::now(),
             pending: RefCell::new(Pending {
                 video: self.latest_video.borrow().clone(),
@@ -240,6 +276,9 @@ impl Hub {
         self.latest_audio_format
             .set(Some((chunk.sample_rate, chunk.channels)));
         for slot in self.clients.borrow().values() {
+            if slot.kind == ClientKind::Mjpeg {
+                continue;
+            }
             let mut pending = slot.pending.borrow_mut();
             if pending.audio.len() >= self.audio_backlog {
                 pending.audio.pop_front();
@@ -389,6 +428,23 @@ mod tests {
         );
         assert!(client.slot.take(NOW).is_some());
         assert!(client.slot.behind_since.get().is_none(), "caught up");
+    }
+
+    #[test]
+    fn an_mjpeg_client_gets_the_newest_frame_and_no_audio() {
+        let hub = hub(10);
+        let mjpeg = hub.register_mjpeg(addr());
+        let ws = hub.register(addr(), WireFormat::Text);
+        hub.publish_audio(chunk(NOW - 0.30));
+        hub.publish_video(frame(NOW - 0.25));
+        hub.publish_video(frame(NOW - 0.20));
+        hub.publish_audio(chunk(NOW - 0.10));
+        assert_eq!(drain(&mjpeg.slot, NOW), vec![("video", NOW - 0.20)]);
+        assert_eq!(mjpeg.slot.audio_dropped.get(), 0, "no audio to drop");
+        assert_eq!(drain(&ws.slot, NOW).len(), 3);
+        assert_eq!(hub.client_count(), 2);
+        assert_eq!(mjpeg.slot.format_name(), "mjpeg");
+        assert_eq!(ws.slot.format_name(), "text");
     }
 
     #[test]

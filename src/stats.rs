@@ -35,9 +35,9 @@ pub struct Stats {
     pub client_audio_stale: AtomicU64,
     /// Clients closed for breaking a per-client bound, by reason (indexed by [`ClientLimit`]).
     pub clients_closed: [AtomicU64; ClientLimit::ALL.len()],
-    /// Messages written to clients.
+    /// Messages written to clients (WebSocket messages and multipart MJPEG parts).
     pub messages_sent: AtomicU64,
-    /// Bytes of WebSocket payload written to clients.
+    /// Payload bytes written to clients (WebSocket payloads, MJPEG parts' JPEGs).
     pub bytes_sent: AtomicU64,
     /// Current state of each source, for status pages: (video, audio).
     pub source_state: Mutex<(String, String)>,

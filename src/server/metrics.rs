@@ -83,13 +83,13 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
     family(
         "messages_sent_total",
         "counter",
-        "WebSocket messages written to clients.",
+        "Messages written to clients (WebSocket messages and MJPEG parts).",
         &[("", c(&s.messages_sent))],
     );
     family(
         "bytes_sent_total",
         "counter",
-        "WebSocket payload bytes written to clients.",
+        "Payload bytes written to clients (WebSocket payloads, MJPEG JPEGs).",
         &[("", c(&s.bytes_sent))],
     );
     family(

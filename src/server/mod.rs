@@ -1,13 +1,16 @@
 //! The HTTP/WebSocket server: one single-threaded executor, one task per connection.
 //!
-//! `/stream` upgrades to the media WebSocket ([`ws`]); `/status` reports the configuration
-//! and counters; everything else is the browser client's files ([`files`]) or a 404.
+//! `/stream` upgrades to the media WebSocket ([`ws`]); `/stream.mjpg` (and mjpg-streamer's
+//! `/?action=stream`) is the multipart MJPEG stream ([`multipart`]); `/status` reports the
+//! configuration and counters; everything else is the browser client's files ([`files`]) or
+//! a 404.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod files;
 pub mod http;
 pub mod metrics;
+pub mod multipart;
 pub mod ws;
 pub mod wsframe;
 
@@ -98,6 +101,15 @@ impl Server {
             ws::run(stream, req, peer, self.clone()).await;
             return;
         }
+        let path = multipart::alias(&req).unwrap_or(&req.path);
+        if path == multipart::STREAM_PATH && (req.method == "GET" || req.method == "HEAD") {
+            if let Err(denied) = auth::check(&self.config.access, &req, Resource::Data) {
+                let _ = write_response(&mut reader, &denied, req.method == "HEAD").await;
+                return;
+            }
+            multipart::run(stream, req, peer, self.clone()).await;
+            return;
+        }
         let response = self.respond(&req);
         let _ = write_response(&mut reader, &response, req.method == "HEAD").await;
     }
@@ -108,7 +120,8 @@ impl Server {
             return Response::text(405, "only GET and HEAD are supported")
                 .with("Allow", "GET, HEAD");
         }
-        let resource = match req.path.as_str() {
+        let path = multipart::alias(req).unwrap_or(&req.path);
+        let resource = match path {
             "/healthz" => Resource::Health,
             "/status" | "/metrics" | "/snapshot.jpg" => Resource::Data,
             _ => Resource::Page,
@@ -120,7 +133,7 @@ impl Server {
             r.with("Cache-Control", "no-store")
                 .with("Access-Control-Allow-Origin", "*")
         };
-        match req.path.as_str() {
+        match path {
             "/healthz" => {
                 let (status, body) = self.health();
                 no_store(Response::new(status, "application/json", body))
@@ -221,7 +234,7 @@ impl Server {
                     "{{\"address\":{},\"format\":\"{}\",\"connected_s\":{:.1},\
                      \"video_skipped\":{},\"audio_dropped\":{}}}",
                     json_string(&c.addr.to_string()),
-                    c.format.as_str(),
+                    c.format_name(),
                     c.connected_at.elapsed().as_secs_f64(),
                     c.video_skipped.get(),
                     c.audio_dropped.get()

@@ -423,6 +423,80 @@ def test_fullscreen_and_small_screens(ctx):
             drv.set_window_size(1100, 760)
 
 
+# A page of the kind people write for a camera: plain <img> tags, no script of ours. The
+# stream and the snapshot carry the token in the URL (an <img> cannot send headers); one
+# <img> tries the stream without it and must be refused.
+MJPEG_PAGE = """<!doctype html><meta charset="utf-8"><title>mjpeg</title>
+<link rel="icon" href="data:,">
+<img id="cam"><img id="snap"><img id="denied">
+<script>
+const token = encodeURIComponent(new URLSearchParams(location.search).get('token'));
+window.deniedError = false;
+document.getElementById('denied').onerror = () => { window.deniedError = true; };
+document.getElementById('denied').src = '/stream.mjpg';
+document.getElementById('snap').src = '/?action=snapshot&token=' + token;
+document.getElementById('cam').src = '/stream.mjpg?token=' + token;
+</script>"""
+
+
+def img_marker_rgb(page, element_id):
+    """Mean RGB of the middle of the test pattern's colour square in an <img>, or None."""
+    return page.js("""
+        const img = document.getElementById(arguments[0]);
+        if (!img.naturalWidth) return null;
+        const w = img.naturalWidth, h = img.naturalHeight;
+        const c = document.createElement('canvas');
+        c.width = w; c.height = h;
+        const ctx = c.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        const side = Math.max(8, Math.floor(h / 6)) & ~1;
+        const d = ctx.getImageData(w - side + side / 4, side / 4, side / 2, side / 2).data;
+        const sum = [0, 0, 0];
+        for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) sum[k] += d[i + k];
+        return {rgb: sum.map(v => Math.round(v / (d.length / 4))), width: w, height: h};
+    """, element_id)
+
+
+def test_img_tag_shows_the_mjpeg_stream(ctx):
+    """<img src=/stream.mjpg?token=…> shows changing pixels, /?action=snapshot is a JPEG
+    image, the stream without the token is refused, and /status lists the client as mjpeg."""
+    site = tempfile.mkdtemp(prefix="rpi-streamer-mjpeg-page-")
+    token = "mjpeg-test-token"
+    try:
+        with open(os.path.join(site, "index.html"), "w") as f:
+            f.write(MJPEG_PAGE)
+        args = ["--camera-type", "test", "--fps", str(FPS), "--public-dir", site,
+                "--auth-token", token]
+        with Daemon(ctx.binary, args, log_dir=ctx.artifacts) as d:
+            ctx.page.driver.get(f"http://127.0.0.1:{d.port}/?token={token}")
+            wait_until("the stream in the <img>", lambda: img_marker_rgb(ctx.page, "cam"), 10)
+            seen = set()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and len(seen) < 3:
+                m = img_marker_rgb(ctx.page, "cam")
+                assert (m["width"], m["height"]) == (640, 480), m
+                idx = palette_index(m["rgb"])
+                assert idx is not None, f"top-right square {m['rgb']} is not a test-pattern colour"
+                seen.add(idx)
+                time.sleep(1 / FPS)
+            assert len(seen) >= 3, f"the <img> showed only colours {sorted(seen)} in 5 s"
+            snap = wait_until("the snapshot <img>", lambda: img_marker_rgb(ctx.page, "snap"), 5)
+            assert (snap["width"], snap["height"]) == (640, 480), snap
+            assert palette_index(snap["rgb"]) is not None, snap
+            wait_until("the token-less <img> to fail", lambda: ctx.page.js("return window.deniedError"), 5)
+            status = urllib.request.Request(f"http://127.0.0.1:{d.port}/status",
+                                            headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(status, timeout=2) as r:
+                formats = [c["format"] for c in json.load(r)["clients"]]
+            assert formats == ["mjpeg"], formats
+            ctx.page.driver.save_screenshot(os.path.join(ctx.artifacts, "mjpeg-img.png"))
+            # The refused <img> is logged as a failed load: expected, and only that.
+            unexpected = [e for e in ctx.page.errors() if "401" not in e]
+            assert not unexpected, unexpected
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
+
+
 TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
 
 
