@@ -2,7 +2,7 @@
 //! read by real clients: Debian's ffprobe and ffmpeg, and a strict raw-socket reader.
 //!
 //! The ffmpeg tests skip with a message when ffprobe is missing, except in CI (`CI` set),
-//! where scripts/checks/multipart installs it and a skip would hide a failure.
+//! where scripts/test installs it (Debian's ffmpeg) and a skip would hide a failure.
 
 mod common;
 
@@ -25,7 +25,7 @@ fn have_ffmpeg() -> bool {
     if !found {
         assert!(
             std::env::var_os("CI").is_none(),
-            "ffprobe is missing in CI: scripts/test and scripts/checks/multipart install Debian's ffmpeg"
+            "ffprobe is missing in CI: scripts/test installs Debian's ffmpeg (apt-get install ffmpeg)"
         );
         eprintln!("SKIPPED: ffprobe not found (apt-get install ffmpeg); CI runs this test");
     }
