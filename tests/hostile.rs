@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use rpi_streamer::server::wsframe::masked_frame;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -18,24 +19,9 @@ fn upgrade_head(path: &str) -> String {
     )
 }
 
-/// A masked client frame.
+/// A final masked client frame.
 fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
+    masked_frame(0x80 | opcode, payload, [0x11, 0x22, 0x33, 0x44])
 }
 
 /// One server frame as the raw client saw it.
@@ -369,16 +355,19 @@ fn an_oversized_message_is_answered_with_a_readable_close_1009() {
     assert!(client.next_frame().is_none());
 }
 
+/// A slow test source whose daemon pings every second (silent for 3 s = dropped).
+const PINGING_EVERY_SECOND: &[&str] = &[
+    "--camera-type",
+    "test",
+    "--fps",
+    "5",
+    "--ping-interval",
+    "1",
+];
+
 #[test]
 fn a_client_that_never_answers_pings_is_closed_with_the_reason_in_the_log() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--fps",
-        "5",
-        "--ping-interval",
-        "1",
-    ]);
+    let daemon = Daemon::start(PINGING_EVERY_SECOND);
     let mut client = RawClient::connect(&daemon, "/stream", None);
     let (code, reason) = client
         .close_frame(Duration::from_secs(10))
@@ -392,14 +381,7 @@ fn a_client_that_never_answers_pings_is_closed_with_the_reason_in_the_log() {
 
 #[test]
 fn a_client_answering_pings_stays() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--fps",
-        "5",
-        "--ping-interval",
-        "1",
-    ]);
+    let daemon = Daemon::start(PINGING_EVERY_SECOND);
     // tungstenite answers pings by itself as it reads.
     let ws = daemon.connect("/stream");
     assert!(count_video(ws, Duration::from_secs(5)) >= 15);

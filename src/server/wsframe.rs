@@ -44,6 +44,20 @@ pub fn header(opcode: u8, payload_len: usize) -> ([u8; 10], usize) {
     }
 }
 
+/// A masked frame as a client sends it (RFC 6455 §5.3): `first_byte` is FIN, the RSV bits and
+/// the opcode as they go on the wire (`0x80 | OP_PING` for a final ping). For programs that
+/// talk to the daemon, and for tests of the parser.
+pub fn masked_frame(first_byte: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let (h, n) = header(0, payload.len());
+    let mut out = Vec::with_capacity(n + 4 + payload.len());
+    out.push(first_byte);
+    out.push(h[1] | 0x80);
+    out.extend_from_slice(&h[2..n]);
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
 /// A whole small server frame (control frames): header + payload.
 pub fn control_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
@@ -240,22 +254,7 @@ mod tests {
 
     /// A masked client frame, as a browser would send it.
     fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![b0];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
+        masked_frame(b0, payload, [0x37, 0xfa, 0x21, 0x3d])
     }
 
     /// Feeds `bytes` in pieces of `step`, as reads would deliver them; the events in order.
