@@ -7,8 +7,7 @@
 need_apt() {
 	missing=""
 	for pkg in "$@"; do
-		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
-			missing="$missing $pkg"
+		apt_installed "$pkg" || missing="$missing $pkg"
 	done
 	[ -z "$missing" ] && return 0
 	sudo_cmd=""
@@ -32,6 +31,18 @@ need_apt() {
 		return 1
 	fi
 	rm -f "$apt_log"
+}
+
+# True if `pkg` is installed for this machine's architecture (or is arch-independent). A
+# bare name matches every architecture's instance in dpkg-query, so once the cross check has
+# installed, say, libyuv-dev:arm64, a plain status check would take the missing native
+# libyuv-dev for installed. `pkg:arch` asks for that architecture.
+apt_installed() {
+	local arch_re
+	arch_re="($(dpkg --print-architecture)|all)"
+	case "$1" in *:*) arch_re="[^ ]+" ;; esac
+	dpkg-query -W -f='${Status} ${Architecture}\n' "$1" 2>/dev/null |
+		grep -qE "^install ok installed $arch_re\$"
 }
 
 # The closing line of a failed apt step: what failed, and apt's own first error.
