@@ -25,18 +25,15 @@
 #![forbid(unsafe_code)]
 
 use super::http::{write_response, Request, Response};
-use super::ws::{admit, NOTSENT_LOWAT, WRITE_STALL_LIMIT};
+use super::ws::{admit, within, NOTSENT_LOWAT, WRITE_STALL_LIMIT};
 use super::{Conn, Server};
 use crate::clock::{format_unix, MonoTime};
 use crate::hub::{ClientHandle, Item};
 use crate::stats::{ClientLimit, Stats};
-use futures_lite::{future, AsyncWriteExt};
-use smol::Timer;
-use std::future::Future;
+use futures_lite::AsyncWriteExt;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// The path of the multipart stream.
 pub const STREAM_PATH: &str = "/stream.mjpg";
@@ -142,15 +139,6 @@ enum Ended {
     Stalled(String),
     /// A socket error (the client went away).
     Io(std::io::Error),
-}
-
-/// Runs `f` for at most `limit`; `None` if it did not finish.
-async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
-    future::or(async { Some(f.await) }, async {
-        Timer::after(limit).await;
-        None
-    })
-    .await
 }
 
 /// Writes all of `parts` in order, in as few system calls as the socket allows.

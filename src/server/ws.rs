@@ -241,7 +241,7 @@ struct Shared {
 }
 
 /// Runs `f` for at most `limit`; `None` if it did not finish.
-async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
+pub(crate) async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
     future::or(async { Some(f.await) }, async {
         Timer::after(limit).await;
         None
