@@ -9,7 +9,9 @@
 //! [`Config`], so a configured secret can never be skipped.
 #![forbid(unsafe_code)]
 
+use crate::capture::test::TestScene;
 use crate::capture::{AudioParams, CameraType, VideoParams};
+use crate::encode::h264::{H264EncoderKind, H264Profile, H264Settings};
 use argh::FromArgs;
 use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -109,6 +111,21 @@ pub struct Args {
     /// accept WebSocket upgrades only from this browser Origin (repeatable; default: any)
     #[argh(option)]
     pub allowed_origin: Vec<String>,
+    /// encoder for /stream?video=h264 (H.264): auto or software (default auto)
+    #[argh(option, default = "String::from(\"auto\")")]
+    pub h264_encoder: String,
+    /// target bitrate of the H.264 stream in kbit/s, 100-50000 (default 1500)
+    #[argh(option, default = "1500")]
+    pub h264_bitrate: u32,
+    /// most seconds between two H.264 keyframes, 1-60 (default 2)
+    #[argh(option, default = "2")]
+    pub keyframe_interval: u32,
+    /// profile of the H.264 stream: baseline, main or high (default baseline)
+    #[argh(option, default = "String::from(\"baseline\")")]
+    pub h264_profile: String,
+    /// what --camera-type test shows: pattern (moving) or static-noisy (a still scene with sensor-like noise) (default pattern)
+    #[argh(option, default = "String::from(\"pattern\")")]
+    pub test_scene: String,
     /// inject a fault into the test source: stall|fail|hang|garbage:AFTER_S:DURATION_S (repeatable; for tests)
     #[argh(option)]
     pub test_fault: Vec<String>,
@@ -152,6 +169,8 @@ pub struct Config {
     pub access: Access,
     /// Faults injected into the test source.
     pub faults: Vec<Fault>,
+    /// H.264 encoding, for clients that ask for it.
+    pub h264: H264Settings,
 }
 
 /// Who may use the daemon.
@@ -438,6 +457,22 @@ fn frame_side(flag: &'static str, value: u32) -> Result<u32, ConfigError> {
     }
 }
 
+/// The entry of `all` whose name is `value`, else an error listing the names.
+fn named<T: Copy>(
+    flag: &'static str,
+    value: &str,
+    all: impl IntoIterator<Item = T> + Copy,
+    name: impl Fn(T) -> &'static str,
+) -> Result<T, ConfigError> {
+    all.into_iter().find(|v| name(*v) == value).ok_or_else(|| {
+        let names: Vec<&str> = all.into_iter().map(&name).collect();
+        invalid(
+            flag,
+            format!("must be one of {} (got {value:?})", names.join(", ")),
+        )
+    })
+}
+
 /// Parses a `--camera-type` value.
 pub fn parse_camera_type(value: &str) -> Result<CameraType, ConfigError> {
     match value {
@@ -551,6 +586,33 @@ impl Args {
                 ));
             }
         }
+        let h264 = H264Settings {
+            encoder: named(
+                "--h264-encoder",
+                &self.h264_encoder,
+                H264EncoderKind::ALL,
+                |k| k.as_str(),
+            )?,
+            bitrate_kbps: in_range("--h264-bitrate", self.h264_bitrate, 100, 50_000)?,
+            keyframe_interval: Duration::from_secs(
+                in_range("--keyframe-interval", self.keyframe_interval, 1, 60)?.into(),
+            ),
+            profile: named(
+                "--h264-profile",
+                &self.h264_profile,
+                H264Profile::ALL,
+                |p| p.as_str(),
+            )?,
+        };
+        let scene = named("--test-scene", &self.test_scene, TestScene::ALL, |s| {
+            s.as_str()
+        })?;
+        if scene != TestScene::Pattern && camera != CameraType::Test {
+            return Err(invalid(
+                "--test-scene",
+                "only applies to --camera-type test".into(),
+            ));
+        }
         let faults = self
             .test_fault
             .iter()
@@ -573,6 +635,7 @@ impl Args {
                 device_id: self.device_id,
                 device_path: self.device.clone(),
                 camera_index: self.camera_index,
+                scene,
             },
             quality,
             audio: self.enable_audio.then(|| AudioParams {
@@ -593,6 +656,7 @@ impl Args {
                 allowed_origins: self.allowed_origin.clone(),
             },
             faults,
+            h264,
         };
         let on_command_line = [
             ("--auth-token", self.auth_token.is_some()),

@@ -7,7 +7,7 @@ use crate::clock::MonoTime;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::notify::{watchdog_interval, Notifier, CAPTURE_STALL_LIMIT};
-use crate::pipeline::Pipelines;
+use crate::pipeline::{Outputs, Pipelines};
 use crate::server::Server;
 use crate::stats::Stats;
 use async_signal::{Signal, Signals};
@@ -70,15 +70,20 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
     let stats = Arc::new(Stats::default());
     let (video_tx, video_rx) = async_channel::bounded(config.video_queue_size);
+    let (h264_tx, h264_rx) = async_channel::bounded(config.video_queue_size);
     let (audio_tx, audio_rx) = async_channel::bounded(config.audio_queue_size);
-    let pipelines =
-        Pipelines::start(&config, video_tx, audio_tx, stats.clone()).map_err(|source| {
-            DaemonError::Io {
-                context: "starting capture threads",
-                source,
-            }
-        })?;
     let hub = Hub::new(config.audio_queue_size, config.max_audio_age, stats.clone());
+    let outputs = Outputs {
+        video: video_tx,
+        h264: h264_tx,
+        audio: audio_tx,
+        demand: hub.demand(),
+    };
+    let pipelines =
+        Pipelines::start(&config, outputs, stats.clone()).map_err(|source| DaemonError::Io {
+            context: "starting capture threads",
+            source,
+        })?;
     log::info!(
         "rpi-streamer {} listening on http://{local} (WebSocket at /stream): camera {:?} \
          {}x{} @ {} fps q{}, audio {}, client {}",
@@ -118,7 +123,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         hub: hub.clone(),
         stats: stats.clone(),
     });
-    ex.spawn(hub.clone().run(video_rx, audio_rx)).detach();
+    ex.spawn(hub.clone().run(video_rx, h264_rx, audio_rx))
+        .detach();
     ex.spawn(server.accept_loop(ex.clone(), listener)).detach();
     let notifier = Notifier::from_env().map(Rc::new);
     if let Some(n) = &notifier {

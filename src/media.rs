@@ -6,18 +6,22 @@
 //!
 //! Text (default, the seed's format): `video:<ts>:<width>:<height>:<base64 JPEG>` and
 //! `audio:<ts>:<base64 PCM s16le>`, `<ts>` being UNIX seconds with microsecond digits.
+//! H.264 clients (`/stream?video=h264`) get `h264:<ts>:<width>:<height>:<key>:<base64>`
+//! instead of `video:` messages, `<key>` 1 for a keyframe (SPS + PPS + IDR) and 0 otherwise,
+//! the payload one Annex-B access unit.
 //!
 //! Binary (`/stream?format=binary`): a 16-byte little-endian header then the raw payload:
 //!
 //! | bytes  | video (kind 1)                    | audio (kind 2)        |
 //! |--------|-----------------------------------|-----------------------|
-//! | 0      | kind = 1                          | kind = 2              |
-//! | 1      | flags: bit 0 = "NO SIGNAL" frame  | channels              |
+//! | 0      | kind = 1 (JPEG), 3 (H.264)        | kind = 2              |
+//! | 1      | flags: bit 0 = "NO SIGNAL" frame, | channels              |
+//! |        | bit 1 = keyframe (H.264)          |                       |
 //! | 2..4   | 0                                 | 0                     |
 //! | 4..12  | f64 timestamp                     | f64 timestamp         |
 //! | 12..14 | u16 width                         | u32 sample rate       |
 //! | 14..16 | u16 height                        | (cont.)               |
-//! | 16..   | JPEG                              | PCM s16le interleaved |
+//! | 16..   | JPEG / Annex-B access unit        | PCM s16le interleaved |
 //!
 //! Flag bits not listed are 0 and reserved: clients ignore bits they do not know.
 #![forbid(unsafe_code)]
@@ -34,8 +38,12 @@ pub const BINARY_HEADER_LEN: usize = 16;
 pub const KIND_VIDEO: u8 = 1;
 /// Binary kind byte of an audio message.
 pub const KIND_AUDIO: u8 = 2;
+/// Binary kind byte of an H.264 message.
+pub const KIND_H264: u8 = 3;
 /// Video flag bit: the frame is a "NO SIGNAL" placeholder, not a captured picture.
 pub const FLAG_PLACEHOLDER: u8 = 1;
+/// H.264 flag bit: the access unit is a keyframe (SPS, PPS and an IDR picture).
+pub const FLAG_KEYFRAME: u8 = 2;
 
 /// How a client wants its messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +93,27 @@ pub struct VideoFrame {
     pub jpeg: Vec<u8>,
     /// True for a "NO SIGNAL" placeholder rather than a captured picture.
     pub placeholder: bool,
+    text: OnceLock<Utf8Bytes>,
+    binary: OnceLock<Bytes>,
+}
+
+/// One H.264 access unit.
+#[derive(Debug)]
+pub struct H264Unit {
+    /// UNIX capture time of its picture, in seconds.
+    pub ts: f64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// A keyframe: SPS, PPS and an IDR picture, where a decoder can start.
+    pub keyframe: bool,
+    /// The picture was a "NO SIGNAL" placeholder.
+    pub placeholder: bool,
+    /// Position in the encoder's output, from 0; a gap means a unit was lost on the way.
+    pub seq: u64,
+    /// The access unit, Annex-B.
+    pub data: Vec<u8>,
     text: OnceLock<Utf8Bytes>,
     binary: OnceLock<Bytes>,
 }
@@ -161,17 +190,90 @@ impl VideoFrame {
     /// The binary message, built on first use.
     pub fn binary(&self) -> &Bytes {
         self.binary.get_or_init(|| {
-            let mut b = Vec::with_capacity(BINARY_HEADER_LEN + self.jpeg.len());
             let flags = if self.placeholder {
                 FLAG_PLACEHOLDER
             } else {
                 0
             };
-            b.extend_from_slice(&[KIND_VIDEO, flags, 0, 0]);
-            b.extend_from_slice(&self.ts.to_le_bytes());
-            b.extend_from_slice(&(self.width.min(u16::MAX.into()) as u16).to_le_bytes());
-            b.extend_from_slice(&(self.height.min(u16::MAX.into()) as u16).to_le_bytes());
+            let (ts, w, h) = (self.ts, self.width, self.height);
+            let mut b = picture_header(KIND_VIDEO, flags, ts, w, h, self.jpeg.len());
             b.extend_from_slice(&self.jpeg);
+            Bytes::from(b)
+        })
+    }
+
+    /// The message payload in `format`, built once and shared by every client.
+    pub fn payload(&self, format: WireFormat) -> &[u8] {
+        match format {
+            WireFormat::Text => self.text().as_bytes(),
+            WireFormat::Binary => self.binary(),
+        }
+    }
+}
+
+/// The 16-byte binary header of a picture message.
+fn picture_header(kind: u8, flags: u8, ts: f64, width: u32, height: u32, len: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(BINARY_HEADER_LEN + len);
+    b.extend_from_slice(&[kind, flags, 0, 0]);
+    b.extend_from_slice(&ts.to_le_bytes());
+    b.extend_from_slice(&(width.min(u16::MAX.into()) as u16).to_le_bytes());
+    b.extend_from_slice(&(height.min(u16::MAX.into()) as u16).to_le_bytes());
+    b
+}
+
+impl H264Unit {
+    /// A unit ready to be framed for the wire.
+    pub fn new(ts: f64, (width, height): (u32, u32), keyframe: bool, data: Vec<u8>) -> H264Unit {
+        H264Unit {
+            ts,
+            width,
+            height,
+            keyframe,
+            placeholder: false,
+            seq: 0,
+            data,
+            text: OnceLock::new(),
+            binary: OnceLock::new(),
+        }
+    }
+
+    /// The same unit marked as a placeholder's and numbered `seq`.
+    pub fn with(mut self, placeholder: bool, seq: u64) -> H264Unit {
+        self.placeholder = placeholder;
+        self.seq = seq;
+        self
+    }
+
+    /// `h264:<ts>:<width>:<height>:<key>:<base64>`, built on first use.
+    pub fn text(&self) -> &Utf8Bytes {
+        self.text.get_or_init(|| {
+            let ts = format_unix(self.ts);
+            let mut s = String::with_capacity(40 + ts.len() + self.data.len().div_ceil(3) * 4);
+            s.push_str("h264:");
+            s.push_str(&ts);
+            s.push(':');
+            s.push_str(&self.width.to_string());
+            s.push(':');
+            s.push_str(&self.height.to_string());
+            s.push_str(if self.keyframe { ":1:" } else { ":0:" });
+            push_base64(&mut s, &self.data);
+            Utf8Bytes::from(s)
+        })
+    }
+
+    /// The binary message (kind 3), built on first use.
+    pub fn binary(&self) -> &Bytes {
+        self.binary.get_or_init(|| {
+            let mut flags = 0;
+            if self.placeholder {
+                flags |= FLAG_PLACEHOLDER;
+            }
+            if self.keyframe {
+                flags |= FLAG_KEYFRAME;
+            }
+            let (ts, w, h) = (self.ts, self.width, self.height);
+            let mut b = picture_header(KIND_H264, flags, ts, w, h, self.data.len());
+            b.extend_from_slice(&self.data);
             Bytes::from(b)
         })
     }
@@ -280,6 +382,24 @@ mod tests {
         assert_eq!(&b[16..], &[9, 8, 7]);
         let placeholder = VideoFrame::new(1.5, 640, 480, vec![1], true);
         assert_eq!(placeholder.binary()[1], FLAG_PLACEHOLDER);
+    }
+
+    #[test]
+    fn h264_messages_carry_the_keyframe_flag_in_both_framings() {
+        let key = H264Unit::new(3.5, (640, 480), true, vec![0, 0, 0, 1, 0x67]).with(false, 0);
+        assert_eq!(key.text().as_str(), "h264:3.500000:640:480:1:AAAAAWc=");
+        let b = key.binary();
+        assert_eq!(&b[0..4], &[KIND_H264, FLAG_KEYFRAME, 0, 0]);
+        assert_eq!(f64::from_le_bytes(b[4..12].try_into().unwrap()), 3.5);
+        assert_eq!(u16::from_le_bytes([b[12], b[13]]), 640);
+        assert_eq!(u16::from_le_bytes([b[14], b[15]]), 480);
+        assert_eq!(&b[16..], &[0, 0, 0, 1, 0x67]);
+        let delta = H264Unit::new(3.6, (640, 480), false, vec![1]).with(true, 1);
+        assert!(delta
+            .text()
+            .as_str()
+            .starts_with("h264:3.600000:640:480:0:"));
+        assert_eq!(delta.binary()[1], FLAG_PLACEHOLDER);
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Capture threads: source → encoder → wire-ready frame → the server's queue.
+//! Capture threads: source → encoder stages → wire-ready units → the server's queues.
 //!
-//! One blocking thread per source. Each owns its source and (for video) its JPEG encoder, so
-//! a frame is encoded exactly once, right where it was captured. What every backend needs on
+//! One blocking thread per source. The video thread owns its source and the JPEG encoder,
+//! and feeds the H.264 stage ([`crate::encode::stage`], its own thread): each frame is
+//! encoded once per codec somebody consumes ([`Demand`]) and not at all when nobody watches
+//! (a `/snapshot.jpg` asks for JPEG for a while). What every backend needs on
 //! failure lives here once: when a source errors or stalls, it is dropped, clients get a
 //! "NO SIGNAL" placeholder about once a second, and the source is reopened every second until
 //! it comes back. The queue to the server is bounded and never blocks capture: when it is
@@ -13,10 +15,12 @@ use crate::capture::{
 };
 use crate::clock::{MonoTime, MonotonicStamps};
 use crate::config::Config;
+use crate::encode::demand::{Codec, Demand};
+use crate::encode::stage::{H264Stage, Job};
 use crate::jpeg::Encoder;
-use crate::media::{AudioChunk, VideoFrame};
+use crate::media::{AudioChunk, H264Unit, VideoFrame};
 use crate::scale::{FrameShaper, ShapeError};
-use crate::stats::Stats;
+use crate::stats::{RecentRate, Stats};
 use async_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,24 +36,41 @@ pub struct Pipelines {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Where the capture threads' output goes.
+pub struct Outputs {
+    /// JPEG frames to the hub.
+    pub video: Sender<Arc<VideoFrame>>,
+    /// H.264 units to the hub.
+    pub h264: Sender<Arc<H264Unit>>,
+    /// Audio chunks to the hub.
+    pub audio: Sender<Arc<AudioChunk>>,
+    /// Which codecs are wanted (the hub's [`crate::hub::Hub::demand`]).
+    pub demand: Arc<Demand>,
+}
+
 impl Pipelines {
     /// Starts the video thread (and the audio thread when audio is enabled).
-    pub fn start(
-        config: &Config,
-        video_tx: Sender<Arc<VideoFrame>>,
-        audio_tx: Sender<Arc<AudioChunk>>,
-        stats: Arc<Stats>,
-    ) -> std::io::Result<Pipelines> {
+    pub fn start(config: &Config, out: Outputs, stats: Arc<Stats>) -> std::io::Result<Pipelines> {
         let stop = Arc::new(AtomicBool::new(false));
         // The watchdog counts from here until the first frame.
         Stats::mark(&stats.last_output, MonoTime::now());
         // One epoch for both synthetic sources: the click lands on a marked frame.
         let epoch = MonoTime::now();
         let mut threads = Vec::new();
+        let h264 = H264Stage::start(
+            config.h264.clone(),
+            config.video.fps,
+            out.demand.clone(),
+            stats.clone(),
+            out.h264,
+        )?;
         let video = VideoLoop {
             config: config.clone(),
             epoch,
-            tx: video_tx,
+            tx: out.video,
+            h264,
+            demand: out.demand,
+            jpeg_rate: Default::default(),
             stats: stats.clone(),
             stop: stop.clone(),
         };
@@ -63,7 +84,7 @@ impl Pipelines {
                 camera: config.camera,
                 params: audio_params,
                 epoch,
-                tx: audio_tx,
+                tx: out.audio,
                 stats,
                 stop: stop.clone(),
             };
@@ -113,6 +134,9 @@ struct VideoLoop {
     config: Config,
     epoch: MonoTime,
     tx: Sender<Arc<VideoFrame>>,
+    h264: H264Stage,
+    demand: Arc<Demand>,
+    jpeg_rate: std::sync::Mutex<RecentRate>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 }
@@ -129,12 +153,22 @@ impl VideoLoop {
     }
 
     fn publish(&self, frame: VideoFrame) {
-        let live = !frame.placeholder;
+        let counters = self.stats.codec(Codec::Jpeg);
+        Stats::add(&counters.units, 1);
+        Stats::add(&counters.bytes, frame.jpeg.len() as u64);
+        if let Ok(mut rate) = self.jpeg_rate.lock() {
+            rate.record(frame.jpeg.len(), &counters.recent_bps);
+        }
         match self.tx.force_send(Arc::new(frame)) {
             Ok(None) => {}
             Ok(Some(_displaced)) => Stats::add(&self.stats.video_queue_dropped, 1),
             Err(_) => self.stop.store(true, Ordering::SeqCst),
         }
+    }
+
+    /// The thread produced a picture (captured, or a placeholder when `!live`), whether or
+    /// not anyone wanted it encoded: for the watchdog and `/healthz`.
+    fn mark_output(&self, live: bool) {
         let now = MonoTime::now();
         Stats::mark(&self.stats.last_output, now);
         if live {
@@ -155,15 +189,25 @@ impl VideoLoop {
 
     fn placeholder(&self, encoder: &mut Encoder, stamps: &mut MonotonicStamps, reason: &str) {
         let (width, height) = (self.config.video.width, self.config.video.height);
-        let unix = MonoTime::now().to_unix();
+        let now = MonoTime::now();
+        let unix = now.to_unix();
         let image = placeholder::render(width, height, unix, reason);
-        match encoder.encode(&image.picture()) {
-            Ok(jpeg) => {
-                Stats::add(&self.stats.video_placeholders, 1);
-                let ts = stamps.next(unix);
-                self.publish(VideoFrame::new(ts, width, height, jpeg, true));
+        Stats::add(&self.stats.video_placeholders, 1);
+        self.mark_output(false);
+        let ts = stamps.next(unix);
+        if self.demand.wants(Codec::Jpeg, now) {
+            match encoder.encode(&image.picture()) {
+                Ok(jpeg) => self.publish(VideoFrame::new(ts, width, height, jpeg, true)),
+                Err(e) => log::error!("placeholder: {e}"),
             }
-            Err(e) => log::error!("placeholder: {e}"),
+        }
+        if self.demand.wants(Codec::H264, now) {
+            self.h264.offer(Job {
+                image,
+                captured: now,
+                ts,
+                placeholder: true,
+            });
         }
     }
 
@@ -182,7 +226,6 @@ impl VideoLoop {
             }
         };
         let mut shaper = FrameShaper::new();
-        let out_size = (self.config.video.width, self.config.video.height);
         let mut stamps = MonotonicStamps::default();
         let mut failures = FailureLog::default();
         let mut source: Option<Box<dyn VideoSource>> = None;
@@ -240,16 +283,16 @@ impl VideoLoop {
                     }
                     last_frame = Instant::now();
                     Stats::add(&self.stats.video_captured, 1);
-                    let unix = frame.captured.to_unix();
-                    let started = Instant::now();
-                    // Camera JPEGs pass through (repaired) or are scaled; raw is encoded.
-                    match shaper.shape(&mut encoder, &frame.picture, out_size) {
-                        Ok((jpeg, _path)) => {
-                            self.stats.record_encode(started.elapsed().as_secs_f64());
-                            let ts = stamps.next(unix);
-                            let (w, h) = out_size;
-                            self.publish(VideoFrame::new(ts, w, h, jpeg, false));
-                        }
+                    self.mark_output(true);
+                    let now = MonoTime::now();
+                    let ts = stamps.next(frame.captured.to_unix());
+                    let result = self
+                        .encode_jpeg(&mut shaper, &mut encoder, &frame.picture, ts, now)
+                        .and_then(|()| {
+                            self.offer_h264(&mut shaper, &frame.picture, frame.captured, ts, now)
+                        });
+                    match result {
+                        Ok(()) => {}
                         Err(ShapeError::Corrupt(e)) => {
                             Stats::add(&self.stats.video_corrupt_dropped, 1);
                             log::debug!("dropping a corrupt camera frame: {e}");
@@ -286,6 +329,59 @@ impl VideoLoop {
                 }
             }
         }
+    }
+}
+
+impl VideoLoop {
+    /// JPEG for the frame, if anyone wants it: camera JPEGs pass through (repaired) or are
+    /// scaled, raw pictures are encoded.
+    fn encode_jpeg(
+        &self,
+        shaper: &mut FrameShaper,
+        encoder: &mut Encoder,
+        picture: &capture::Picture<'_>,
+        ts: f64,
+        now: MonoTime,
+    ) -> Result<(), ShapeError> {
+        if !self.demand.wants(Codec::Jpeg, now) {
+            return Ok(());
+        }
+        let out_size = (self.config.video.width, self.config.video.height);
+        let started = Instant::now();
+        let (jpeg, _path) = shaper.shape(encoder, picture, out_size)?;
+        let took = started.elapsed();
+        self.stats.record_encode(took.as_secs_f64());
+        Stats::add(
+            &self.stats.codec(Codec::Jpeg).encode_micros,
+            took.as_micros() as u64,
+        );
+        let (w, h) = out_size;
+        self.publish(VideoFrame::new(ts, w, h, jpeg, false));
+        Ok(())
+    }
+
+    /// The frame as I420 at the output size to the H.264 stage, if anyone wants H.264.
+    fn offer_h264(
+        &self,
+        shaper: &mut FrameShaper,
+        picture: &capture::Picture<'_>,
+        captured: MonoTime,
+        ts: f64,
+        now: MonoTime,
+    ) -> Result<(), ShapeError> {
+        if !self.demand.wants(Codec::H264, now) {
+            return Ok(());
+        }
+        let out_size = (self.config.video.width, self.config.video.height);
+        let mut image = self.h264.buffer();
+        shaper.to_i420(picture, out_size, &mut image)?;
+        self.h264.offer(Job {
+            image,
+            captured,
+            ts,
+            placeholder: false,
+        });
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@
 //! pictures (YUYV, NV12, I420) at another size are resized to I420 before encoding.
 #![forbid(unsafe_code)]
 
+use crate::capture::draw::I420Image;
 use crate::capture::Picture;
 use crate::jpeg::{Encoder, JpegError};
 use crate::mjpeg::{self, MjpegError};
@@ -143,6 +144,72 @@ impl FrameShaper {
         };
         let sized = self.resize_to_i420([y, u, v], out)?;
         Ok((encoder.encode(&sized.picture(self))?, Path::Encoded))
+    }
+
+    /// `picture` as I420 at `out` (width, height) in `dst`, for an encoder that takes raw
+    /// pictures (H.264): camera JPEGs are decoded (DCT-scaled when larger), raw pictures
+    /// converted and resized. `dst`'s buffers are reused.
+    pub fn to_i420(
+        &mut self,
+        picture: &Picture<'_>,
+        out: (u32, u32),
+        dst: &mut I420Image,
+    ) -> Result<(), ShapeError> {
+        let size = picture.size();
+        let (w, h) = (size.0 as usize, size.1 as usize);
+        if w < 2 || h < 2 {
+            return Err(JpegError::BadSize {
+                width: size.0,
+                height: size.1,
+            }
+            .into());
+        }
+        let planes = match *picture {
+            Picture::Jpeg { data, .. } => {
+                let (jpeg, _info) = mjpeg::sanitize(data, Some(size))?;
+                self.decode_scaled(&jpeg, out)?;
+                self.hand_over(out, dst);
+                return Ok(());
+            }
+            Picture::I420 {
+                planes, strides, ..
+            } => [
+                plane(planes[0], w, h, strides[0], 1),
+                plane(planes[1], w / 2, h / 2, strides[1], 1),
+                plane(planes[2], w / 2, h / 2, strides[2], 1),
+            ],
+            Picture::Nv12 {
+                planes, strides, ..
+            } => [
+                plane(planes[0], w, h, strides[0], 1),
+                plane(planes[1], w / 2, h / 2, strides[1], 2),
+                plane(
+                    planes[1].get(1..).unwrap_or(&[]),
+                    w / 2,
+                    h / 2,
+                    strides[1],
+                    2,
+                ),
+            ],
+            Picture::Yuyv { data, stride, .. } => [
+                plane(data, w, h, stride, 2),
+                plane(data.get(1..).unwrap_or(&[]), w / 2, h, stride, 4),
+                plane(data.get(3..).unwrap_or(&[]), w / 2, h, stride, 4),
+            ],
+        };
+        self.resize_to_i420(planes, out)?;
+        self.hand_over(out, dst);
+        Ok(())
+    }
+
+    /// Swaps the shaper's I420 result into `dst` (no copy; the shaper keeps `dst`'s old
+    /// buffers for next time).
+    fn hand_over(&mut self, (width, height): (u32, u32), dst: &mut I420Image) {
+        dst.width = width;
+        dst.height = height;
+        std::mem::swap(&mut self.y, &mut dst.y);
+        std::mem::swap(&mut self.u, &mut dst.u);
+        std::mem::swap(&mut self.v, &mut dst.v);
     }
 
     fn resize_to_i420(
@@ -417,6 +484,51 @@ mod tests {
             for out in [(640, 360), (320, 180), (960, 540), (1920, 1080)] {
                 let (jpeg, path) = shaper.shape(&mut enc, pic, out).unwrap();
                 assert_eq!(path, Path::Encoded);
+                assert_halves(&jpeg, out.0 as usize, out.1 as usize);
+            }
+        }
+    }
+
+    #[test]
+    fn every_picture_kind_becomes_i420_at_the_output_size() {
+        let img = halves(1280, 720);
+        let w = 1280usize;
+        let yuyv = img.to_yuyv();
+        let mut uv = Vec::new();
+        for (u, v) in img.u.iter().zip(&img.v) {
+            uv.extend_from_slice(&[*u, *v]);
+        }
+        let mut enc = Encoder::new(90).unwrap();
+        let camera_jpeg = enc.encode(&img.picture()).unwrap();
+        let pictures = [
+            img.picture(),
+            Picture::Yuyv {
+                width: 1280,
+                height: 720,
+                data: &yuyv,
+                stride: w * 2,
+            },
+            Picture::Nv12 {
+                width: 1280,
+                height: 720,
+                planes: [&img.y, &uv],
+                strides: [w, w],
+            },
+            Picture::Jpeg {
+                width: 1280,
+                height: 720,
+                data: &camera_jpeg,
+            },
+        ];
+        let mut shaper = FrameShaper::new();
+        let mut dst = I420Image::new(2, 2);
+        for pic in &pictures {
+            for out in [(1280, 720), (640, 360)] {
+                shaper.to_i420(pic, out, &mut dst).unwrap();
+                assert_eq!((dst.width, dst.height), out);
+                assert_eq!(dst.y.len(), (out.0 * out.1) as usize);
+                assert_eq!(dst.u.len(), (out.0 * out.1 / 4) as usize);
+                let jpeg = enc.encode(&dst.picture()).unwrap();
                 assert_halves(&jpeg, out.0 as usize, out.1 as usize);
             }
         }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use crate::clock::MonoTime;
+use crate::encode::demand::Codec;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -49,6 +50,68 @@ pub struct Stats {
     pub video_failing: AtomicBool,
     /// Encode-time histogram: counts per bucket of [`ENCODE_BUCKETS`], last = +Inf.
     pub encode_buckets: [AtomicU64; ENCODE_BUCKETS.len() + 1],
+    /// Per codec, indexed by [`Codec`]: what its encoder stage produced.
+    pub codecs: [CodecStats; Codec::ALL.len()],
+    /// The H.264 stream's codec string (`avc1.PPCCLL`) once a keyframe was encoded.
+    pub h264_codec: Mutex<Option<String>>,
+}
+
+/// What one codec's encoder stage did.
+#[derive(Debug, Default)]
+pub struct CodecStats {
+    /// Units encoded (JPEG pictures, H.264 access units), placeholders included.
+    pub units: AtomicU64,
+    /// Bytes of those units.
+    pub bytes: AtomicU64,
+    /// Time spent encoding them, microseconds.
+    pub encode_micros: AtomicU64,
+    /// Keyframes among them (H.264).
+    pub keyframes: AtomicU64,
+    /// Keyframes made on request (a client joined or had to skip), not by the interval.
+    pub keyframes_forced: AtomicU64,
+    /// Units a client skipped: replaced by a newer JPEG before it could be sent, or H.264
+    /// units dropped while the client waited for the next keyframe.
+    pub client_skipped: AtomicU64,
+    /// Pictures the encoder was still busy for and never saw (newest-frame rule).
+    pub encoder_skipped: AtomicU64,
+    /// Encoder failures.
+    pub errors: AtomicU64,
+    /// Output rate over the last few seconds, bit/s.
+    pub recent_bps: AtomicU64,
+}
+
+/// Measures an output rate over the last few seconds, for [`CodecStats::recent_bps`].
+#[derive(Debug, Default)]
+pub struct RecentRate {
+    sent: std::collections::VecDeque<(std::time::Instant, usize)>,
+}
+
+impl RecentRate {
+    /// The window the rate is averaged over.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(4);
+
+    /// Counts `bytes` produced now and stores the rate in bit/s in `into`.
+    pub fn record(&mut self, bytes: usize, into: &AtomicU64) {
+        let now = std::time::Instant::now();
+        self.sent.push_back((now, bytes));
+        while self
+            .sent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Self::WINDOW)
+        {
+            self.sent.pop_front();
+        }
+        let total: usize = self.sent.iter().map(|(_, n)| n).sum();
+        let bps = total as f64 * 8.0 / Self::WINDOW.as_secs_f64();
+        into.store(bps as u64, Ordering::Relaxed);
+    }
+}
+
+impl Stats {
+    /// The counters of `codec`'s stage.
+    pub fn codec(&self, codec: Codec) -> &CodecStats {
+        &self.codecs[codec as usize]
+    }
 }
 
 /// A per-client bound whose breach makes the daemon close that client; each has a counter.

@@ -64,6 +64,8 @@ pub struct VideoParams {
     pub device_path: Option<std::path::PathBuf>,
     /// Which libcamera camera, in libcamera's order (`--camera-index`).
     pub camera_index: u32,
+    /// What the synthetic source shows (`--test-scene`).
+    pub scene: test::TestScene,
 }
 
 impl VideoParams {
@@ -79,6 +81,7 @@ impl VideoParams {
             device_id: 0,
             device_path: None,
             camera_index: 0,
+            scene: test::TestScene::Pattern,
         }
     }
 

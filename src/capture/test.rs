@@ -79,12 +79,67 @@ fn wait_until(due: MonoTime) -> bool {
     true
 }
 
+/// What the synthetic source shows (`--test-scene`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestScene {
+    /// Scrolling bars, a bouncing box, a caption and the frame markers: every frame differs
+    /// a lot (a hard case for inter-frame coding).
+    Pattern,
+    /// What a camera on a wall sees: a still picture with sensor-like temporal noise (σ ≈ 2.8
+    /// levels on luma, ≈ 0.8 on chroma) and only the caption's clock and the corner square
+    /// changing. H.264's gain over MJPEG depends on scenes like this one.
+    StaticNoisy,
+}
+
+impl TestScene {
+    /// Every scene, for parsing and for messages that list them.
+    pub const ALL: [TestScene; 2] = [TestScene::Pattern, TestScene::StaticNoisy];
+
+    /// The flag's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestScene::Pattern => "pattern",
+            TestScene::StaticNoisy => "static-noisy",
+        }
+    }
+
+    /// The scene named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<TestScene> {
+        TestScene::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 /// The moving test pattern.
 pub struct TestPattern {
     image: I420Image,
     fps: u32,
     epoch: MonoTime,
     next_index: u64,
+    scene: TestScene,
+    /// The still picture of [`TestScene::StaticNoisy`], rendered once.
+    still: Option<I420Image>,
+    noise: u64,
+}
+
+/// xorshift64*: fast, good enough for noise, the same sequence every run.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// Adds noise to every sample of `plane`: the sum of two uniform steps in 0..=span, centred.
+fn add_noise(plane: &mut [u8], span: u8, state: &mut u64) {
+    let m = u64::from(span) + 1;
+    for pair in plane.chunks_mut(4) {
+        let mut r = next_random(state);
+        for px in pair {
+            let n = (r & 0xff) % m + ((r >> 8) & 0xff) % m;
+            r >>= 16;
+            *px = (i16::from(*px) + n as i16 - i16::from(span)).clamp(0, 255) as u8;
+        }
+    }
 }
 
 impl TestPattern {
@@ -95,6 +150,9 @@ impl TestPattern {
             fps: params.fps.max(1),
             epoch,
             next_index: 0,
+            scene: params.scene,
+            still: None,
+            noise: 0x9E37_79B9_7F4A_7C15,
         })
     }
 
@@ -114,6 +172,36 @@ impl TestPattern {
     }
 
     fn render(&mut self, index: u64, captured: MonoTime) {
+        if self.scene == TestScene::StaticNoisy {
+            return self.render_still(index, captured);
+        }
+        self.render_pattern(index, captured);
+        // The once-a-second mark: its timestamp equals the audio click's.
+        if index % u64::from(self.fps) == 0 {
+            let (w, h) = (i64::from(self.image.width), i64::from(self.image.height));
+            self.image.fill(0, h - h / 10, w, h / 10, WHITE);
+        }
+    }
+
+    /// The still scene: frame 0 of the pattern, then per frame fresh noise, the caption and
+    /// the corner square.
+    fn render_still(&mut self, index: u64, captured: MonoTime) {
+        if self.still.is_none() {
+            self.render_pattern(0, captured);
+            self.still = Some(self.image.clone());
+        }
+        if let Some(still) = &self.still {
+            self.image.y.copy_from_slice(&still.y);
+            self.image.u.copy_from_slice(&still.u);
+            self.image.v.copy_from_slice(&still.v);
+        }
+        add_noise(&mut self.image.y, 6, &mut self.noise);
+        add_noise(&mut self.image.u, 2, &mut self.noise);
+        add_noise(&mut self.image.v, 2, &mut self.noise);
+        self.draw_overlay(index, captured);
+    }
+
+    fn render_pattern(&mut self, index: u64, captured: MonoTime) {
         let (w, h) = (i64::from(self.image.width), i64::from(self.image.height));
         let img = &mut self.image;
         // Colour bars scrolling left by 4 px a frame.
@@ -130,6 +218,13 @@ impl TestPattern {
         let pos = (index as i64 * 8) % (2 * span);
         let bx = if pos < span { pos } else { 2 * span - pos };
         img.fill(bx, h * 5 / 8, h / 8, h / 8, BLACK);
+        self.draw_overlay(index, captured);
+    }
+
+    /// Caption (frame number, capture time) and the per-frame colour square.
+    fn draw_overlay(&mut self, index: u64, captured: MonoTime) {
+        let h = i64::from(self.image.height);
+        let img = &mut self.image;
         // Frame number and capture time, big enough to read in a screenshot.
         let lines = [
             "RPI-STREAMER TEST".to_string(),
@@ -153,18 +248,17 @@ impl TestPattern {
         let (mx, my, ms, _) = frame_marker_rect(img.width, img.height);
         let colour = FRAME_PALETTE[(index % FRAME_PALETTE.len() as u64) as usize];
         img.fill(mx.into(), my.into(), ms.into(), ms.into(), colour);
-        // The once-a-second mark: its timestamp equals the audio click's.
-        if index % u64::from(self.fps) == 0 {
-            img.fill(0, h - h / 10, w, h / 10, WHITE);
-        }
     }
 }
 
 impl VideoSource for TestPattern {
     fn describe(&self) -> String {
         format!(
-            "test pattern {}x{} I420 at {} fps",
-            self.image.width, self.image.height, self.fps
+            "test {} {}x{} I420 at {} fps",
+            self.scene.as_str(),
+            self.image.width,
+            self.image.height,
+            self.fps
         )
     }
 
@@ -289,9 +383,46 @@ impl AudioSource for TestTone {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::Picture;
 
     fn params(fps: u32) -> VideoParams {
         VideoParams::at(64, 48, fps)
+    }
+
+    #[test]
+    fn the_still_scene_changes_only_by_noise_of_the_stated_size() {
+        let mut p = VideoParams::at(320, 240, 30);
+        p.scene = TestScene::StaticNoisy;
+        let mut src = TestPattern::unpaced(&p).unwrap();
+        let grab = |src: &mut TestPattern| match src.next_frame().unwrap().unwrap().picture {
+            Picture::I420 { planes, .. } => planes[0].to_vec(),
+            other => panic!("{other:?}"),
+        };
+        let (a, b) = (grab(&mut src), grab(&mut src));
+        // Below the caption and left of the corner square: only noise differs there.
+        let region = |y: &[u8]| -> Vec<i32> {
+            (120..240)
+                .flat_map(|row| (0..240).map(move |col| (row, col)))
+                .map(|(row, col)| i32::from(y[row * 320 + col]))
+                .collect()
+        };
+        let (ra, rb) = (region(&a), region(&b));
+        let diffs: Vec<f64> = ra.iter().zip(&rb).map(|(x, y)| f64::from(x - y)).collect();
+        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+        let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / diffs.len() as f64;
+        // The difference of two independent noises has sqrt(2) times their sigma.
+        let sigma = (var / 2.0).sqrt();
+        assert!(mean.abs() < 0.2, "no drift: {mean}");
+        assert!((2.0..=3.0).contains(&sigma), "noise sigma {sigma:.2}");
+        assert!(src.describe().starts_with("test static-noisy 320x240"));
+    }
+
+    #[test]
+    fn scene_names_go_both_ways() {
+        for s in TestScene::ALL {
+            assert_eq!(TestScene::from_name(s.as_str()), Some(s));
+        }
+        assert_eq!(TestScene::from_name("bogus"), None);
     }
 
     #[test]

@@ -216,6 +216,7 @@ pub const STATUSES: &[(u16, &str)] = &[
     (426, "Upgrade Required"),
     (431, "Request Header Fields Too Large"),
     (500, "Internal Server Error"),
+    (501, "Not Implemented"),
     (503, "Service Unavailable"),
 ];
 

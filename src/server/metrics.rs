@@ -1,6 +1,7 @@
 //! `/metrics` in the Prometheus text exposition format.
 #![forbid(unsafe_code)]
 
+use crate::encode::demand::Codec;
 use crate::stats::{ClientLimit, Stats, ENCODE_BUCKETS};
 use std::fmt::Write as _;
 
@@ -12,6 +13,8 @@ pub struct Gauges {
     pub frame_age: Option<f64>,
     /// 1 while the video source is failing or stalled.
     pub video_failing: bool,
+    /// Connected clients per codec, indexed by [`Codec`].
+    pub clients_by_codec: [usize; Codec::ALL.len()],
 }
 
 /// Renders every counter, the encode histogram and the gauges.
@@ -98,6 +101,70 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
         "Connected stream clients.",
         &[("", g.clients as f64)],
     );
+    let per_codec = |value: &dyn Fn(Codec) -> f64| -> Vec<(String, f64)> {
+        Codec::ALL
+            .iter()
+            .map(|&codec| (format!("{{codec=\"{}\"}}", codec.as_str()), value(codec)))
+            .collect()
+    };
+    for (name, kind, help, samples) in [
+        (
+            "clients_by_codec",
+            "gauge",
+            "Connected stream clients by the video codec they are sent.",
+            per_codec(&|codec| g.clients_by_codec[codec as usize] as f64),
+        ),
+        (
+            "encoded_units_total",
+            "counter",
+            "Units encoded (JPEG pictures, H.264 access units), by codec.",
+            per_codec(&|codec| c(&s.codec(codec).units)),
+        ),
+        (
+            "encoded_bytes_total",
+            "counter",
+            "Bytes of the encoded units, by codec.",
+            per_codec(&|codec| c(&s.codec(codec).bytes)),
+        ),
+        (
+            "encode_seconds_total",
+            "counter",
+            "Time spent encoding, by codec.",
+            per_codec(&|codec| c(&s.codec(codec).encode_micros) / 1e6),
+        ),
+        (
+            "encoded_bits_per_second",
+            "gauge",
+            "Output rate of each codec's encoder over the last seconds.",
+            per_codec(&|codec| c(&s.codec(codec).recent_bps)),
+        ),
+        (
+            "client_units_skipped_total",
+            "counter",
+            "Units clients skipped (a newer JPEG replaced one; H.264 units until a keyframe).",
+            per_codec(&|codec| c(&s.codec(codec).client_skipped)),
+        ),
+        (
+            "encode_errors_total",
+            "counter",
+            "Encoder failures, by codec.",
+            per_codec(&|codec| c(&s.codec(codec).errors)),
+        ),
+    ] {
+        let samples: Vec<(&str, f64)> = samples.iter().map(|(l, x)| (l.as_str(), *x)).collect();
+        family(name, kind, help, &samples);
+    }
+    let h264 = s.codec(Codec::H264);
+    let forced = c(&h264.keyframes_forced);
+    family(
+        "h264_keyframes_total",
+        "counter",
+        "H.264 keyframes, by cause: the keyframe interval (or the encoder's start) or a request.",
+        &[
+            ("{cause=\"interval\"}", c(&h264.keyframes) - forced),
+            ("{cause=\"forced\"}", forced),
+        ],
+    );
     family(
         "video_source_failing",
         "gauge",
@@ -155,6 +222,7 @@ mod tests {
                 clients: 3,
                 frame_age: Some(0.01),
                 video_failing: false,
+                clients_by_codec: [0, 0],
             },
         );
         for line in text.lines() {

@@ -16,6 +16,8 @@ pub mod wsframe;
 
 use crate::clock::MonoTime;
 use crate::config::Config;
+use crate::encode::demand::Codec;
+use crate::encode::h264::H264Encoder;
 use crate::hub::Hub;
 use crate::pipeline::stale_after;
 use crate::stats::{ClientLimit, Stats};
@@ -30,6 +32,9 @@ use std::time::Duration;
 
 /// How long a client may take to send its request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `/snapshot.jpg` request keeps JPEG encoding on with no client watching, so
+/// that a poller (a printer host, a home-automation camera card) gets fresh frames at once.
+pub const SNAPSHOT_JPEG_FOR: Duration = Duration::from_secs(30);
 
 /// Everything a connection task needs.
 pub struct Server {
@@ -110,8 +115,26 @@ impl Server {
             multipart::run(stream, req, peer, self.clone()).await;
             return;
         }
+        let may_see = || auth::check(&self.config.access, &req, Resource::Data).is_ok();
+        if path == multipart::SNAPSHOT_PATH && may_see() {
+            // JPEG is encoded only while someone wants it: a snapshot asks for it for a while
+            // and waits for the next frame when the newest is stale.
+            self.hub.demand().want_jpeg_for(SNAPSHOT_JPEG_FOR);
+            if !self.has_fresh_jpeg() {
+                let wait = self.config.video.frame_interval() * 3 + Duration::from_secs(1);
+                self.hub.next_video(wait).await;
+            }
+        }
         let response = self.respond(&req);
         let _ = write_response(&mut reader, &response, req.method == "HEAD").await;
+    }
+
+    /// Is the newest JPEG recent enough to be "now"?
+    fn has_fresh_jpeg(&self) -> bool {
+        let limit = stale_after(self.config.video.frame_interval()).as_secs_f64();
+        self.hub
+            .latest_video()
+            .is_some_and(|f| MonoTime::now().to_unix() - f.ts <= limit)
     }
 
     /// The response to a plain (non-WebSocket) request.
@@ -148,10 +171,11 @@ impl Server {
                         clients: self.hub.client_count(),
                         frame_age: self.live_frame_age().map(|d| d.as_secs_f64()),
                         video_failing: self.stats.video_failing.load(Ordering::Relaxed),
+                        clients_by_codec: Codec::ALL.map(|codec| self.hub.clients_of(codec)),
                     },
                 ),
             )),
-            "/snapshot.jpg" => match self.hub.latest_video() {
+            multipart::SNAPSHOT_PATH => match self.hub.latest_video() {
                 Some(frame) => no_store(Response::new(200, "image/jpeg", frame.jpeg.clone())),
                 None => no_store(Response::text(503, "no frame yet")),
             },
@@ -231,10 +255,11 @@ impl Server {
             .iter()
             .map(|c| {
                 format!(
-                    "{{\"address\":{},\"format\":\"{}\",\"connected_s\":{:.1},\
-                     \"video_skipped\":{},\"audio_dropped\":{}}}",
+                    "{{\"address\":{},\"format\":\"{}\",\"codec\":\"{}\",\
+                     \"connected_s\":{:.1},\"video_skipped\":{},\"audio_dropped\":{}}}",
                     json_string(&c.addr.to_string()),
                     c.format_name(),
+                    c.codec.as_str(),
                     c.connected_at.elapsed().as_secs_f64(),
                     c.video_skipped.get(),
                     c.audio_dropped.get()
@@ -248,7 +273,8 @@ impl Server {
              \"video_encode_errors\":{},\"video_corrupt_dropped\":{},\"video_queue_dropped\":{},\
              \"audio_chunks\":{},\"audio_queue_dropped\":{},\"audio_xruns\":{},\
              \"client_video_skipped\":{},\"client_audio_dropped\":{},\"client_audio_stale\":{},\
-             \"messages_sent\":{},\"bytes_sent\":{}}},\"clients_closed\":{{{}}}}}",
+             \"messages_sent\":{},\"bytes_sent\":{}}},\"clients_closed\":{{{}}},\
+             \"codecs\":{{{}}}}}",
             json_string(env!("CARGO_PKG_VERSION")),
             json_string(&format!("{:?}", c.camera).to_lowercase()),
             c.video.width,
@@ -276,6 +302,53 @@ impl Server {
                 .map(|l| format!("\"{}\":{}", l.as_str(), Stats::get(l.counter(s))))
                 .collect::<Vec<_>>()
                 .join(","),
+            Codec::ALL
+                .iter()
+                .map(|&codec| self.codec_json(codec))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    }
+
+    /// One codec's entry in `/status`: its clients and what its stage produced.
+    fn codec_json(&self, codec: Codec) -> String {
+        let s = self.stats.codec(codec);
+        let units = Stats::get(&s.units);
+        let mean_ms = if units == 0 {
+            0.0
+        } else {
+            Stats::get(&s.encode_micros) as f64 / units as f64 / 1e3
+        };
+        let extra = match codec {
+            Codec::Jpeg => format!(",\"quality\":{}", self.config.quality),
+            Codec::H264 => {
+                let h = &self.config.h264;
+                let name = self.stats.h264_codec.lock().ok().and_then(|c| c.clone());
+                format!(
+                    ",\"available\":{},\"encoder\":\"{}\",\"profile\":\"{}\",\
+                     \"target_kbps\":{},\"keyframe_interval_s\":{},\"codec\":{},\
+                     \"keyframes\":{},\"keyframes_forced\":{},\"encoder_skipped\":{}",
+                    H264Encoder::available(),
+                    h.encoder.as_str(),
+                    h.profile.as_str(),
+                    h.bitrate_kbps,
+                    h.keyframe_interval.as_secs(),
+                    name.map_or("null".to_string(), |n| json_string(&n)),
+                    Stats::get(&s.keyframes),
+                    Stats::get(&s.keyframes_forced),
+                    Stats::get(&s.encoder_skipped),
+                )
+            }
+        };
+        format!(
+            "\"{}\":{{\"clients\":{},\"units\":{units},\"bytes\":{},\"encode_ms_mean\":{mean_ms:.3},\
+             \"recent_kbps\":{:.1},\"client_skipped\":{},\"errors\":{}{extra}}}",
+            codec.as_str(),
+            self.hub.clients_of(codec),
+            Stats::get(&s.bytes),
+            Stats::get(&s.recent_bps) as f64 / 1e3,
+            Stats::get(&s.client_skipped),
+            Stats::get(&s.errors),
         )
     }
 }

@@ -183,8 +183,8 @@ async fn send_parts(
         }
         let frame = match slot.take(MonoTime::now().to_unix()) {
             Some(Item::Video(frame)) => frame,
-            // Not registered for audio; nothing to send if it ever came.
-            Some(Item::Audio(_)) => continue,
+            // Registered for JPEG video only; nothing else to send if it ever came.
+            Some(Item::Audio(_) | Item::H264(_)) => continue,
             None => {
                 if !slot.ready().await {
                     return Ended::Shutdown;

@@ -20,6 +20,8 @@ use super::http::{write_response, Request, Response};
 use super::wsframe::{self, ClientEvent, ClientFrames, FrameError, OP_CLOSE, OP_PING, OP_PONG};
 use super::{Conn, Server};
 use crate::clock::MonoTime;
+use crate::encode::demand::Codec;
+use crate::encode::h264::H264Encoder;
 use crate::hub::Item;
 use crate::media::WireFormat;
 use crate::stats::{ClientLimit, Stats};
@@ -120,6 +122,32 @@ pub fn wire_format(req: &Request) -> Result<WireFormat, Refusal> {
                 ),
             )
         }),
+    }
+}
+
+/// The video codec a client asked for with `?video=`; MJPEG if it named none. H.264 is
+/// refused with the reason when this binary cannot encode it.
+pub fn video_codec(req: &Request) -> Result<Codec, Refusal> {
+    let Some(name) = req.query_param("video") else {
+        return Ok(Codec::Jpeg);
+    };
+    match Codec::from_name(name) {
+        Some(Codec::H264) if !H264Encoder::available() => Err(refuse(
+            501,
+            "this build has no H.264 encoder (cargo feature h264); use ?video=mjpeg",
+        )),
+        Some(codec) => Ok(codec),
+        None => {
+            let known: Vec<&str> = Codec::ALL.iter().map(|c| c.as_str()).collect();
+            Err(refuse(
+                400,
+                format!(
+                    "unknown video codec {:?}: use one of {}",
+                    name.chars().take(32).collect::<String>(),
+                    known.join(", ")
+                ),
+            ))
+        }
     }
 }
 
@@ -413,6 +441,7 @@ async fn write_client(
         let payload = match &item {
             Item::Audio(a) => a.payload(slot.format),
             Item::Video(v) => v.payload(slot.format),
+            Item::H264(u) => u.payload(slot.format),
         };
         match within(
             WRITE_STALL_LIMIT,
@@ -459,8 +488,9 @@ async fn linger(conn: &Conn, limit: Duration) {
 /// Completes the upgrade on `stream` and runs the session until either side ends it.
 pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server>) {
     let mut raw = stream.clone();
-    let checked = accept_key(&req).and_then(|accept| Ok((accept, wire_format(&req)?)));
-    let (accept, format) = match checked {
+    let checked =
+        accept_key(&req).and_then(|accept| Ok((accept, wire_format(&req)?, video_codec(&req)?)));
+    let (accept, format, codec) = match checked {
         Ok(ok) => ok,
         Err(refusal) => {
             let mut resp = Response::text(refusal.status, &refusal.why);
@@ -484,7 +514,7 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server
     }
     // Registered before the first await, so that upgrades racing each other all see it in
     // `--max-clients`.
-    let client = server.hub.register(peer, format);
+    let client = server.hub.register_codec(peer, format, codec);
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -497,7 +527,8 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server
         log::debug!("{peer}: TCP_NOTSENT_LOWAT unavailable ({e}); relying on socket buffers");
     }
     log::info!(
-        "client {peer} connected ({} format, {} clients)",
+        "client {peer} connected ({} {}, {} clients)",
+        codec.as_str(),
         format.as_str(),
         server.hub.client_count()
     );
