@@ -19,9 +19,9 @@ mod support;
 
 use rpi_streamer::capture::test::TestPattern;
 use rpi_streamer::capture::{Picture, VideoParams, VideoSource};
-use rpi_streamer::jpeg::Encoder;
-use rpi_streamer::media::VideoFrame;
-use rpi_streamer::scale::FrameShaper;
+use rpi_streamer::encode::jpeg::Encoder;
+use rpi_streamer::encode::scale::FrameShaper;
+use rpi_streamer::stream::media::VideoFrame;
 use rustix::time::{clock_gettime, ClockId};
 use std::io::{Read, Write};
 use std::net::TcpStream;

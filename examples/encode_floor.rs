@@ -10,8 +10,8 @@
 
 use rpi_streamer::capture::test::TestPattern;
 use rpi_streamer::capture::{VideoParams, VideoSource};
-use rpi_streamer::jpeg::Encoder;
-use rpi_streamer::media::VideoFrame;
+use rpi_streamer::encode::jpeg::Encoder;
+use rpi_streamer::stream::media::VideoFrame;
 use rustix::time::{clock_gettime, ClockId, Timespec};
 use std::time::Duration;
 

@@ -5,11 +5,11 @@
 use crate::capture::CameraType;
 use crate::clock::MonoTime;
 use crate::config::Config;
-use crate::hub::Hub;
 use crate::notify::{watchdog_interval, Notifier, CAPTURE_STALL_LIMIT};
 use crate::pipeline::{Outputs, Pipelines};
 use crate::server::Server;
 use crate::stats::Stats;
+use crate::stream::hub::Hub;
 use async_signal::{Signal, Signals};
 use futures_lite::{future, StreamExt};
 use smol::{Async, LocalExecutor, Timer};

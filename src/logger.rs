@@ -113,7 +113,7 @@ mod tests {
         let f = Filter::parse("warn, rpi_streamer::server=debug,rpi_streamer=error,bogus");
         assert_eq!(f.level_for("other"), LevelFilter::Warn);
         assert_eq!(f.level_for("rpi_streamer::server::ws"), LevelFilter::Debug);
-        assert_eq!(f.level_for("rpi_streamer::hub"), LevelFilter::Error);
+        assert_eq!(f.level_for("rpi_streamer::stream::hub"), LevelFilter::Error);
         assert_eq!(f.level_for("rpi_streamerx"), LevelFilter::Warn);
         assert_eq!(f.max(), LevelFilter::Debug);
     }

@@ -1,7 +1,7 @@
 //! Capture threads: source → encoder stages → wire-ready units → the server's queues.
 //!
 //! One blocking thread per source. The video thread owns its source and the JPEG encoder,
-//! and feeds the H.264 stage ([`crate::encode::stage`], its own thread): each frame is
+//! and feeds the H.264 stage ([`crate::encode::h264_stage`], its own thread): each frame is
 //! encoded once per codec somebody consumes ([`Demand`]) and not at all when nobody watches
 //! (a `/snapshot.jpg` asks for JPEG for a while). What every backend needs on
 //! failure lives here once: when a source errors or stalls, it is dropped, clients get a
@@ -16,11 +16,11 @@ use crate::capture::{
 use crate::clock::{MonoTime, MonotonicStamps};
 use crate::config::Config;
 use crate::encode::demand::{Codec, Demand};
-use crate::encode::stage::{H264Stage, Job};
-use crate::jpeg::Encoder;
-use crate::media::{AudioChunk, H264Unit, VideoFrame};
-use crate::scale::{FrameShaper, ShapeError};
+use crate::encode::h264_stage::{H264Stage, Job};
+use crate::encode::jpeg::Encoder;
+use crate::encode::scale::{FrameShaper, ShapeError};
 use crate::stats::{RecentRate, Stats};
+use crate::stream::media::{AudioChunk, H264Unit, VideoFrame};
 use async_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,7 +44,7 @@ pub struct Outputs {
     pub h264: Sender<Arc<H264Unit>>,
     /// Audio chunks to the hub.
     pub audio: Sender<Arc<AudioChunk>>,
-    /// Which codecs are wanted (the hub's [`crate::hub::Hub::demand`]).
+    /// Which codecs are wanted (the hub's [`crate::stream::hub::Hub::demand`]).
     pub demand: Arc<Demand>,
 }
 

@@ -868,11 +868,11 @@ mod tests {
             }
         }
         let picture = layout.picture(&[&y, &u, &v]).unwrap();
-        let jpeg = crate::jpeg::Encoder::new(95)
+        let jpeg = crate::encode::jpeg::Encoder::new(95)
             .unwrap()
             .encode(&picture)
             .unwrap();
-        let (dw, dh, rgb) = crate::jpeg::decode_for_tests(&jpeg).unwrap();
+        let (dw, dh, rgb) = crate::encode::jpeg::decode_for_tests(&jpeg).unwrap();
         assert_eq!((dw, dh), (w, h));
         let at = |x: usize, y: usize| {
             let i = (y * w + x) * 3;

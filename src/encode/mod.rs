@@ -1,9 +1,9 @@
-//! Encoder stages: from a captured picture to the units clients are sent, one stage per codec.
+//! Encoder stages: from a captured picture to the units clients are sent, one per codec.
 //!
-//! - [`h264`]: H.264 access units (OpenH264 in software); [`stage`] runs it on its own
-//!   thread, fed the newest picture.
-//! - JPEG lives in [`crate::jpeg`] (libjpeg-turbo) with [`crate::scale`] and
-//!   [`crate::mjpeg`] for camera JPEGs.
+//! - JPEG: [`jpeg`] (libjpeg-turbo) encodes raw pictures; camera JPEGs are repaired by
+//!   [`mjpeg`] and passed through, or rescaled, by [`scale`]. It runs on the capture thread.
+//! - H.264: [`h264`] (OpenH264 in software) on its own thread, [`h264_stage`], fed the
+//!   newest picture as I420 ([`scale::FrameShaper::to_i420`]).
 //!
 //! A stage runs only while somebody consumes its codec ([`Demand`]): nothing is encoded for
 //! nobody.
@@ -11,6 +11,9 @@
 
 pub mod demand;
 pub mod h264;
-pub mod stage;
+pub mod h264_stage;
+pub mod jpeg;
+pub mod mjpeg;
+pub mod scale;
 
 pub use demand::Demand;

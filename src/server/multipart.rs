@@ -2,7 +2,7 @@
 //! answered with `multipart/x-mixed-replace`, one JPEG part per frame, for the software that
 //! reads that rather than our WebSocket (`<img src>`, VLC, ffmpeg, Home Assistant, OctoPrint).
 //!
-//! The client is a hub client like a WebSocket one ([`crate::hub::ClientKind::Mjpeg`]): it
+//! The client is a hub client like a WebSocket one ([`crate::stream::hub::ClientKind::Mjpeg`]): it
 //! counts in `--max-clients`, `/status` and `/metrics`, holds only the newest frame and is
 //! never handed audio. Parts are written one at a time, and the next frame is taken only once
 //! the socket has sent what it was given (`TCP_NOTSENT_LOWAT`), so a slow reader skips frames
@@ -28,8 +28,8 @@ use super::http::{write_response, Request, Response};
 use super::ws::{admit, within, NOTSENT_LOWAT, WRITE_STALL_LIMIT};
 use super::{Conn, Server};
 use crate::clock::{format_unix, MonoTime};
-use crate::hub::{ClientHandle, Item};
 use crate::stats::{ClientLimit, Stats};
+use crate::stream::hub::{ClientHandle, Item};
 use futures_lite::AsyncWriteExt;
 use std::io::IoSlice;
 use std::net::SocketAddr;

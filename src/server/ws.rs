@@ -22,9 +22,9 @@ use super::{Conn, Server};
 use crate::clock::MonoTime;
 use crate::encode::demand::Codec;
 use crate::encode::h264::H264Encoder;
-use crate::hub::Item;
-use crate::media::WireFormat;
 use crate::stats::{ClientLimit, Stats};
+use crate::stream::hub::Item;
+use crate::stream::media::WireFormat;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use base64::Engine as _;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -367,7 +367,7 @@ async fn read_client(conn: &Conn, leftover: &[u8], shared: &Shared) -> Ended {
 /// Writes the client's messages, pongs and pings until shutdown or a bound is broken.
 async fn write_client(
     conn: &Conn,
-    client: &crate::hub::ClientHandle,
+    client: &crate::stream::hub::ClientHandle,
     shared: &Shared,
     server: &Server,
 ) -> Ended {

@@ -1,7 +1,7 @@
 //! From a captured picture to the JPEG on the wire, at the output size.
 //!
 //! [`FrameShaper`] sits between a source and the shared [`Encoder`]. A camera JPEG at the
-//! output size is checked and repaired ([`crate::mjpeg`]) and passed through untouched: no
+//! output size is checked and repaired ([`crate::encode::mjpeg`]) and passed through untouched: no
 //! decode, no encode, the cheapest path a Pi has. A JPEG at another size (`--capture-width`
 //! differs from `--width`) is decoded with libjpeg-turbo's DCT scaling to the smallest
 //! multiple of 1/8 that is still at least the output size, resized and re-encoded. Raw
@@ -10,8 +10,8 @@
 
 use crate::capture::draw::I420Image;
 use crate::capture::Picture;
-use crate::jpeg::{Encoder, JpegError};
-use crate::mjpeg::{self, MjpegError};
+use crate::encode::jpeg::{Encoder, JpegError};
+use crate::encode::mjpeg::{self, MjpegError};
 
 /// Why a picture did not become a frame.
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +367,7 @@ mod tests {
     use crate::capture::draw::{I420Image, Yuv};
 
     fn decode(jpeg: &[u8]) -> (usize, usize, Vec<u8>) {
-        crate::jpeg::decode_for_tests(jpeg).expect("valid JPEG")
+        crate::encode::jpeg::decode_for_tests(jpeg).expect("valid JPEG")
     }
 
     fn rgb_at(px: &[u8], width: usize, x: usize, y: usize) -> [i16; 3] {

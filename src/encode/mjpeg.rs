@@ -227,10 +227,10 @@ const fn put_table(
 mod tests {
     use super::*;
     use crate::capture::draw::{I420Image, Yuv};
-    use crate::jpeg::Encoder;
+    use crate::encode::jpeg::Encoder;
 
     fn decode(jpeg: &[u8]) -> Result<Vec<u8>, String> {
-        crate::jpeg::decode_for_tests(jpeg).map(|(_, _, pixels)| pixels)
+        crate::encode::jpeg::decode_for_tests(jpeg).map(|(_, _, pixels)| pixels)
     }
 
     /// A picture with detail everywhere, so every Huffman code length gets used.

@@ -22,8 +22,8 @@
 #![forbid(unsafe_code)]
 
 use crate::encode::demand::{Codec, Demand};
-use crate::media::{AudioChunk, H264Unit, VideoFrame, WireFormat};
 use crate::stats::Stats;
+use crate::stream::media::{AudioChunk, H264Unit, VideoFrame, WireFormat};
 use async_channel::{Receiver, Sender};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -56,7 +56,7 @@ impl Item {
 
 /// Most H.264 units a client may have waiting; one more and it restarts at a keyframe.
 pub const H264_BACKLOG: usize = 16;
-pub use crate::encode::stage::KEY_GAP_FRAMES;
+pub use crate::encode::h264_stage::KEY_GAP_FRAMES;
 
 /// Which kind of session drains a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
