@@ -3,6 +3,7 @@
 
 use crate::clock::MonoTime;
 use crate::encode::demand::Codec;
+use crate::pipeline::supervisor::{SourceKind, SourceState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -40,8 +41,8 @@ pub struct Stats {
     pub messages_sent: AtomicU64,
     /// Payload bytes written to clients (WebSocket payloads, MJPEG parts' JPEGs).
     pub bytes_sent: AtomicU64,
-    /// Current state of each source, for status pages: (video, audio).
-    pub source_state: Mutex<(String, String)>,
+    /// Current state of each source, for status pages: [video, audio].
+    pub source_state: Mutex<[SourceState; 2]>,
     /// When the newest captured (not placeholder) frame was published, CLOCK_MONOTONIC ns.
     pub last_live_frame: AtomicU64,
     /// When the video thread last published anything (frame or placeholder), for the watchdog.
@@ -197,19 +198,23 @@ impl Stats {
         }
     }
 
-    /// Records the video source's state line; `failing` feeds the health check.
-    pub fn set_video_state(&self, state: String, failing: bool) {
-        self.video_failing.store(failing, Ordering::Relaxed);
+    /// Records a source's state; the video one's failing feeds the health check.
+    pub fn set_source(&self, kind: SourceKind, state: SourceState) {
+        if kind == SourceKind::Video {
+            self.video_failing
+                .store(state.is_failing(), Ordering::Relaxed);
+        }
         if let Ok(mut s) = self.source_state.lock() {
-            s.0 = state;
+            s[kind as usize] = state;
         }
     }
 
-    /// Records the audio source's state line.
-    pub fn set_audio_state(&self, state: String) {
-        if let Ok(mut s) = self.source_state.lock() {
-            s.1 = state;
-        }
+    /// A source's state.
+    pub fn source(&self, kind: SourceKind) -> SourceState {
+        self.source_state
+            .lock()
+            .map(|s| s[kind as usize].clone())
+            .unwrap_or_default()
     }
 }
 

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::encode::demand::Codec;
 use crate::encode::h264::H264Encoder;
 use crate::pipeline::stale_after;
+use crate::pipeline::supervisor::SourceKind;
 use crate::stats::{ClientLimit, Stats};
 use crate::stream::hub::Hub;
 use auth::Resource;
@@ -191,12 +192,8 @@ impl Server {
     /// 200 when the newest captured frame is fresh and no source is failing, else 503, with
     /// a JSON body saying why.
     pub fn health(&self) -> (u16, String) {
-        let (video_state, audio_state) = self
-            .stats
-            .source_state
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_default();
+        let video_state = self.stats.source(SourceKind::Video);
+        let audio_state = self.stats.source(SourceKind::Audio);
         let limit = stale_after(self.config.video.frame_interval());
         let age = self.live_frame_age();
         let age_ms = age.map_or("null".to_string(), |a| {
@@ -209,7 +206,7 @@ impl Server {
                 "newest frame is older than {} ms",
                 limit.as_millis()
             ))
-        } else if self.config.audio.is_some() && audio_state.starts_with("unavailable") {
+        } else if self.config.audio.is_some() && audio_state.is_failing() {
             Some(format!("audio source {audio_state}"))
         } else {
             None
@@ -236,15 +233,17 @@ impl Server {
     pub fn status_json(&self) -> String {
         let c = &self.config;
         let s = &self.stats;
-        let (video_state, audio_state) =
-            s.source_state.lock().map(|g| g.clone()).unwrap_or_default();
+        let video_state = s.source(SourceKind::Video);
+        let audio_state = s.source(SourceKind::Audio);
         let audio = match (&c.audio, self.hub.audio_format()) {
             (None, _) => "null".to_string(),
             (Some(a), fmt) => {
                 let (rate, ch) = fmt.unwrap_or((a.sample_rate.unwrap_or(0), a.channels));
                 format!(
-                    "{{\"sample_rate\":{rate},\"channels\":{ch},\"state\":{}}}",
-                    json_string(&audio_state)
+                    "{{\"sample_rate\":{rate},\"channels\":{ch},\"state\":{},\
+                     \"condition\":\"{}\"}}",
+                    json_string(&audio_state.to_string()),
+                    audio_state.condition()
                 )
             }
         };
@@ -268,7 +267,7 @@ impl Server {
             .collect();
         format!(
             "{{\"version\":{},\"camera\":{},\"video\":{{\"width\":{},\"height\":{},\"fps\":{},\
-             \"quality\":{},\"state\":{},\"latest_ts\":{}}},\"audio\":{audio},\"clients\":[{}],\
+             \"quality\":{},\"state\":{},\"condition\":\"{}\",\"latest_ts\":{}}},\"audio\":{audio},\"clients\":[{}],\
              \"counters\":{{\"video_captured\":{},\"video_placeholders\":{},\
              \"video_encode_errors\":{},\"video_corrupt_dropped\":{},\"video_queue_dropped\":{},\
              \"audio_chunks\":{},\"audio_queue_dropped\":{},\"audio_xruns\":{},\
@@ -281,7 +280,8 @@ impl Server {
             c.video.height,
             c.video.fps,
             c.quality,
-            json_string(&video_state),
+            json_string(&video_state.to_string()),
+            video_state.condition(),
             latest.map_or("null".to_string(), |f| format!("{:.6}", f.ts)),
             clients.join(","),
             Stats::get(&s.video_captured),

@@ -10,6 +10,8 @@
 //! full the oldest item is dropped and counted.
 #![forbid(unsafe_code)]
 
+pub mod supervisor;
+
 use crate::capture::{
     self, fault, placeholder, AudioSource, CameraType, VideoSource, POLL_TIMEOUT,
 };
@@ -26,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use supervisor::{SourceKind, Supervisor};
 
 /// How often a missing source is reopened, and placeholders are sent.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -105,28 +108,6 @@ impl Pipelines {
                 log::error!("a capture thread panicked");
             }
         }
-    }
-}
-
-/// Remembers the last failure so a device that stays gone logs once, not every second.
-#[derive(Default)]
-struct FailureLog {
-    last: Option<String>,
-}
-
-impl FailureLog {
-    fn report(&mut self, what: &str, message: String) {
-        if self.last.as_deref() != Some(message.as_str()) {
-            log::warn!(
-                "{what}: {message}; retrying every {}s",
-                RETRY_INTERVAL.as_secs()
-            );
-            self.last = Some(message);
-        }
-    }
-
-    fn recovered(&mut self) -> bool {
-        self.last.take().is_some()
     }
 }
 
@@ -211,12 +192,6 @@ impl VideoLoop {
         }
     }
 
-    fn fail(&self, failures: &mut FailureLog, reason: &str) {
-        failures.report("video source", reason.to_string());
-        self.stats
-            .set_video_state(format!("unavailable: {reason}"), true);
-    }
-
     fn run(self) {
         let mut encoder = match Encoder::new(self.config.quality) {
             Ok(e) => e,
@@ -227,60 +202,34 @@ impl VideoLoop {
         };
         let mut shaper = FrameShaper::new();
         let mut stamps = MonotonicStamps::default();
-        let mut failures = FailureLog::default();
-        let mut source: Option<Box<dyn VideoSource>> = None;
-        let mut next_open = Instant::now();
+        let mut sup: Supervisor<Box<dyn VideoSource>> =
+            Supervisor::new(SourceKind::Video, self.stats.clone());
+        // The supervisor holds the box; it hands the closure what it holds.
+        #[allow(clippy::borrowed_box)]
+        let describe = |s: &Box<dyn VideoSource>| s.describe();
         let mut next_placeholder = Instant::now();
         let mut last_frame = Instant::now();
-        let mut reason = String::from("starting");
-        let mut described = String::new();
 
         while !self.stop.load(Ordering::SeqCst) {
-            let Some(src) = source.as_mut() else {
-                if Instant::now() >= next_open {
-                    next_open = Instant::now() + RETRY_INTERVAL;
-                    match self.open() {
-                        Ok(s) => {
-                            let was_failing = failures.recovered();
-                            log::info!(
-                                "video source {}: {}",
-                                if was_failing { "back" } else { "open" },
-                                s.describe()
-                            );
-                            described = s.describe();
-                            self.stats
-                                .set_video_state(format!("streaming: {described}"), false);
-                            source = Some(s);
-                            last_frame = Instant::now();
-                            continue;
-                        }
-                        Err(e) => {
-                            reason = e.to_string();
-                            self.fail(&mut failures, &reason);
-                        }
-                    }
-                }
+            let was_open = sup.is_open();
+            let Some(src) = sup.source(|| self.open(), describe) else {
                 if Instant::now() >= next_placeholder {
                     next_placeholder = Instant::now() + RETRY_INTERVAL;
-                    self.placeholder(&mut encoder, &mut stamps, &reason);
+                    self.placeholder(&mut encoder, &mut stamps, sup.reason());
                 }
-                let wake = next_open.min(next_placeholder);
+                let wake = sup.next_open().min(next_placeholder);
                 let nap = wake
                     .saturating_duration_since(Instant::now())
                     .min(POLL_TIMEOUT);
                 std::thread::sleep(nap);
                 continue;
             };
-
+            if !was_open {
+                // Just opened: the stall clock starts now, not at the last frame before.
+                last_frame = Instant::now();
+            }
             match src.next_frame() {
                 Ok(Some(frame)) => {
-                    // Only a stall that was reported (placeholder sent) is news when it ends;
-                    // a merely slow frame is not.
-                    if failures.recovered() {
-                        log::info!("video source: frames flowing again");
-                        self.stats
-                            .set_video_state(format!("streaming: {described}"), false);
-                    }
                     last_frame = Instant::now();
                     Stats::add(&self.stats.video_captured, 1);
                     self.mark_output(true);
@@ -302,30 +251,26 @@ impl VideoLoop {
                             log::warn!("dropping a frame the encoder refused: {e}");
                         }
                     }
+                    // Only a stall that was reported (placeholder sent) is news when it
+                    // ends; a merely slow frame is not.
+                    sup.flowing(describe);
                 }
                 Ok(None) => {
                     let quiet = last_frame.elapsed();
                     if quiet > self.reopen_after() {
-                        reason = format!("no frame for {:.1}s", quiet.as_secs_f64());
-                        self.fail(&mut failures, &reason);
-                        source = None;
+                        sup.lost(format!("no frame for {:.1}s", quiet.as_secs_f64()));
                         next_placeholder = Instant::now();
-                        next_open = Instant::now() + RETRY_INTERVAL;
                     } else if quiet > self.placeholder_after() && Instant::now() >= next_placeholder
                     {
                         // Tell viewers at once, keep waiting on the source a little longer.
-                        reason = "no frames from the camera".to_string();
-                        self.fail(&mut failures, &reason);
+                        sup.stalled("no frames from the camera".to_string());
                         next_placeholder = Instant::now() + RETRY_INTERVAL;
-                        self.placeholder(&mut encoder, &mut stamps, &reason);
+                        self.placeholder(&mut encoder, &mut stamps, sup.reason());
                     }
                 }
                 Err(e) => {
-                    reason = e.to_string();
-                    self.fail(&mut failures, &reason);
-                    source = None;
+                    sup.lost(e.to_string());
                     next_placeholder = Instant::now();
-                    next_open = Instant::now() + RETRY_INTERVAL;
                 }
             }
         }
@@ -403,33 +348,14 @@ struct AudioLoop {
 impl AudioLoop {
     fn run(self) {
         let mut stamps = MonotonicStamps::default();
-        let mut failures = FailureLog::default();
-        let mut source: Option<Box<dyn AudioSource>> = None;
-        let mut next_open = Instant::now();
+        let mut sup: Supervisor<Box<dyn AudioSource>> =
+            Supervisor::new(SourceKind::Audio, self.stats.clone());
+        let open = || capture::open_audio(self.camera, &self.params, self.epoch);
+        #[allow(clippy::borrowed_box)]
+        let describe = |s: &Box<dyn AudioSource>| s.describe();
         while !self.stop.load(Ordering::SeqCst) {
-            let Some(src) = source.as_mut() else {
-                if Instant::now() >= next_open {
-                    next_open = Instant::now() + RETRY_INTERVAL;
-                    match capture::open_audio(self.camera, &self.params, self.epoch) {
-                        Ok(s) => {
-                            let was_failing = failures.recovered();
-                            log::info!(
-                                "audio source {}: {}",
-                                if was_failing { "back" } else { "open" },
-                                s.describe()
-                            );
-                            self.stats
-                                .set_audio_state(format!("streaming: {}", s.describe()));
-                            source = Some(s);
-                            continue;
-                        }
-                        Err(e) => {
-                            self.stats.set_audio_state(format!("unavailable: {e}"));
-                            failures.report("audio source", e.to_string());
-                        }
-                    }
-                }
-                let nap = next_open.saturating_duration_since(Instant::now());
+            let Some(src) = sup.source(open, describe) else {
+                let nap = sup.next_open().saturating_duration_since(Instant::now());
                 std::thread::sleep(nap.min(POLL_TIMEOUT));
                 continue;
             };
@@ -454,10 +380,7 @@ impl AudioLoop {
                 Ok(None) => {}
                 Err(e) => {
                     Stats::add(&self.stats.audio_xruns, src.take_xruns());
-                    self.stats.set_audio_state(format!("unavailable: {e}"));
-                    failures.report("audio source", e.to_string());
-                    source = None;
-                    next_open = Instant::now() + RETRY_INTERVAL;
+                    sup.lost(e.to_string());
                 }
             }
         }
