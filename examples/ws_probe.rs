@@ -4,7 +4,11 @@
 //! (the JPEG is fully decoded about once a second; mean luma is -1 on the other lines).
 //! Exits 1 on a malformed message or an undecodable JPEG, 2 if it cannot connect.
 //!
-//! Usage: `ws_probe PORT SECONDS`
+//! With `--h264 FILE` it asks for `/stream?video=h264&format=binary` instead, appends every
+//! access unit to FILE (an H.264 elementary stream for ffprobe) and prints one line per unit:
+//! `<receive unix time> <ts> <width> <height> <key 0|1> <bytes>`.
+//!
+//! Usage: `ws_probe PORT SECONDS [--h264 FILE]`
 
 use base64::Engine as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,11 +21,22 @@ fn main() {
         args.first().and_then(|p| p.parse::<u16>().ok()),
         args.get(1).and_then(|s| s.parse::<f64>().ok()),
     ) else {
-        eprintln!("usage: ws_probe PORT SECONDS");
+        eprintln!("usage: ws_probe PORT SECONDS [--h264 FILE]");
         std::process::exit(2);
     };
+    let h264_file = match (args.get(2).map(String::as_str), args.get(3)) {
+        (Some("--h264"), Some(path)) => Some(path.clone()),
+        (None, _) => None,
+        _ => {
+            eprintln!("usage: ws_probe PORT SECONDS [--h264 FILE]");
+            std::process::exit(2);
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let url = format!("ws://127.0.0.1:{port}/stream");
+    let url = match h264_file {
+        Some(_) => format!("ws://127.0.0.1:{port}/stream?video=h264&format=binary"),
+        None => format!("ws://127.0.0.1:{port}/stream"),
+    };
     let mut ws = loop {
         match tungstenite::connect(url.as_str()) {
             Ok((ws, _)) => break ws,
@@ -37,6 +52,10 @@ fn main() {
     };
     if let MaybeTlsStream::Plain(s) = ws.get_ref() {
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    }
+    if let Some(path) = h264_file {
+        h264(&mut ws, deadline, &path);
+        return;
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut last_decode: Option<Instant> = None;
@@ -97,6 +116,66 @@ fn main() {
         println!(
             "{now:.6} {} {} {} {width} {height} {mean}",
             fields[0], fields[1], fields[2]
+        );
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The `--h264` mode: kind-3 messages to `path` and one line each on stdout.
+fn h264<S: std::io::Read + std::io::Write>(
+    ws: &mut tungstenite::WebSocket<S>,
+    deadline: Instant,
+    path: &str,
+) {
+    use std::io::Write as _;
+    let mut out = std::fs::File::create(path).unwrap_or_else(|e| {
+        eprintln!("ws_probe: cannot create {path}: {e}");
+        std::process::exit(2)
+    });
+    while Instant::now() < deadline {
+        let b = match ws.read() {
+            Ok(Message::Binary(b)) => b,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                eprintln!("ws_probe: connection lost: {e}");
+                std::process::exit(1);
+            }
+        };
+        if b.first() == Some(&2) {
+            continue; // audio
+        }
+        if b.len() < 16 || b[0] != 3 {
+            eprintln!("ws_probe: not an H.264 message: {:?}", &b[..b.len().min(4)]);
+            std::process::exit(1);
+        }
+        let ts = f64::from_le_bytes(b[4..12].try_into().unwrap_or([0; 8]));
+        let (w, h) = (
+            u16::from_le_bytes([b[12], b[13]]),
+            u16::from_le_bytes([b[14], b[15]]),
+        );
+        if let Err(e) = out.write_all(&b[16..]) {
+            eprintln!("ws_probe: writing {path}: {e}");
+            std::process::exit(1);
+        }
+        println!(
+            "{:.6} {ts:.6} {w} {h} {} {}",
+            unix_now(),
+            u8::from(b[1] & 2 != 0),
+            b.len() - 16
         );
     }
 }

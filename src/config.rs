@@ -475,15 +475,7 @@ fn named<T: Copy>(
 
 /// Parses a `--camera-type` value.
 pub fn parse_camera_type(value: &str) -> Result<CameraType, ConfigError> {
-    match value {
-        "rpi" => Ok(CameraType::Rpi),
-        "usb" => Ok(CameraType::Usb),
-        "test" => Ok(CameraType::Test),
-        other => Err(invalid(
-            "--camera-type",
-            format!("must be one of rpi, usb, test (got {other:?})"),
-        )),
-    }
+    named("--camera-type", value, CameraType::ALL, CameraType::as_str)
 }
 
 fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {

@@ -85,10 +85,10 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             source,
         })?;
     log::info!(
-        "rpi-streamer {} listening on http://{local} (WebSocket at /stream): camera {:?} \
+        "rpi-streamer {} listening on http://{local} (WebSocket at /stream): camera {} \
          {}x{} @ {} fps q{}, audio {}, client {}",
         env!("CARGO_PKG_VERSION"),
-        config.camera,
+        config.camera.as_str(),
         config.video.width,
         config.video.height,
         config.video.fps,

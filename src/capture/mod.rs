@@ -45,6 +45,25 @@ pub enum CameraType {
     Test,
 }
 
+impl CameraType {
+    /// Every type, for parsing and for messages that list them.
+    pub const ALL: [CameraType; 3] = [CameraType::Rpi, CameraType::Usb, CameraType::Test];
+
+    /// The name in `--camera-type`, logs and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraType::Rpi => "rpi",
+            CameraType::Usb => "usb",
+            CameraType::Test => "test",
+        }
+    }
+
+    /// The type named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<CameraType> {
+        CameraType::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
 /// What a video source is asked for, from the command line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VideoParams {

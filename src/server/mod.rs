@@ -275,7 +275,7 @@ impl Server {
              \"messages_sent\":{},\"bytes_sent\":{}}},\"clients_closed\":{{{}}},\
              \"codecs\":{{{}}}}}",
             json_string(env!("CARGO_PKG_VERSION")),
-            json_string(&format!("{:?}", c.camera).to_lowercase()),
+            json_string(c.camera.as_str()),
             c.video.width,
             c.video.height,
             c.video.fps,
