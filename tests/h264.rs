@@ -446,3 +446,33 @@ fn unknown_codecs_are_refused_with_the_list() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("mjpeg, h264"), "{answer}");
 }
+
+#[test]
+fn a_crowd_of_joiners_all_start_at_keyframes_without_turning_the_stream_into_keyframes() {
+    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "30"]);
+    let mut first = daemon.connect("/stream?video=h264&format=binary");
+    read_units(&mut first, Duration::from_millis(500));
+    let before = codec_counter(&status(&daemon), "h264", "keyframes_forced");
+    let frames_before = codec_counter(&status(&daemon), "h264", "units");
+    let mut crowd = Vec::new();
+    for _ in 0..12 {
+        crowd.push(daemon.connect("/stream?video=h264&format=binary"));
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    for (i, ws) in crowd.iter_mut().enumerate() {
+        let units = read_units(ws, Duration::from_millis(200));
+        assert!(
+            units.first().is_some_and(|u| u.key),
+            "joiner {i} starts at a keyframe"
+        );
+    }
+    let s = status(&daemon);
+    let forced = codec_counter(&s, "h264", "keyframes_forced") - before;
+    let frames = codec_counter(&s, "h264", "units") - frames_before;
+    // No forced keyframe sooner than 8 frames after the last one.
+    assert!(
+        forced <= (frames / 8.0).ceil() + 1.0,
+        "{forced} keyframes forced for 12 joiners over {frames} frames"
+    );
+    println!("12 joiners: {forced} forced keyframes over {frames} frames");
+}
