@@ -197,6 +197,18 @@ impl FrameShaper {
                 plane(data.get(3..).unwrap_or(&[]), w / 2, h, stride, 4),
             ],
         };
+        if size == out && matches!(picture, Picture::I420 { .. }) {
+            // Already I420 at the output size: copy the rows, drop the stride padding.
+            for (p, dst) in planes.iter().zip([&mut self.y, &mut self.u, &mut self.v]) {
+                p.check("I420")?;
+                dst.clear();
+                for row in 0..p.height {
+                    dst.extend_from_slice(&p.data[row * p.stride..][..p.width]);
+                }
+            }
+            self.hand_over(out, dst);
+            return Ok(());
+        }
         self.resize_to_i420(planes, out)?;
         self.hand_over(out, dst);
         Ok(())
