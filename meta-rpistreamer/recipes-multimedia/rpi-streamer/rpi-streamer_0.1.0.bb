@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "8ccf7bafa948258656e55cfb11b6751b0245ade9"
+SRCREV = "9e8d38c2fdc3a03114134f2f8c2f4783a79008c3"
 
 require ${BPN}-crates.inc
 
@@ -31,14 +31,21 @@ RPI_STREAMER_MIN_RUST = "1.85"
 
 inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 
-# Capture backends are cargo features (scripts/checks/yocto keeps this list and
-# Cargo.toml's [features] in step). libcamera comes from meta-multimedia, so it is
-# on by default only when that layer is in the build; its bindings are made by
-# bindgen, which needs libclang from clang-native.
-PACKAGECONFIG ??= "alsa v4l ${@bb.utils.contains('BBFILE_COLLECTIONS', 'multimedia-layer', 'libcamera', '', d)}"
+# Capture backends and the H.264 encoder are cargo features (scripts/checks/yocto
+# keeps this list and Cargo.toml's [features] in step). libcamera comes from
+# meta-multimedia, so it is on by default only when that layer is in the build;
+# its bindings are made by bindgen, which needs libclang from clang-native.
+# h264 builds Cisco's OpenH264 from the source bundled in the openh264-sys2 crate
+# with the target's C++ compiler (the cc crate uses the CXX cargo_common exports)
+# and links the target's libstdc++ (virtual/compilerlibs, a default dependency).
+PACKAGECONFIG ??= "alsa v4l h264 ${@bb.utils.contains('BBFILE_COLLECTIONS', 'multimedia-layer', 'libcamera', '', d)}"
 PACKAGECONFIG[alsa] = "--features alsa,,alsa-lib"
+PACKAGECONFIG[h264] = "--features h264,,virtual/cross-c++"
 PACKAGECONFIG[libcamera] = "--features libcamera,,libcamera clang-native"
 PACKAGECONFIG[v4l] = "--features v4l,,clang-native"
+# Cargo.toml's default features (h264) are PACKAGECONFIG's to choose: without
+# this, removing h264 from PACKAGECONFIG would still build it.
+CARGO_BUILD_FLAGS += "--no-default-features"
 
 # The crate's release profile strips the binary; OE strips it itself (keeping
 # the symbols for -dbg), and its QA rejects an already-stripped binary.
