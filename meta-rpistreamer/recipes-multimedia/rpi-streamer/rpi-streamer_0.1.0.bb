@@ -27,7 +27,7 @@ SRCREV = "9e8d38c2fdc3a03114134f2f8c2f4783a79008c3"
 require ${BPN}-crates.inc
 
 # Kept equal to rust-version in Cargo.toml by scripts/checks/yocto.
-RPI_STREAMER_MIN_RUST = "1.85"
+RPI_STREAMER_MIN_RUST = "1.89"
 
 inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 
