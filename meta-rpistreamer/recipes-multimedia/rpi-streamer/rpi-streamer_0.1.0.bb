@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "9e8d38c2fdc3a03114134f2f8c2f4783a79008c3"
+SRCREV = "17b2162f3ef01c6a3b222f5991906db173451c60"
 
 require ${BPN}-crates.inc
 
