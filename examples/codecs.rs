@@ -669,8 +669,8 @@ struct Join {
     handshake_ms: f64,
     keyframe: bool,
     decodable: bool,
-    /// The keyframe was captured before the client connected (a replayed group of pictures).
-    replayed: bool,
+    /// The keyframe was captured before the client connected (mostly: a replayed group).
+    captured_before: bool,
 }
 
 fn unix_now() -> f64 {
@@ -763,7 +763,7 @@ fn late_joins(o: &Options, (w, h): Size) -> Result<Vec<Join>, String> {
                 handshake_ms,
                 keyframe: message[0] == 3 && message[1] & 2 != 0,
                 decodable: matches!(decoder.decode(&message[16..]), Ok(Some(_))),
-                replayed: ts < started_unix,
+                captured_before: ts < started_unix,
             });
         }
         stop.store(true, Ordering::Relaxed);
@@ -787,7 +787,7 @@ fn print_joins(size: Size, fps: u32, joins: &[Join]) {
     let good = joins.iter().filter(|j| j.keyframe && j.decodable).count();
     let each: Vec<String> = joins
         .iter()
-        .map(|j| format!("{:.1}{}", j.ms, if j.replayed { "r" } else { "" }))
+        .map(|j| format!("{:.1}{}", j.ms, if j.captured_before { "r" } else { "" }))
         .collect();
     println!(
         "late joiner {}@{fps}: {} joins, connect → first message median {median:.1} ms ({:.2} \
@@ -803,7 +803,8 @@ fn print_joins(size: Size, fps: u32, joins: &[Join]) {
         verdict(max <= JOIN_TARGET_INTERVALS * interval_ms && good == joins.len())
     );
     println!(
-        "  each (ms; r = the current group of pictures replayed, else a forced keyframe): {}",
+        "  each (ms; r = its keyframe was captured before the connect: the current group of \
+         pictures replayed, or a forced keyframe of a frame already in hand): {}",
         each.join(" ")
     );
 }
