@@ -114,8 +114,8 @@ pub struct Args {
     /// encoder for /stream?video=h264 (H.264): auto or software (default auto)
     #[argh(option, default = "String::from(\"auto\")")]
     pub h264_encoder: String,
-    /// target bitrate of the H.264 stream in kbit/s, 100-50000 (default 1500)
-    #[argh(option, default = "1500")]
+    /// target bitrate of the H.264 stream in kbit/s, 100-50000 (default 1000)
+    #[argh(option, default = "1000")]
     pub h264_bitrate: u32,
     /// most seconds between two H.264 keyframes, 1-60 (default 2)
     #[argh(option, default = "2")]
@@ -845,6 +845,40 @@ mod tests {
     }
 
     #[test]
+    fn h264_flags_have_their_defaults_and_the_test_scene_needs_the_test_camera() {
+        let c = run(&["--camera-type", "test"]).unwrap();
+        assert_eq!(
+            c.h264,
+            H264Settings {
+                encoder: H264EncoderKind::Auto,
+                bitrate_kbps: crate::encode::h264::DEFAULT_BITRATE_KBPS,
+                keyframe_interval: Duration::from_secs(2),
+                profile: H264Profile::Baseline,
+            }
+        );
+        assert_eq!(c.video.scene, TestScene::Pattern);
+        let c = run(&[
+            "--camera-type",
+            "test",
+            "--h264-profile",
+            "high",
+            "--h264-bitrate",
+            "4000",
+            "--test-scene",
+            "static-noisy",
+        ])
+        .unwrap();
+        assert_eq!(c.h264.profile, H264Profile::High);
+        assert_eq!(c.h264.bitrate_kbps, 4000);
+        assert_eq!(c.video.scene, TestScene::StaticNoisy);
+        let e = error_of(&["--camera-type", "usb", "--test-scene", "static-noisy"]);
+        assert!(
+            e.contains("--test-scene: only applies to --camera-type test"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn each_bad_value_names_its_flag_and_range() {
         let cases: &[(&[&str], &str)] = &[
             (
@@ -865,6 +899,26 @@ mod tests {
                 "--width: must be an even number between 16 and 4096 (got 0)",
             ),
             (&["--width", "641"], "--width: must be an even number"),
+            (
+                &["--h264-bitrate", "99"],
+                "--h264-bitrate: must be between 100 and 50000 (got 99)",
+            ),
+            (
+                &["--keyframe-interval", "0"],
+                "--keyframe-interval: must be between 1 and 60 (got 0)",
+            ),
+            (
+                &["--h264-profile", "extended"],
+                "--h264-profile: must be one of baseline, main, high (got \"extended\")",
+            ),
+            (
+                &["--h264-encoder", "v4l2"],
+                "--h264-encoder: must be one of auto, software (got \"v4l2\")",
+            ),
+            (
+                &["--test-scene", "night"],
+                "--test-scene: must be one of pattern, static-noisy (got \"night\")",
+            ),
             (&["--height", "481"], "--height: must be an even number"),
             (
                 &["--height", "8192"],

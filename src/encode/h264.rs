@@ -98,9 +98,11 @@ impl H264Settings {
     }
 }
 
-/// `--h264-bitrate` default, kbit/s, for the default 640x480@30 (see docs/h264.md for how it
-/// was chosen).
-pub const DEFAULT_BITRATE_KBPS: u32 = 1500;
+/// `--h264-bitrate` default, kbit/s, for the default 640x480@15. Measured (BENCHMARKS.md):
+/// H.264 matches MJPEG q70's SSIM at 137-149 kbit/s on the synthetic scenes and the still,
+/// noisy one gains little above ~300; real cameras add detail and motion those lack, so the
+/// default keeps a wide margin while costing 0.25 of MJPEG's bytes (docs/h264.md).
+pub const DEFAULT_BITRATE_KBPS: u32 = 1000;
 
 /// Why H.264 could not be produced.
 #[derive(Debug, thiserror::Error)]
