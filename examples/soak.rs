@@ -119,7 +119,7 @@ fn churn_client(port: u16, cycles: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
                         break;
                     }
                 }
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     let _ = ws.close(None);
                     let _ = ws.flush();
                 }

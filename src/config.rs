@@ -447,7 +447,7 @@ fn in_range(flag: &'static str, value: u32, min: u32, max: u32) -> Result<u32, C
 
 /// JPEG 4:2:0 works on 2x2 pixel blocks, so sizes must be even.
 fn frame_side(flag: &'static str, value: u32) -> Result<u32, ConfigError> {
-    if (16..=4096).contains(&value) && value % 2 == 0 {
+    if (16..=4096).contains(&value) && value.is_multiple_of(2) {
         Ok(value)
     } else {
         Err(invalid(

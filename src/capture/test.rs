@@ -177,7 +177,7 @@ impl TestPattern {
         }
         self.render_pattern(index, captured);
         // The once-a-second mark: its timestamp equals the audio click's.
-        if index % u64::from(self.fps) == 0 {
+        if index.is_multiple_of(u64::from(self.fps)) {
             let (w, h) = (i64::from(self.image.width), i64::from(self.image.height));
             self.image.fill(0, h - h / 10, w, h / 10, WHITE);
         }
@@ -327,7 +327,7 @@ impl TestTone {
         let click_len = (u128::from(rate_u) * CLICK.as_nanos() / 1_000_000_000) as u64;
         if in_second < click_len {
             // A loud square burst: easy to find by threshold.
-            return if (in_second / 8) % 2 == 0 {
+            return if (in_second / 8).is_multiple_of(2) {
                 30_000
             } else {
                 -30_000
