@@ -300,10 +300,18 @@ mod software {
     }
 }
 
+/// The implementations behind [`H264Encoder`], chosen by `--h264-encoder`. The V4L2
+/// memory-to-memory encoder of the Pi's hardware (#17) becomes the next variant; without the
+/// `h264` feature there is none, and no encoder can be made.
+enum Backend {
+    /// OpenH264 on the CPU.
+    #[cfg(feature = "h264")]
+    Software(software::Software),
+}
+
 /// The H.264 encoder the pipeline runs: one picture in, at most one access unit out.
 pub struct H264Encoder {
-    #[cfg(feature = "h264")]
-    inner: software::Software,
+    backend: Backend,
     /// What it was made with, for logs and `/status`.
     pub description: String,
 }
@@ -311,23 +319,28 @@ pub struct H264Encoder {
 impl H264Encoder {
     /// An encoder for `settings` at `fps` (keyframe period and rate control use it).
     pub fn new(settings: &H264Settings, fps: u32) -> Result<H264Encoder, H264Error> {
-        #[cfg(feature = "h264")]
-        {
-            let description = format!(
-                "OpenH264 (software), {} profile, {} kbit/s, keyframe every {:.1} s",
-                settings.profile.as_str(),
-                settings.bitrate_kbps,
-                settings.keyframe_interval.as_secs_f64()
-            );
-            Ok(H264Encoder {
-                inner: software::Software::new(settings, fps)?,
-                description,
-            })
-        }
-        #[cfg(not(feature = "h264"))]
-        {
-            let _ = (settings, fps);
-            Err(H264Error::NotBuilt)
+        match settings.encoder {
+            // Today "auto" has one candidate; with #17 it tries the hardware first.
+            H264EncoderKind::Auto | H264EncoderKind::Software => {
+                #[cfg(feature = "h264")]
+                {
+                    let description = format!(
+                        "OpenH264 (software), {} profile, {} kbit/s, keyframe every {:.1} s",
+                        settings.profile.as_str(),
+                        settings.bitrate_kbps,
+                        settings.keyframe_interval.as_secs_f64()
+                    );
+                    Ok(H264Encoder {
+                        backend: Backend::Software(software::Software::new(settings, fps)?),
+                        description,
+                    })
+                }
+                #[cfg(not(feature = "h264"))]
+                {
+                    let _ = fps;
+                    Err(H264Error::NotBuilt)
+                }
+            }
         }
     }
 
@@ -344,14 +357,14 @@ impl H264Encoder {
         millis: u64,
         force_keyframe: bool,
     ) -> Result<Option<AccessUnit>, H264Error> {
-        #[cfg(feature = "h264")]
-        {
-            self.inner.encode(picture, millis, force_keyframe)
-        }
-        #[cfg(not(feature = "h264"))]
-        {
-            let _ = (picture, millis, force_keyframe);
-            Err(H264Error::NotBuilt)
+        match &mut self.backend {
+            #[cfg(feature = "h264")]
+            Backend::Software(s) => s.encode(picture, millis, force_keyframe),
+            #[cfg(not(feature = "h264"))]
+            _ => {
+                let _ = (picture, millis, force_keyframe);
+                Err(H264Error::NotBuilt)
+            }
         }
     }
 }
