@@ -20,20 +20,7 @@ use tungstenite::Message;
 
 /// True if ffmpeg can run; panics in CI when it cannot.
 fn have_ffmpeg() -> bool {
-    let found = Command::new("ffmpeg")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ffmpeg is missing in CI: scripts/test installs Debian's ffmpeg (apt-get install ffmpeg)"
-        );
-        eprintln!("SKIPPED: ffmpeg not found (apt-get install ffmpeg); CI runs this test");
-    }
-    found
+    have_ffmpeg_tool("ffmpeg")
 }
 
 /// One H.264 message, from either framing.

@@ -105,44 +105,9 @@ impl FrameShaper {
         if size == out {
             return Ok((encoder.encode(picture)?, Path::Encoded));
         }
-        let (w, h) = (size.0 as usize, size.1 as usize);
-        if w < 2 || h < 2 {
-            return Err(JpegError::BadSize {
-                width: size.0,
-                height: size.1,
-            }
-            .into());
-        }
-        let [y, u, v] = match *picture {
-            Picture::I420 {
-                planes, strides, ..
-            } => [
-                plane(planes[0], w, h, strides[0], 1),
-                plane(planes[1], w / 2, h / 2, strides[1], 1),
-                plane(planes[2], w / 2, h / 2, strides[2], 1),
-            ],
-            Picture::Nv12 {
-                planes, strides, ..
-            } => [
-                plane(planes[0], w, h, strides[0], 1),
-                plane(planes[1], w / 2, h / 2, strides[1], 2),
-                plane(
-                    planes[1].get(1..).unwrap_or(&[]),
-                    w / 2,
-                    h / 2,
-                    strides[1],
-                    2,
-                ),
-            ],
-            // 4:2:2: chroma has full height; resizing it to half height makes it 4:2:0.
-            Picture::Yuyv { data, stride, .. } => [
-                plane(data, w, h, stride, 2),
-                plane(data.get(1..).unwrap_or(&[]), w / 2, h, stride, 4),
-                plane(data.get(3..).unwrap_or(&[]), w / 2, h, stride, 4),
-            ],
-            Picture::Jpeg { .. } => unreachable!("handled above"),
-        };
-        let sized = self.resize_to_i420([y, u, v], out)?;
+        let planes = raw_planes(picture)?
+            .ok_or_else(|| ShapeError::ShortPlane("a camera JPEG has no raw planes".to_string()))?;
+        let sized = self.resize_to_i420(planes, out)?;
         Ok((encoder.encode(&sized.picture(self))?, Path::Encoded))
     }
 
@@ -156,47 +121,14 @@ impl FrameShaper {
         dst: &mut I420Image,
     ) -> Result<(), ShapeError> {
         let size = picture.size();
-        let (w, h) = (size.0 as usize, size.1 as usize);
-        if w < 2 || h < 2 {
-            return Err(JpegError::BadSize {
-                width: size.0,
-                height: size.1,
-            }
-            .into());
+        if let Picture::Jpeg { data, .. } = *picture {
+            let (jpeg, _info) = mjpeg::sanitize(data, Some(size))?;
+            self.decode_scaled(&jpeg, out)?;
+            self.hand_over(out, dst);
+            return Ok(());
         }
-        let planes = match *picture {
-            Picture::Jpeg { data, .. } => {
-                let (jpeg, _info) = mjpeg::sanitize(data, Some(size))?;
-                self.decode_scaled(&jpeg, out)?;
-                self.hand_over(out, dst);
-                return Ok(());
-            }
-            Picture::I420 {
-                planes, strides, ..
-            } => [
-                plane(planes[0], w, h, strides[0], 1),
-                plane(planes[1], w / 2, h / 2, strides[1], 1),
-                plane(planes[2], w / 2, h / 2, strides[2], 1),
-            ],
-            Picture::Nv12 {
-                planes, strides, ..
-            } => [
-                plane(planes[0], w, h, strides[0], 1),
-                plane(planes[1], w / 2, h / 2, strides[1], 2),
-                plane(
-                    planes[1].get(1..).unwrap_or(&[]),
-                    w / 2,
-                    h / 2,
-                    strides[1],
-                    2,
-                ),
-            ],
-            Picture::Yuyv { data, stride, .. } => [
-                plane(data, w, h, stride, 2),
-                plane(data.get(1..).unwrap_or(&[]), w / 2, h, stride, 4),
-                plane(data.get(3..).unwrap_or(&[]), w / 2, h, stride, 4),
-            ],
-        };
+        let planes = raw_planes(picture)?
+            .ok_or_else(|| ShapeError::ShortPlane("a camera JPEG has no raw planes".to_string()))?;
         if size == out && matches!(picture, Picture::I420 { .. }) {
             // Already I420 at the output size: copy the rows, drop the stride padding.
             for (p, dst) in planes.iter().zip([&mut self.y, &mut self.u, &mut self.v]) {
@@ -308,6 +240,48 @@ impl Resized {
             strides: [w, w / 2, w / 2],
         }
     }
+}
+
+/// The Y, U and V planes of a raw picture as the resizer reads them; `None` for a JPEG.
+/// YUYV's chroma is 4:2:2 (full height); resizing it to half height makes it 4:2:0.
+fn raw_planes<'a>(picture: &Picture<'a>) -> Result<Option<[PlaneRef<'a>; 3]>, ShapeError> {
+    let size = picture.size();
+    let (w, h) = (size.0 as usize, size.1 as usize);
+    if w < 2 || h < 2 {
+        return Err(JpegError::BadSize {
+            width: size.0,
+            height: size.1,
+        }
+        .into());
+    }
+    Ok(match *picture {
+        Picture::I420 {
+            planes, strides, ..
+        } => Some([
+            plane(planes[0], w, h, strides[0], 1),
+            plane(planes[1], w / 2, h / 2, strides[1], 1),
+            plane(planes[2], w / 2, h / 2, strides[2], 1),
+        ]),
+        Picture::Nv12 {
+            planes, strides, ..
+        } => Some([
+            plane(planes[0], w, h, strides[0], 1),
+            plane(planes[1], w / 2, h / 2, strides[1], 2),
+            plane(
+                planes[1].get(1..).unwrap_or(&[]),
+                w / 2,
+                h / 2,
+                strides[1],
+                2,
+            ),
+        ]),
+        Picture::Yuyv { data, stride, .. } => Some([
+            plane(data, w, h, stride, 2),
+            plane(data.get(1..).unwrap_or(&[]), w / 2, h, stride, 4),
+            plane(data.get(3..).unwrap_or(&[]), w / 2, h, stride, 4),
+        ]),
+        Picture::Jpeg { .. } => None,
+    })
 }
 
 fn plane(data: &[u8], width: usize, height: usize, stride: usize, step: usize) -> PlaneRef<'_> {

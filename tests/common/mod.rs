@@ -284,3 +284,22 @@ pub fn decode_jpeg(jpeg: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
     let info = d.info().ok_or("no header")?;
     Ok((info.width as usize, info.height as usize, pixels))
 }
+
+/// True if Debian's ffmpeg tool `name` (ffmpeg, ffprobe) runs; in CI (`CI` set), where
+/// scripts/test installs it, a missing tool fails the test instead of skipping it.
+pub fn have_ffmpeg_tool(name: &str) -> bool {
+    let found = Command::new(name)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing in CI: scripts/test installs Debian's ffmpeg (apt-get install ffmpeg)"
+        );
+        eprintln!("SKIPPED: {name} not found (apt-get install ffmpeg); CI runs this test");
+    }
+    found
+}
