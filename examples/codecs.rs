@@ -52,7 +52,6 @@ use openh264::formats::YUVSource;
 use rpi_streamer::capture::draw::I420Image;
 use rpi_streamer::capture::test::{TestPattern, TestScene};
 use rpi_streamer::capture::{Picture, VideoParams, VideoSource};
-use rpi_streamer::clock::MonoTime;
 use rpi_streamer::encode::h264::{H264Encoder, DEFAULT_BITRATE_KBPS};
 use rpi_streamer::encode::h264::{H264EncoderKind, H264Profile, H264Settings, I420};
 use rpi_streamer::encode::jpeg::Encoder;
@@ -235,10 +234,8 @@ struct Clip {
 }
 
 impl Clip {
-    /// Renders `warmup + seconds` worth of frames, frame 0 first. The synthetic source paces
-    /// its frames (even `TestPattern::unpaced` after its first one), so this takes real time
-    /// but little CPU; starting at frame 0 makes every run show the same pictures (but for
-    /// the caption's clock). A frame skipped because this thread was late is rendered again.
+    /// Renders `warmup + seconds` worth of frames, frame 0 first, unpaced (as fast as they
+    /// draw): every run shows the same pictures (but for the caption's clock).
     fn render(
         scene: TestScene,
         size: Size,
@@ -252,51 +249,42 @@ impl Clip {
         };
         let warmup = (warmup * f64::from(fps)).round() as usize;
         let count = warmup + ((seconds * f64::from(fps)).round() as usize).max(1);
-        for _attempt in 0..3 {
-            let epoch = MonoTime::now();
-            let mut source = TestPattern::new(&params, epoch).map_err(|e| e.to_string())?;
-            let mut frames = Vec::with_capacity(count);
-            while frames.len() < count {
-                let Some(frame) = source.next_frame().map_err(|e| e.to_string())? else {
-                    continue;
-                };
-                let index = (frame.captured.since(epoch).as_secs_f64() * f64::from(fps)).round();
-                if index as usize != frames.len() {
-                    break;
+        let mut source = TestPattern::unpaced(&params).map_err(|e| e.to_string())?;
+        let mut frames = Vec::with_capacity(count);
+        while frames.len() < count {
+            let frame = source
+                .next_frame()
+                .map_err(|e| e.to_string())?
+                .ok_or("the unpaced test pattern gave no frame")?;
+            let Picture::I420 {
+                width,
+                height,
+                planes,
+                strides,
+            } = frame.picture
+            else {
+                return Err("the test pattern gave no I420 picture".into());
+            };
+            let mut image = I420Image::new(width, height);
+            let w = width as usize;
+            for (dst, src, stride, row) in [
+                (&mut image.y, planes[0], strides[0], w),
+                (&mut image.u, planes[1], strides[1], w / 2),
+                (&mut image.v, planes[2], strides[2], w / 2),
+            ] {
+                for (d, s) in dst.chunks_mut(row).zip(src.chunks(stride)) {
+                    d.copy_from_slice(&s[..row]);
                 }
-                let Picture::I420 {
-                    width,
-                    height,
-                    planes,
-                    strides,
-                } = frame.picture
-                else {
-                    return Err("the test pattern gave no I420 picture".into());
-                };
-                let mut image = I420Image::new(width, height);
-                let w = width as usize;
-                for (dst, src, stride, row) in [
-                    (&mut image.y, planes[0], strides[0], w),
-                    (&mut image.u, planes[1], strides[1], w / 2),
-                    (&mut image.v, planes[2], strides[2], w / 2),
-                ] {
-                    for (d, s) in dst.chunks_mut(row).zip(src.chunks(stride)) {
-                        d.copy_from_slice(&s[..row]);
-                    }
-                }
-                frames.push(image);
             }
-            if frames.len() == count {
-                return Ok(Clip {
-                    scene,
-                    size,
-                    fps,
-                    frames,
-                    warmup,
-                });
-            }
+            frames.push(image);
         }
-        Err("the test pattern skipped frames three times (machine too busy?)".into())
+        Ok(Clip {
+            scene,
+            size,
+            fps,
+            frames,
+            warmup,
+        })
     }
 
     fn measured(&self) -> usize {

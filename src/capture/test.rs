@@ -115,6 +115,8 @@ pub struct TestPattern {
     fps: u32,
     epoch: MonoTime,
     next_index: u64,
+    /// False for [`TestPattern::unpaced`]: every frame is rendered at once.
+    paced: bool,
     scene: TestScene,
     /// The still picture of [`TestScene::StaticNoisy`], rendered once.
     still: Option<I420Image>,
@@ -150,19 +152,20 @@ impl TestPattern {
             fps: params.fps.max(1),
             epoch,
             next_index: 0,
+            paced: true,
             scene: params.scene,
             still: None,
             noise: 0x9E37_79B9_7F4A_7C15,
         })
     }
 
-    /// A pattern whose every frame is already overdue, so `next_frame` renders at once without
-    /// pacing: for measuring drawing and encoding (benchmarks).
+    /// A pattern that renders each frame as soon as it is asked for, frames 0, 1, 2, ...
+    /// stamped with the time they were rendered: for measuring drawing and encoding
+    /// (benchmarks).
     pub fn unpaced(params: &VideoParams) -> Result<TestPattern, CaptureError> {
-        TestPattern::new(
-            params,
-            MonoTime::now().earlier_by(Duration::from_secs(86_400)),
-        )
+        let mut pattern = TestPattern::new(params, MonoTime::now())?;
+        pattern.paced = false;
+        Ok(pattern)
     }
 
     fn due(&self, index: u64) -> MonoTime {
@@ -263,6 +266,15 @@ impl VideoSource for TestPattern {
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        if !self.paced {
+            let (index, captured) = (self.next_index, MonoTime::now());
+            self.next_index += 1;
+            self.render(index, captured);
+            return Ok(Some(Frame {
+                captured,
+                picture: self.image.picture(),
+            }));
+        }
         let due = self.due(self.next_index);
         if !wait_until(due) {
             return Ok(None);
@@ -415,6 +427,18 @@ mod tests {
         assert!(mean.abs() < 0.2, "no drift: {mean}");
         assert!((2.0..=3.0).contains(&sigma), "noise sigma {sigma:.2}");
         assert!(src.describe().starts_with("test static-noisy 320x240"));
+    }
+
+    #[test]
+    fn an_unpaced_pattern_renders_consecutive_frames_at_once() {
+        let mut src = TestPattern::unpaced(&params(1)).unwrap();
+        let stamps: Vec<MonoTime> = (0..5)
+            .map(|_| src.next_frame().unwrap().unwrap().captured)
+            .collect();
+        // Paced at 1 fps these would be stamped exactly 1 s apart (their due times).
+        assert!(stamps[4].since(stamps[0]) < Duration::from_secs(4));
+        assert!(stamps.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(src.next_index, 5, "frames 0..4, none skipped");
     }
 
     #[test]
