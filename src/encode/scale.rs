@@ -129,14 +129,16 @@ impl FrameShaper {
         }
         let planes = raw_planes(picture)?
             .ok_or_else(|| ShapeError::ShortPlane("a camera JPEG has no raw planes".to_string()))?;
-        if size == out && matches!(picture, Picture::I420 { .. }) {
-            // Already I420 at the output size: copy the rows, drop the stride padding.
-            for (p, dst) in planes.iter().zip([&mut self.y, &mut self.u, &mut self.v]) {
-                p.check("I420")?;
-                dst.clear();
-                for row in 0..p.height {
-                    dst.extend_from_slice(&p.data[row * p.stride..][..p.width]);
-                }
+        if size == out {
+            // At the output size nothing is resampled: rows are copied (I420), samples picked
+            // out of their interleaving (NV12, YUYV), and YUYV's full-height chroma averaged
+            // in row pairs: what the resizer computes for these sizes, much faster.
+            let (w, h) = (out.0 as usize, out.1 as usize);
+            let targets = [&mut self.y, &mut self.u, &mut self.v];
+            for (k, (p, dst)) in planes.iter().zip(targets).enumerate() {
+                p.check("picture")?;
+                let (dw, dh) = if k == 0 { (w, h) } else { (w / 2, h / 2) };
+                copy_plane(*p, dst, dw, dh);
             }
             self.hand_over(out, dst);
             return Ok(());
@@ -300,6 +302,28 @@ pub fn dct_scale(width: usize, height: usize, out: (u32, u32)) -> turbojpeg::Sca
         .map(|n| turbojpeg::ScalingFactor::new(n, 8))
         .find(|f| f.scale(width) >= out.0 as usize && f.scale(height) >= out.1 as usize)
         .unwrap_or(turbojpeg::ScalingFactor::ONE)
+}
+
+/// `src` into `dst` (`dw` x `dh`, packed) when `src` is `dw` wide and `dh` or `2 * dh` tall:
+/// samples are picked out of their interleaving (`step`), and a plane twice as tall has its
+/// row pairs averaged (rounding up, as [`resize_plane`] does for that case). The plane must
+/// have passed [`PlaneRef::check`].
+fn copy_plane(src: PlaneRef<'_>, dst: &mut Vec<u8>, dw: usize, dh: usize) {
+    dst.clear();
+    dst.reserve(dw * dh);
+    let row = |r: usize| &src.data[r * src.stride..];
+    for y in 0..dh {
+        if src.height >= 2 * dh {
+            let (a, b) = (row(2 * y), row(2 * y + 1));
+            dst.extend((0..dw).map(|x| {
+                ((u16::from(a[x * src.step]) + u16::from(b[x * src.step]) + 1) / 2) as u8
+            }));
+        } else if src.step == 1 {
+            dst.extend_from_slice(&row(y)[..dw]);
+        } else {
+            dst.extend(row(y).iter().step_by(src.step).take(dw));
+        }
+    }
 }
 
 /// Resamples a plane into `dst` (`dw` x `dh`, packed): a box average when shrinking by 2 or
@@ -517,6 +541,55 @@ mod tests {
                 let jpeg = enc.encode(&dst.picture()).unwrap();
                 assert_halves(&jpeg, out.0 as usize, out.1 as usize);
             }
+        }
+    }
+
+    #[test]
+    fn the_same_size_fast_path_matches_the_resizer_sample_for_sample() {
+        let (w, h) = (64usize, 48usize);
+        let mut seed = 7u32;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (seed >> 16) as u8
+                })
+                .collect()
+        };
+        let yuyv = noise(w * 2 * h + 8);
+        let (y, uv) = (noise(72 * h), noise(72 * h / 2));
+        let (u, v) = (noise(40 * h / 2), noise(40 * h / 2));
+        let pictures = [
+            Picture::Yuyv {
+                width: w as u32,
+                height: h as u32,
+                data: &yuyv,
+                stride: w * 2,
+            },
+            Picture::Nv12 {
+                width: w as u32,
+                height: h as u32,
+                planes: [&y, &uv],
+                strides: [72, 72],
+            },
+            Picture::I420 {
+                width: w as u32,
+                height: h as u32,
+                planes: [&y, &u, &v],
+                strides: [72, 40, 40],
+            },
+        ];
+        let out = (w as u32, h as u32);
+        for pic in &pictures {
+            let mut fast = I420Image::new(2, 2);
+            let mut shaper = FrameShaper::new();
+            shaper.to_i420(pic, out, &mut fast).unwrap();
+            let mut slow = FrameShaper::new();
+            let planes = raw_planes(pic).unwrap().unwrap();
+            slow.resize_to_i420(planes, out).unwrap();
+            assert_eq!(fast.y, slow.y, "{pic:?}");
+            assert_eq!(fast.u, slow.u, "{pic:?}");
+            assert_eq!(fast.v, slow.v, "{pic:?}");
         }
     }
 
