@@ -316,7 +316,7 @@ fn copy_plane(src: PlaneRef<'_>, dst: &mut Vec<u8>, dw: usize, dh: usize) {
         if src.height >= 2 * dh {
             let (a, b) = (row(2 * y), row(2 * y + 1));
             dst.extend((0..dw).map(|x| {
-                ((u16::from(a[x * src.step]) + u16::from(b[x * src.step]) + 1) / 2) as u8
+                (u16::from(a[x * src.step]) + u16::from(b[x * src.step])).div_ceil(2) as u8
             }));
         } else if src.step == 1 {
             dst.extend_from_slice(&row(y)[..dw]);
