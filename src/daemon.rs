@@ -160,6 +160,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         n.send("STOPPING=1");
     }
     pipelines.stop();
+    log::debug!("capture threads stopped");
     drop(ex);
     Ok(())
 }

@@ -412,6 +412,7 @@ impl Drop for LibcameraSource {
                 log::error!("the libcamera thread panicked");
             }
         }
+        log::debug!("libcamera camera closed");
     }
 }
 
