@@ -113,7 +113,13 @@ impl Daemon {
 
     /// Connects a WebSocket client to `path` with a read timeout.
     pub fn connect(&self, path: &str) -> Client {
-        let (ws, _) = tungstenite::connect(self.url(path)).expect("WebSocket connect");
+        let (ws, _) = tungstenite::connect(self.url(path)).unwrap_or_else(|e| {
+            let exited = self.child_status();
+            panic!(
+                "WebSocket connect to {path}: {e}; daemon {exited}; its log:\n{}",
+                self.log_text()
+            )
+        });
         set_read_timeout(&ws, Duration::from_secs(5));
         ws
     }
@@ -160,6 +166,15 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(5));
         }
         None
+    }
+
+    /// "still running" or how it exited (for failure messages).
+    pub fn child_status(&self) -> String {
+        let pid = self.child.id() as i32;
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) if !stat.contains(") Z ") => "still running".to_string(),
+            _ => "has exited".to_string(),
+        }
     }
 
     /// The daemon's log so far.
