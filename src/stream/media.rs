@@ -173,17 +173,8 @@ impl VideoFrame {
     /// The seed's text message, built on first use.
     pub fn text(&self) -> &Utf8Bytes {
         self.text.get_or_init(|| {
-            let ts = format_unix(self.ts);
-            let mut s = String::with_capacity(32 + ts.len() + self.jpeg.len().div_ceil(3) * 4);
-            s.push_str("video:");
-            s.push_str(&ts);
-            s.push(':');
-            s.push_str(&self.width.to_string());
-            s.push(':');
-            s.push_str(&self.height.to_string());
-            s.push(':');
-            push_base64(&mut s, &self.jpeg);
-            Utf8Bytes::from(s)
+            let (w, h) = (self.width.to_string(), self.height.to_string());
+            text_message(&["video", &format_unix(self.ts), &w, &h], &self.jpeg)
         })
     }
 
@@ -209,6 +200,18 @@ impl VideoFrame {
             WireFormat::Binary => self.binary(),
         }
     }
+}
+
+/// A text message: `fields` joined by `:`, then `:` and the base64 of `payload`.
+fn text_message(fields: &[&str], payload: &[u8]) -> Utf8Bytes {
+    let head: usize = fields.iter().map(|f| f.len() + 1).sum();
+    let mut s = String::with_capacity(head + payload.len().div_ceil(3) * 4);
+    for field in fields {
+        s.push_str(field);
+        s.push(':');
+    }
+    push_base64(&mut s, payload);
+    Utf8Bytes::from(s)
 }
 
 /// The 16-byte binary header of a picture message.
@@ -247,17 +250,9 @@ impl H264Unit {
     /// `h264:<ts>:<width>:<height>:<key>:<base64>`, built on first use.
     pub fn text(&self) -> &Utf8Bytes {
         self.text.get_or_init(|| {
-            let ts = format_unix(self.ts);
-            let mut s = String::with_capacity(40 + ts.len() + self.data.len().div_ceil(3) * 4);
-            s.push_str("h264:");
-            s.push_str(&ts);
-            s.push(':');
-            s.push_str(&self.width.to_string());
-            s.push(':');
-            s.push_str(&self.height.to_string());
-            s.push_str(if self.keyframe { ":1:" } else { ":0:" });
-            push_base64(&mut s, &self.data);
-            Utf8Bytes::from(s)
+            let (w, h) = (self.width.to_string(), self.height.to_string());
+            let key = if self.keyframe { "1" } else { "0" };
+            text_message(&["h264", &format_unix(self.ts), &w, &h, key], &self.data)
         })
     }
 
@@ -302,15 +297,8 @@ impl AudioChunk {
 
     /// The seed's text message, built on first use.
     pub fn text(&self) -> &Utf8Bytes {
-        self.text.get_or_init(|| {
-            let ts = format_unix(self.ts);
-            let mut s = String::with_capacity(8 + ts.len() + self.pcm.len().div_ceil(3) * 4);
-            s.push_str("audio:");
-            s.push_str(&ts);
-            s.push(':');
-            push_base64(&mut s, &self.pcm);
-            Utf8Bytes::from(s)
-        })
+        self.text
+            .get_or_init(|| text_message(&["audio", &format_unix(self.ts)], &self.pcm))
     }
 
     /// The binary message, built on first use.
