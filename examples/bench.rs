@@ -25,7 +25,7 @@ use rpi_streamer::stream::media::VideoFrame;
 use rustix::time::{clock_gettime, ClockId};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -178,28 +178,10 @@ fn status_counter(port: u16, name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn start_daemon(o: &Options, (w, h): (u32, u32), clients: usize) -> Result<(Child, u16), String> {
-    let daemon = support::release_daemon()?;
-    let port = support::free_port()?;
-    let (child, lines) = support::spawn_until_listening(
-        Command::new(&daemon)
-            .args([
-                "--camera-type",
-                "test",
-                "--host",
-                "127.0.0.1",
-                "--no-client",
-            ])
-            .args(["--port", &port.to_string(), "--fps", &o.fps.to_string()])
-            .args(["--width", &w.to_string(), "--height", &h.to_string()])
-            .args(["--quality", &o.quality.to_string()])
-            // Room for every client of the run (the default cap is 16).
-            .args(["--max-clients", &clients.max(16).to_string()])
-            .env("RUST_LOG", "warn,rpi_streamer::daemon=info"),
-    )?;
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok((child, port))
+fn start_daemon(o: &Options, size: (u32, u32), clients: usize) -> Result<(Child, u16), String> {
+    // Room for every client of the run (the default cap is 16).
+    let max_clients = clients.max(16).to_string();
+    support::start_test_daemon(size, o.fps, o.quality, &["--max-clients", &max_clients])
 }
 
 #[derive(Default)]

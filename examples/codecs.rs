@@ -56,7 +56,6 @@ use rpi_streamer::encode::h264::{H264Encoder, DEFAULT_BITRATE_KBPS};
 use rpi_streamer::encode::h264::{H264EncoderKind, H264Profile, H264Settings, I420};
 use rpi_streamer::encode::jpeg::Encoder;
 use rustix::time::{clock_gettime, ClockId, Timespec};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -694,24 +693,7 @@ fn next_binary(ws: &mut Socket) -> Result<tungstenite::Bytes, String> {
 }
 
 fn late_joins(o: &Options, (w, h): Size) -> Result<Vec<Join>, String> {
-    let daemon = support::release_daemon()?;
-    let port = support::free_port()?;
-    let (mut child, lines) = support::spawn_until_listening(
-        Command::new(&daemon)
-            .args([
-                "--camera-type",
-                "test",
-                "--host",
-                "127.0.0.1",
-                "--no-client",
-            ])
-            .args(["--port", &port.to_string(), "--fps", &o.fps.to_string()])
-            .args(["--width", &w.to_string(), "--height", &h.to_string()])
-            .args(["--quality", &o.quality.to_string()])
-            // The "listening on" line the start waits for is the daemon's info log.
-            .env("RUST_LOG", "warn,rpi_streamer::daemon=info"),
-    )?;
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, port) = support::start_test_daemon((w, h), o.fps, o.quality, &[])?;
     let result: Result<Vec<Join>, String> = (|| {
         // The client that keeps the H.264 stage running; joiners come on top of it.
         let mut first = connect(port)?;

@@ -56,3 +56,41 @@ pub fn spawn_until_listening(
         }
     }
 }
+
+/// Starts the release daemon on the synthetic source at `(width, height)`, `fps` and JPEG
+/// `quality` on a free loopback port, with `extra` flags; waits until it listens and keeps
+/// draining its stderr so it never blocks on a full pipe. (The soak starts its own: it shows
+/// the daemon's warnings instead of dropping them.)
+#[allow(dead_code)]
+pub fn start_test_daemon(
+    (width, height): (u32, u32),
+    fps: u32,
+    quality: u8,
+    extra: &[&str],
+) -> Result<(Child, u16), String> {
+    let daemon = release_daemon()?;
+    let port = free_port()?;
+    let (child, lines) = spawn_until_listening(
+        Command::new(&daemon)
+            .args([
+                "--camera-type",
+                "test",
+                "--host",
+                "127.0.0.1",
+                "--no-client",
+            ])
+            .args(["--port", &port.to_string(), "--fps", &fps.to_string()])
+            .args([
+                "--width",
+                &width.to_string(),
+                "--height",
+                &height.to_string(),
+            ])
+            .args(["--quality", &quality.to_string()])
+            .args(extra)
+            // The "listening on" line the start waits for is the daemon's info log.
+            .env("RUST_LOG", "warn,rpi_streamer::daemon=info"),
+    )?;
+    std::thread::spawn(move || for _ in lines {});
+    Ok((child, port))
+}
