@@ -60,21 +60,8 @@ fn main() {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut last_decode: Option<Instant> = None;
     while Instant::now() < deadline {
-        let text = match ws.read() {
-            Ok(Message::Text(t)) => t,
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                eprintln!("ws_probe: connection lost: {e}");
-                std::process::exit(1);
-            }
+        let Some(Message::Text(text)) = next_message(&mut ws) else {
+            continue;
         };
         let Some(rest) = text.as_str().strip_prefix("video:") else {
             continue;
@@ -120,6 +107,27 @@ fn main() {
     }
 }
 
+/// The next message; `None` when the read timed out. Exits 1 when the connection is lost.
+fn next_message<S: std::io::Read + std::io::Write>(
+    ws: &mut tungstenite::WebSocket<S>,
+) -> Option<Message> {
+    match ws.read() {
+        Ok(m) => Some(m),
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(e) => {
+            eprintln!("ws_probe: connection lost: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -139,21 +147,8 @@ fn h264<S: std::io::Read + std::io::Write>(
         std::process::exit(2)
     });
     while Instant::now() < deadline {
-        let b = match ws.read() {
-            Ok(Message::Binary(b)) => b,
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                eprintln!("ws_probe: connection lost: {e}");
-                std::process::exit(1);
-            }
+        let Some(Message::Binary(b)) = next_message(ws) else {
+            continue;
         };
         if b.first() == Some(&2) {
             continue; // audio
