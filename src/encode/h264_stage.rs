@@ -107,11 +107,12 @@ impl H264Stage {
 
     /// Hands a picture to the encoder, replacing one it has not started on.
     pub fn offer(&self, job: Job) {
-        let replaced = self.mailbox.lock().job.replace(job);
-        if let Some(old) = replaced {
+        let mut mail = self.mailbox.lock();
+        if let Some(old) = mail.job.replace(job) {
             Stats::add(&self.stats.codec(Codec::H264).encoder_skipped, 1);
-            self.mailbox.lock().spare = Some(old.image);
+            mail.spare = Some(old.image);
         }
+        drop(mail);
         self.mailbox.cond.notify_one();
     }
 }
