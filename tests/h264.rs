@@ -463,3 +463,45 @@ fn a_crowd_of_joiners_all_start_at_keyframes_without_turning_the_stream_into_key
     );
     println!("12 joiners: {forced} forced keyframes over {frames} frames");
 }
+
+#[test]
+fn a_client_asking_for_a_keyframe_gets_one_within_a_few_frames() {
+    // Intervals of 10 s: within the test no keyframe comes but the requested ones.
+    let daemon = Daemon::start(&[
+        "--camera-type",
+        "test",
+        "--fps",
+        "30",
+        "--keyframe-interval",
+        "10",
+    ]);
+    let mut ws = daemon.connect("/stream?video=h264&format=binary");
+    let start = read_units(&mut ws, Duration::from_secs(1));
+    assert!(start[0].key, "starts at a keyframe");
+    assert!(
+        start[1..].iter().all(|u| !u.key),
+        "no keyframe but the first within 1 s"
+    );
+    for round in 0..3 {
+        ws.send(Message::text("keyframe")).expect("send keyframe");
+        let asked = Instant::now();
+        let units = read_units(&mut ws, Duration::from_millis(700));
+        let key = units
+            .iter()
+            .position(|u| u.key)
+            .unwrap_or_else(|| panic!("round {round}: no keyframe in {} units", units.len()));
+        println!(
+            "round {round}: keyframe after {:?} ({key} units before it)",
+            units[key].received.duration_since(asked)
+        );
+        assert!(
+            units[key + 1..].iter().all(|u| !u.key),
+            "round {round}: one keyframe per request"
+        );
+    }
+    let s = status(&daemon);
+    assert!(
+        codec_counter(&s, "h264", "keyframes_forced") >= 3.0,
+        "requests forced keyframes: {s}"
+    );
+}

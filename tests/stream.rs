@@ -333,6 +333,63 @@ fn binary_clients_get_headers_and_raw_jpeg() {
     }
 }
 
+/// Sends `clock:<client_time>` and reads until the answer: (received, sent) server times.
+fn clock_exchange(ws: &mut Client, client_time: &str) -> (f64, f64) {
+    ws.send(Message::text(format!("clock:{client_time}")))
+        .expect("send clock");
+    for _ in 0..500 {
+        if let Message::Text(t) = ws.read().expect("message") {
+            let Some(rest) = t.as_str().strip_prefix("clock:") else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.split(':').collect();
+            assert_eq!(parts.len(), 3, "clock:<client>:<received>:<sent>: {t}");
+            assert_eq!(parts[0].parse::<f64>(), client_time.parse::<f64>(), "{t}");
+            let received: f64 = parts[1].parse().expect("received time");
+            let sent: f64 = parts[2].parse().expect("sent time");
+            return (received, sent);
+        }
+    }
+    panic!("no clock answer within 500 messages");
+}
+
+#[test]
+fn clock_requests_are_answered_in_both_framings_and_other_text_is_ignored() {
+    let daemon = Daemon::start(&["--camera-type", "test", "--enable-audio"]);
+    for path in ["/stream", "/stream?format=binary"] {
+        let mut ws = daemon.connect(path);
+        // Not commands: ignored, the session goes on.
+        ws.send(Message::text("hello")).expect("send");
+        ws.send(Message::text("keyframe")).expect("send"); // an MJPEG client: nothing to do
+        for client_time in ["1733140000123.5", "-7", "0"] {
+            let before = unix_now();
+            let (received, sent) = clock_exchange(&mut ws, client_time);
+            let after = unix_now();
+            assert!(
+                received <= sent,
+                "{path}: received {received} > sent {sent}"
+            );
+            // The capture clock is this machine's clock here: within the exchange.
+            assert!(
+                received > before - 0.05 && sent < after + 0.05,
+                "{path}: {before} ≤ {received} ≤ {sent} ≤ {after}"
+            );
+        }
+        // And the stream itself continues in its framing.
+        let video = (0..500).find_map(|_| match ws.read().expect("message") {
+            Message::Text(t) if t.as_str().starts_with("video:") => Some("text"),
+            Message::Binary(b) if b.first() == Some(&1) => Some("binary"),
+            _ => None,
+        });
+        let want = if path.contains("binary") {
+            "binary"
+        } else {
+            "text"
+        };
+        assert_eq!(video, Some(want), "{path}: video after the commands");
+    }
+}
+
 #[test]
 fn status_reports_configuration_and_the_client_page_is_served() {
     let daemon = Daemon::start(&["--camera-type", "test", "--enable-audio", "--fps", "12"]);

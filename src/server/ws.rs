@@ -8,7 +8,8 @@
 //! ping is answered, RFC 6455 §5.5.3), then our ping every `--ping-interval` (a client silent for three intervals is dropped).
 //!
 //! Reading ([`super::wsframe`]): client frames are parsed as they arrive into a fixed buffer;
-//! data payloads are skipped, not stored. A client may send at most [`FLOOD_FRAMES_PER_S`]
+//! data payloads are skipped, not stored, except short text messages that are [`Command`]s
+//! (a clock exchange, a keyframe request), each answered at most once, the latest. A client may send at most [`FLOOD_FRAMES_PER_S`]
 //! frames and [`FLOOD_BYTES_PER_S`] bytes per second (with bursts of twice that), and the
 //! reader yields to the other tasks after every read, so no connection can monopolise the
 //! single executor. Breaking a bound closes that client with a code that says which
@@ -17,7 +18,9 @@
 #![forbid(unsafe_code)]
 
 use super::http::{write_response, Request, Response};
-use super::wsframe::{self, ClientEvent, ClientFrames, FrameError, OP_CLOSE, OP_PING, OP_PONG};
+use super::wsframe::{
+    self, ClientEvent, ClientFrames, FrameError, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
+};
 use super::{Conn, Server};
 use crate::clock::MonoTime;
 use crate::encode::demand::Codec;
@@ -36,7 +39,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Largest message a client may send us (we expect none but control frames).
+/// Largest message a client may send us (we expect only control frames and short commands).
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// Unsent bytes in the kernel below which a socket counts as ready for the next message.
 pub const NOTSENT_LOWAT: u32 = 16 * 1024;
@@ -259,10 +262,45 @@ impl Bucket {
     }
 }
 
+/// A command a client may send as a short text message (docs/client.md, "Commands").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Command {
+    /// `clock:<client time>`: the client's clock reading (any finite number, usually its
+    /// `Date.now()` in ms), answered with `clock:<client time>:<received>:<sent>`, the
+    /// capture clock's UNIX seconds when the request was read and when the answer went out:
+    /// the four times of an NTP exchange, from which the client gets the offset between the
+    /// two clocks without NTP.
+    Clock(f64),
+    /// `keyframe`: an H.264 client's decoder needs a fresh start (an error, a gap): skip to
+    /// the next keyframe, requested from the encoder.
+    Keyframe,
+}
+
+impl Command {
+    /// Parses a command; `None` for anything else (ignored, like any other client data).
+    pub fn parse(message: &[u8]) -> Option<Command> {
+        let text = std::str::from_utf8(message).ok()?;
+        if text == "keyframe" {
+            return Some(Command::Keyframe);
+        }
+        let client_time: f64 = text.strip_prefix("clock:")?.parse().ok()?;
+        client_time
+            .is_finite()
+            .then_some(Command::Clock(client_time))
+    }
+}
+
+/// The answer to a `clock:` command: `clock:<client time>:<received>:<sent>`.
+pub fn clock_reply(client_time: f64, received: f64, sent: f64) -> String {
+    format!("clock:{client_time}:{received:.6}:{sent:.6}")
+}
+
 /// What the reader hands the writer.
 struct Shared {
     /// The payload of the latest ping not answered yet.
     pong: RefCell<Option<Vec<u8>>>,
+    /// The latest clock request not answered yet: the client's time and when it was read.
+    clock: Cell<Option<(f64, f64)>>,
     last_heard: Cell<Instant>,
     wake_tx: async_channel::Sender<()>,
     wake_rx: async_channel::Receiver<()>,
@@ -297,7 +335,12 @@ async fn write_frame(conn: &Conn, opcode: u8, payload: &[u8]) -> std::io::Result
 }
 
 /// Reads the client's frames until it closes, breaks a bound or goes away.
-async fn read_client(conn: &Conn, leftover: &[u8], shared: &Shared) -> Ended {
+async fn read_client(
+    conn: &Conn,
+    leftover: &[u8],
+    shared: &Shared,
+    slot: &crate::stream::hub::ClientSlot,
+) -> Ended {
     let mut frames = ClientFrames::new(MAX_CLIENT_MESSAGE as u64);
     let mut frame_budget = Bucket::new(FLOOD_FRAMES_PER_S);
     let mut byte_budget = Bucket::new(FLOOD_BYTES_PER_S);
@@ -354,6 +397,16 @@ async fn read_client(conn: &Conn, leftover: &[u8], shared: &Shared) -> Ended {
                     let _ = shared.wake_tx.try_send(());
                 }
                 ClientEvent::Close(code) => return Ended::ClientClosed(code),
+                ClientEvent::Command(message) => match Command::parse(&message) {
+                    Some(Command::Clock(client_time)) => {
+                        // Like pings: only the latest is answered.
+                        let received = MonoTime::now().to_unix();
+                        shared.clock.set(Some((client_time, received)));
+                        let _ = shared.wake_tx.try_send(());
+                    }
+                    Some(Command::Keyframe) => slot.resync(),
+                    None => {}
+                },
                 ClientEvent::Pong | ClientEvent::Data { .. } => {}
             }
         }
@@ -391,6 +444,13 @@ async fn write_client(
         let pong = shared.pong.borrow_mut().take();
         if let Some(payload) = pong {
             if let Err(e) = write_frame(conn, OP_PONG, &payload).await {
+                return Ended::Io(e);
+            }
+            continue;
+        }
+        if let Some((client_time, received)) = shared.clock.take() {
+            let reply = clock_reply(client_time, received, MonoTime::now().to_unix());
+            if let Err(e) = write_frame(conn, OP_TEXT, reply.as_bytes()).await {
                 return Ended::Io(e);
             }
             continue;
@@ -536,12 +596,13 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server
     let (wake_tx, wake_rx) = async_channel::bounded(1);
     let shared = Shared {
         pong: RefCell::new(None),
+        clock: Cell::new(None),
         last_heard: Cell::new(Instant::now()),
         wake_tx,
         wake_rx,
     };
     let ended = future::or(
-        read_client(&stream, &req.leftover, &shared),
+        read_client(&stream, &req.leftover, &shared, &client.slot),
         write_client(&stream, &client, &shared, &server),
     )
     .await;
@@ -662,6 +723,30 @@ mod tests {
         assert_eq!(code(Ended::limit(ClientLimit::WriteStalled, "x")), None);
         assert_eq!(code(Ended::ClientClosed(Some(1000))), Some(1000));
         assert_eq!(code(Ended::Disconnected), None);
+    }
+
+    #[test]
+    fn commands_are_parsed_strictly_and_clock_replies_carry_four_times() {
+        assert_eq!(Command::parse(b"keyframe"), Some(Command::Keyframe));
+        assert_eq!(
+            Command::parse(b"clock:1712345678901.25"),
+            Some(Command::Clock(1712345678901.25))
+        );
+        for bad in [
+            &b"clock:"[..],
+            b"clock:NaN",
+            b"clock:inf",
+            b"clock:1:2",
+            b"Keyframe",
+            b"keyframe ",
+            b"\xff",
+        ] {
+            assert_eq!(Command::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            clock_reply(1712.5, 100.0, 100.000_25),
+            "clock:1712.5:100.000000:100.000250"
+        );
     }
 
     #[test]

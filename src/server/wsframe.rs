@@ -2,10 +2,11 @@
 //! incremental parser of the frames a client sends.
 //!
 //! Why our own instead of tungstenite's session: every byte the daemon holds for a client must
-//! be bounded whatever the client does. The parser keeps no payload but a control frame's
-//! (at most 125 bytes); data payloads, which we ignore, are counted and skipped as they arrive,
-//! so a client's messages cost no memory however large they claim to be, and the session
-//! decides what to answer (at most one pong, the latest) and when.
+//! be bounded whatever the client does. The parser keeps no payload but a control frame's or a
+//! short command's (at most 125 bytes each: an unfragmented text message such as `clock:…`,
+//! see `super::ws`); other data payloads are counted and skipped as they arrive, so a
+//! client's messages cost no memory however large they claim to be, and the session decides
+//! what to answer (at most one pong and one clock reply, the latest) and when.
 #![forbid(unsafe_code)]
 
 /// Opcode of a continuation frame.
@@ -23,6 +24,9 @@ pub const OP_PONG: u8 = 0xA;
 
 /// Largest payload of a control frame (§5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
+/// Longest client command (an unfragmented text message the session reads): what a control
+/// frame may carry, so the read buffer's bound stays the same.
+pub const MAX_COMMAND_LEN: usize = MAX_CONTROL_PAYLOAD;
 /// Longest frame header: 2 bytes, 8 of extended length, 4 of mask.
 pub const MAX_HEADER_LEN: usize = 14;
 
@@ -88,6 +92,8 @@ pub enum ClientEvent {
     Pong,
     /// A close frame with its status code, if it carried one.
     Close(Option<u16>),
+    /// A whole, unfragmented text message of at most [`MAX_COMMAND_LEN`] bytes: a command.
+    Command(Vec<u8>),
     /// The header of a data frame (text, binary or continuation) whose payload is skipped.
     Data {
         /// Its payload length.
@@ -191,11 +197,7 @@ impl ClientFrames {
                 let Some(masked) = buf.get(at..end) else {
                     return Ok((0, None));
                 };
-                let payload: Vec<u8> = masked
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| b ^ mask[i % 4])
-                    .collect();
+                let payload = unmask(masked, mask);
                 let event = match opcode {
                     OP_PING => ClientEvent::Ping(payload),
                     OP_PONG => ClientEvent::Pong,
@@ -220,6 +222,13 @@ impl ClientFrames {
                         limit: self.max_message,
                     });
                 }
+                if opcode == OP_TEXT && fin && len <= MAX_COMMAND_LEN as u64 {
+                    let end = at + len as usize;
+                    let Some(masked) = buf.get(at..end) else {
+                        return Ok((0, None));
+                    };
+                    return Ok((end, Some(ClientEvent::Command(unmask(masked, mask)))));
+                }
                 self.in_message = !fin;
                 self.skip = len;
                 Ok((at, Some(ClientEvent::Data { len })))
@@ -227,6 +236,14 @@ impl ClientFrames {
             _ => Err(FrameError::Protocol("unknown opcode")),
         }
     }
+}
+
+fn unmask(masked: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    masked
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i % 4])
+        .collect()
 }
 
 /// The status code of a close frame's payload, checked as §7.4 asks.
@@ -302,10 +319,15 @@ mod tests {
     }
 
     #[test]
-    fn pings_pongs_and_closes_are_read_in_any_split() {
+    fn pings_pongs_commands_and_closes_are_read_in_any_split() {
         let mut bytes = client_frame(0x89, b"hello");
         bytes.extend(client_frame(0x8A, b""));
         bytes.extend(client_frame(0x82, &[7; 300]));
+        bytes.extend(client_frame(0x81, b"clock:1712.5"));
+        // Long or fragmented text is not a command: skipped like any data.
+        bytes.extend(client_frame(0x81, &[b'a'; 126]));
+        bytes.extend(client_frame(0x01, b"key"));
+        bytes.extend(client_frame(0x80, b"frame"));
         bytes.extend(client_frame(0x88, &[0x03, 0xe8, b'b', b'y', b'e']));
         for step in [1, 2, 3, 7, 64, 4096] {
             let events = parse_all(&mut ClientFrames::new(1 << 16), &bytes, step).unwrap();
@@ -315,6 +337,10 @@ mod tests {
                     ClientEvent::Ping(b"hello".to_vec()),
                     ClientEvent::Pong,
                     ClientEvent::Data { len: 300 },
+                    ClientEvent::Command(b"clock:1712.5".to_vec()),
+                    ClientEvent::Data { len: 126 },
+                    ClientEvent::Data { len: 3 },
+                    ClientEvent::Data { len: 5 },
                     ClientEvent::Close(Some(1000)),
                 ],
                 "step {step}"

@@ -143,6 +143,22 @@ impl ClientSlot {
         self.skipped(dropped);
     }
 
+    /// The client asks to start again at a keyframe (its decoder failed or it fell behind):
+    /// what it has queued is dropped and a keyframe requested once it can take one. A client
+    /// already waiting for one, or not an H.264 client, changes nothing.
+    pub fn resync(&self) {
+        if self.codec != Codec::H264 {
+            return;
+        }
+        let mut p = self.pending.borrow_mut();
+        if p.need_key {
+            return;
+        }
+        self.restart_at_keyframe(&mut p);
+        drop(p);
+        self.wake();
+    }
+
     /// Queues an H.264 unit, or skips it (see the module's rules).
     fn offer_h264(&self, unit: &Arc<H264Unit>) {
         let mut p = self.pending.borrow_mut();
@@ -732,6 +748,26 @@ mod tests {
             Stats::get(&hub.stats.codec(Codec::H264).client_skipped),
             skipped
         );
+    }
+
+    #[test]
+    fn a_client_asking_to_resync_skips_to_a_keyframe_it_requests() {
+        let hub = hub(10);
+        publish_units(&hub, 0..1, |_| true);
+        let c = hub.register_codec(addr(), WireFormat::Binary, Codec::H264);
+        assert_eq!(kinds(&drain(&c.slot, NOW)), ["key"]);
+        publish_units(&hub, 1..3, |_| false);
+        c.slot.resync();
+        c.slot.resync(); // already waiting: no second request
+        assert!(c.slot.take(NOW).is_none(), "the queued deltas are dropped");
+        assert!(hub.demand.take_keyframe_request(), "asked for a keyframe");
+        publish_units(&hub, 3..5, |s| s == 4);
+        assert_eq!(kinds(&drain(&c.slot, NOW)), ["key"]);
+        assert_eq!(c.slot.video_skipped.get(), 3);
+        // An MJPEG client has no keyframes to wait for.
+        let m = hub.register(addr(), WireFormat::Binary);
+        m.slot.resync();
+        assert!(!hub.demand.take_keyframe_request());
     }
 
     #[test]
