@@ -52,6 +52,10 @@
    * by its own type, so nothing has to be negotiated. */
   const wantFormat = params.get("format") === "text" ? "text" : "binary";
 
+  /* H.264 through WebCodecs where the browser decodes the daemon's stream, else MJPEG;
+   * ?video=h264 or ?video=mjpeg forces one (h264 still needs WebCodecs: a secure context). */
+  const forcedVideo = ["h264", "mjpeg"].includes(params.get("video")) ? params.get("video") : null;
+
   /* ---------- elements ---------- */
 
   const player = $("player");
@@ -71,6 +75,8 @@
 
   const stats = {
     format: null,
+    codec: null, // "h264" or "mjpeg": what this connection carries
+    codecWhy: "", // why not H.264, when it is not
     framesReceived: 0,
     framesShown: 0,
     decodeDropped: 0, // arrived while another decode was in flight and replaced
@@ -81,6 +87,9 @@
     shownTimes: [], // performance.now() of recent presentations
     byteLog: [], // [performance.now(), bytes]
     latencyMs: null,
+    openedAt: 0,
+    firstFrameMs: null, // from the socket's open to the first picture drawn
+    latencies: [], // recent capture-to-draw latencies (ms, daemon clock), for p50/p99
     avOffsetMs: null,
     width: 0,
     height: 0,
@@ -91,6 +100,26 @@
   let audioFormat = null; // {rate, channels} from binary headers or /status
   const audio = new AudioPlayer();
   let audioWanted = false;
+  let h264Refused = false; // the browser could not decode the stream: MJPEG from now on
+  let lastKeyRequest = 0;
+  const h264 = new H264Decoder(onDecodedFrame, (why) => {
+    if (h264.unsupported && !h264Refused) {
+      h264Refused = true;
+      stats.codecWhy = "this browser cannot decode " + (h264.codec || "the stream");
+      reconnectNow();
+      return;
+    }
+    // At most one request per half second: the daemon sends the next keyframe anyway.
+    const now = performance.now();
+    if (ws && ws.readyState === 1 && now - lastKeyRequest > 500) {
+      lastKeyRequest = now;
+      ws.send("keyframe");
+    }
+    stats.resyncWhy = why;
+  });
+  const clock = new ClockSync((text) => {
+    if (ws && ws.readyState === 1) ws.send(text);
+  });
 
   /* ---------- connection with backoff ---------- */
 
@@ -110,12 +139,51 @@
     statusEl.dataset.state = s.split(" ")[0];
   }
 
+  /* Which video to ask for: H.264 if forced or if the daemon offers it and this browser's
+   * VideoDecoder accepts its codec, else MJPEG (the reason is shown in the stats). */
+  async function chooseCodec() {
+    if (forcedVideo === "mjpeg") return ["mjpeg", "asked for with ?video=mjpeg"];
+    if (h264Refused) return ["mjpeg", stats.codecWhy];
+    if (!H264Decoder.available()) {
+      return ["mjpeg", window.isSecureContext ? "this browser has no WebCodecs"
+        : "H.264 needs a secure context (https:// or localhost)"];
+    }
+    if (forcedVideo === "h264") return ["h264", ""];
+    let offer = null;
+    try {
+      const r = await fetchStatus(2000);
+      if (r.ok) {
+        server = await r.json();
+        offer = server.codecs && server.codecs.h264;
+      }
+    } catch (e) {
+      /* not our daemon, or unreachable: MJPEG, which every server speaks */
+    }
+    if (!offer || !offer.available) return ["mjpeg", "the server offers no H.264"];
+    const codec = offer.codec || H264Decoder.codecForProfile(offer.profile);
+    if (!(await H264Decoder.accepts(codec))) return ["mjpeg", "this browser cannot decode " + codec];
+    return ["h264", ""];
+  }
+
+  let connectGeneration = 0;
   function connect() {
     clearTimeout(retryTimer);
     retryTimer = null;
     clearInterval(countdownTimer);
+    const generation = ++connectGeneration;
+    setState("connecting", streamUrl(params.get("server")).host);
+    chooseCodec().then(([codec, why]) => {
+      if (generation === connectGeneration) open(codec, why);
+    });
+  }
+
+  function open(codec, why) {
     const url = streamUrl(params.get("server"));
     url.searchParams.set("format", wantFormat);
+    if (codec === "h264") url.searchParams.set("video", "h264");
+    stats.codec = codec;
+    stats.codecWhy = why;
+    h264.reset();
     serverInput.value = params.get("server") || url.host;
     setState("connecting", url.host);
     let socket;
@@ -129,10 +197,14 @@
     ws = socket;
     connectedAt = performance.now();
     stats.shownTimes = [];
+    stats.latencies = [];
     stats.byteLog = [];
     let opened = false;
     socket.onopen = () => {
       opened = true;
+      stats.openedAt = performance.now();
+      stats.firstFrameMs = null;
+      clock.start();
       stats.connects++;
       stats.lastFrameAt = performance.now();
       audio.clear();
@@ -147,6 +219,7 @@
     socket.onclose = (ev) => {
       if (socket !== ws) return;
       ws = null;
+      clock.stop();
       clearTimeout(statusTimer);
       scheduleReconnect(opened ? closeReason(ev) : "cannot reach " + url.host);
     };
@@ -187,6 +260,7 @@
     if (ws) {
       const old = ws;
       ws = null;
+      clock.stop();
       old.close();
     }
     attempt = 0;
@@ -256,9 +330,13 @@
 
   const VIDEO = 1;
   const AUDIO = 2;
+  const H264 = 3;
   const FLAG_PLACEHOLDER = 1;
+  const FLAG_KEYFRAME = 2;
 
   function onMessage(data) {
+    // Answers to our clock requests come as text in either framing.
+    if (typeof data === "string" && clock.onReply(data)) return;
     if (typeof data === "string") {
       stats.bytes += data.length;
       stats.byteLog.push([performance.now(), data.length]);
@@ -283,6 +361,10 @@
       onVideo(ts, view.getUint16(12, true), view.getUint16(14, true),
         new Blob([new Uint8Array(buf, 16)], { type: "image/jpeg" }),
         (flags & FLAG_PLACEHOLDER) !== 0);
+    } else if (kind === H264) {
+      const flags = view.getUint8(1);
+      onH264(ts, view.getUint16(12, true), view.getUint16(14, true),
+        (flags & FLAG_KEYFRAME) !== 0, new Uint8Array(buf, 16), (flags & FLAG_PLACEHOLDER) !== 0);
     } else if (kind === AUDIO) {
       const channels = view.getUint8(1) || 1;
       const rate = view.getUint32(12, true);
@@ -310,6 +392,14 @@
         const jpeg = base64Bytes(s.slice(c + 1));
         onVideo(parseFloat(s.slice(6, a)), +s.slice(a + 1, b), +s.slice(b + 1, c),
           new Blob([jpeg], { type: "image/jpeg" }), false);
+      } else if (s.startsWith("h264:")) {
+        // h264:<ts>:<w>:<h>:<key>:<base64 Annex-B>
+        const f = [5];
+        for (let i = 0; i < 4; i++) f.push(s.indexOf(":", f[i] + 1));
+        if (f.some((x) => x < 0)) return;
+        const field = (i) => s.slice(f[i] + 1, f[i + 1]);
+        onH264(parseFloat(s.slice(5, f[1])), +field(1), +field(2), field(3) === "1",
+          base64Bytes(s.slice(f[4] + 1)), false);
       } else if (s.startsWith("audio:")) {
         const a = s.indexOf(":", 6);
         if (a < 0 || !audioFormat) return; // the rate and channels come from /status
@@ -327,7 +417,7 @@
   let decoding = false;
   let pending = null;
 
-  function onVideo(ts, width, height, blob, placeholder) {
+  function videoArrived(placeholder) {
     stats.framesReceived++;
     stats.lastFrameAt = performance.now();
     if (placeholder !== lastWasPlaceholder) {
@@ -335,6 +425,22 @@
       refreshLiveState();
       pollStatus(); // for the reason shown next to "camera offline"
     }
+  }
+
+  /* H.264: every unit goes to the decoder (a P-frame needs its predecessors); the newest
+   * decoded frame is drawn, by the same presenter as JPEG pictures. */
+  function onH264(ts, width, height, key, data, placeholder) {
+    videoArrived(placeholder);
+    if (stats.codec !== "h264") return;
+    h264.push(ts, key, data);
+  }
+
+  function onDecodedFrame(videoFrame) {
+    presenter.add({ ts: videoFrame.timestamp / 1e6, bitmap: videoFrame, blob: null });
+  }
+
+  function onVideo(ts, width, height, blob, placeholder) {
+    videoArrived(placeholder);
     const frame = { ts, width, height, blob, placeholder };
     if (decoding) {
       // A decode is in flight: keep only the newest waiting frame.
@@ -379,8 +485,10 @@
       this.lateMs.push((clock - frame.ts) * 1000);
       if (this.lateMs.length > 50) this.lateMs.shift();
       this.queue.push(frame);
-      // Bounded: a hidden tab stops animation frames but not the stream.
-      while (this.queue.length > 30) this.drop(this.queue.shift());
+      // Bounded: a hidden tab stops animation frames but not the stream. Decoded H.264
+      // frames come from a small pool the decoder needs back, so fewer of them are held.
+      const cap = typeof VideoFrame === "function" && frame.bitmap instanceof VideoFrame ? 8 : 30;
+      while (this.queue.length > cap) this.drop(this.queue.shift());
       this.tick();
     },
 
@@ -424,12 +532,15 @@
       this.queue = [];
     },
 
-    show(frame, clock) {
+    show(frame, audioClock) {
       const bmp = frame.bitmap;
-      if (canvas.width !== bmp.width || canvas.height !== bmp.height) {
+      // An ImageBitmap (JPEG) or a VideoFrame (H.264).
+      const width = bmp.displayWidth || bmp.width;
+      const height = bmp.displayHeight || bmp.height;
+      if (canvas.width !== width || canvas.height !== height) {
         // Resolution changed (or first frame): the canvas follows the stream.
-        canvas.width = bmp.width;
-        canvas.height = bmp.height;
+        canvas.width = width;
+        canvas.height = height;
       }
       ctx2d.drawImage(bmp, 0, 0);
       bmp.close();
@@ -437,12 +548,16 @@
       if (this.current) this.current.blob = null;
       this.current = frame;
       stats.framesShown++;
+      if (stats.firstFrameMs === null) stats.firstFrameMs = performance.now() - stats.openedAt;
       stats.width = canvas.width;
       stats.height = canvas.height;
       const now = performance.now();
       stats.shownTimes.push(now);
-      stats.latencyMs = Date.now() - frame.ts * 1000;
-      stats.avOffsetMs = clock === null ? null : (frame.ts - clock) * 1000;
+      // Capture to draw, on the daemon's clock (estimated by the clock exchange).
+      stats.latencyMs = clock.now() - frame.ts * 1000;
+      stats.latencies.push(stats.latencyMs);
+      if (stats.latencies.length > 1000) stats.latencies.shift();
+      stats.avOffsetMs = audioClock === null ? null : (frame.ts - audioClock) * 1000;
     },
 
     /* When video is ready later than its audio plays, buffer that much more audio. */
@@ -625,6 +740,19 @@
       state,
       detail: stateDetail,
       format: stats.format,
+      codec: stats.codec,
+      codecWhy: stats.codecWhy,
+      h264Codec: h264.codec,
+      decodeQueue: h264.queueSize,
+      h264Skipped: h264.skipped,
+      h264Resyncs: h264.resyncs,
+      h264Errors: h264.errors,
+      h264LastError: h264.lastError,
+      clockSynced: clock.synced,
+      clockOffsetMs: clock.offsetMs,
+      clockRttMs: clock.rttMs,
+      latencies: stats.latencies.slice(),
+      firstFrameMs: stats.firstFrameMs,
       fps: w.fps,
       configuredFps: server && server.video ? server.video.fps : null,
       kbps: w.kbps,
@@ -634,8 +762,8 @@
       avOffsetMs: stats.avOffsetMs,
       framesReceived: stats.framesReceived,
       framesShown: stats.framesShown,
-      droppedFrames: stats.decodeDropped + stats.syncDropped,
-      decodeErrors: stats.decodeErrors,
+      droppedFrames: stats.decodeDropped + stats.syncDropped + h264.skipped,
+      decodeErrors: stats.decodeErrors + h264.errors,
       connects: stats.connects,
       audioState: audio.ctx ? audio.ctx.state : audioFormat ? "not started" : "none",
       audioOutput: audio.kind,
@@ -660,9 +788,14 @@
         ["fps", fmt(s.fps, 1) + (s.configuredFps ? " / " + s.configuredFps : "")],
         ["resolution", s.width ? s.width + "×" + s.height : "–"],
         ["bitrate", s.kbps >= 1000 ? fmt(s.kbps / 1000, 2, " Mbit/s") : fmt(s.kbps, 0, " kbit/s")],
-        ["latency*", fmt(s.latencyMs, 0, " ms")],
+        ["latency" + (s.clockSynced ? "" : "*"), fmt(s.latencyMs, 0, " ms")],
+        ["clock offset", s.clockSynced
+          ? fmt(s.clockOffsetMs, 0, " ms") + " (±" + fmt(s.clockRttMs / 2, 0, " ms") + ")" : "–"],
+        ["codec", (s.codec === "h264" ? "H.264 " + (s.h264Codec || "") : s.codec || "–") +
+          (s.codecWhy && s.codec !== "h264" ? " (" + s.codecWhy + ")" : "")],
         ["dropped", String(s.droppedFrames) + (s.decodeErrors ? " (+" + s.decodeErrors + " bad)" : "")],
         ["format", s.format || "–"],
+        ...(s.codec === "h264" ? [["decode queue", String(s.decodeQueue)]] : []),
         ["audio", s.audioState + (s.audioOutput ? " (" + s.audioOutput + ")" : "")],
         ["audio buffer", s.audioBufferMs === null ? "–"
           : fmt(s.audioBufferMs, 0) + " / " + fmt(s.audioTargetMs, 0, " ms")],
@@ -681,6 +814,7 @@
       }
     }
     if (audioWanted) levelEl.value = Math.min(1, s.audioLevel * 3);
+    $("latency-note").hidden = s.clockSynced;
     refreshLiveState();
     presenter.adjustAudioDelay();
   }

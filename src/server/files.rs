@@ -13,6 +13,8 @@ pub const BUILTIN: &[(&str, &[u8])] = &[
     ("index.html", include_bytes!("../../public/index.html")),
     ("app.js", include_bytes!("../../public/app.js")),
     ("audio.js", include_bytes!("../../public/audio.js")),
+    ("clock.js", include_bytes!("../../public/clock.js")),
+    ("h264.js", include_bytes!("../../public/h264.js")),
     ("style.css", include_bytes!("../../public/style.css")),
 ];
 
