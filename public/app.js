@@ -117,6 +117,14 @@
     }
     stats.resyncWhy = why;
   });
+  /* Where WebCodecs is missing (no secure context), ?video=h264 plays through MSE. */
+  const mse = new MsePlayer($("mse-video"), (video, ts) => {
+    presenter.show({ ts, bitmap: video, blob: null }, null);
+  }, (why) => {
+    if (ws && ws.readyState === 1) ws.send("keyframe");
+    stats.resyncWhy = why;
+  });
+  let h264Path = "webcodecs"; // or "mse"
   const clock = new ClockSync((text) => {
     if (ws && ws.readyState === 1) ws.send(text);
   });
@@ -144,9 +152,16 @@
   async function chooseCodec() {
     if (forcedVideo === "mjpeg") return ["mjpeg", "asked for with ?video=mjpeg"];
     if (h264Refused) return ["mjpeg", stats.codecWhy];
+    h264Path = "webcodecs";
     if (!H264Decoder.available()) {
-      return ["mjpeg", window.isSecureContext ? "this browser has no WebCodecs"
-        : "H.264 needs a secure context (https:// or localhost)"];
+      const why = window.isSecureContext ? "this browser has no WebCodecs"
+        : "H.264 needs a secure context (https:// or localhost)";
+      // Asked for anyway: Media Source Extensions, with the <video> element's latency.
+      if (forcedVideo === "h264" && MsePlayer.available()) {
+        h264Path = "mse";
+        return ["h264", why + "; playing it through MSE"];
+      }
+      return ["mjpeg", why];
     }
     if (forcedVideo === "h264") return ["h264", ""];
     let offer = null;
@@ -184,6 +199,7 @@
     stats.codec = codec;
     stats.codecWhy = why;
     h264.reset();
+    mse.reset();
     serverInput.value = params.get("server") || url.host;
     setState("connecting", url.host);
     let socket;
@@ -432,7 +448,14 @@
   function onH264(ts, width, height, key, data, placeholder) {
     videoArrived(placeholder);
     if (stats.codec !== "h264") return;
-    h264.push(ts, key, data);
+    if (h264Path === "mse") {
+      const v = $("mse-video");
+      v.dataset.width = width;
+      v.dataset.height = height;
+      mse.push(ts, key, data, server && server.video ? server.video.fps : 30);
+    } else {
+      h264.push(ts, key, data);
+    }
   }
 
   function onDecodedFrame(videoFrame) {
@@ -535,15 +558,15 @@
     show(frame, audioClock) {
       const bmp = frame.bitmap;
       // An ImageBitmap (JPEG) or a VideoFrame (H.264).
-      const width = bmp.displayWidth || bmp.width;
-      const height = bmp.displayHeight || bmp.height;
+      const width = bmp.displayWidth || bmp.videoWidth || bmp.width;
+      const height = bmp.displayHeight || bmp.videoHeight || bmp.height;
       if (canvas.width !== width || canvas.height !== height) {
         // Resolution changed (or first frame): the canvas follows the stream.
         canvas.width = width;
         canvas.height = height;
       }
       ctx2d.drawImage(bmp, 0, 0);
-      bmp.close();
+      if (bmp.close) bmp.close();
       frame.bitmap = null;
       if (this.current) this.current.blob = null;
       this.current = frame;
@@ -742,11 +765,12 @@
       format: stats.format,
       codec: stats.codec,
       codecWhy: stats.codecWhy,
-      h264Codec: h264.codec,
-      decodeQueue: h264.queueSize,
-      h264Skipped: h264.skipped,
+      h264Path: stats.codec === "h264" ? h264Path : null,
+      h264Codec: h264Path === "mse" ? mse.codec : h264.codec,
+      decodeQueue: h264Path === "mse" ? mse.queueSize : h264.queueSize,
+      h264Skipped: h264.skipped + mse.skipped,
       h264Resyncs: h264.resyncs,
-      h264Errors: h264.errors,
+      h264Errors: h264.errors + mse.errors,
       h264LastError: h264.lastError,
       clockSynced: clock.synced,
       clockOffsetMs: clock.offsetMs,
@@ -762,8 +786,8 @@
       avOffsetMs: stats.avOffsetMs,
       framesReceived: stats.framesReceived,
       framesShown: stats.framesShown,
-      droppedFrames: stats.decodeDropped + stats.syncDropped + h264.skipped,
-      decodeErrors: stats.decodeErrors + h264.errors,
+      droppedFrames: stats.decodeDropped + stats.syncDropped + h264.skipped + mse.skipped,
+      decodeErrors: stats.decodeErrors + h264.errors + mse.errors,
       connects: stats.connects,
       audioState: audio.ctx ? audio.ctx.state : audioFormat ? "not started" : "none",
       audioOutput: audio.kind,

@@ -15,6 +15,7 @@ pub const BUILTIN: &[(&str, &[u8])] = &[
     ("audio.js", include_bytes!("../../public/audio.js")),
     ("clock.js", include_bytes!("../../public/clock.js")),
     ("h264.js", include_bytes!("../../public/h264.js")),
+    ("mse.js", include_bytes!("../../public/mse.js")),
     ("style.css", include_bytes!("../../public/style.css")),
 ];
 
