@@ -12,6 +12,7 @@
 use crate::capture::test::TestScene;
 use crate::capture::{AudioParams, CameraType, VideoParams};
 use crate::encode::h264::{H264EncoderKind, H264Profile, H264Settings};
+use crate::encode::orient::Orientation;
 use argh::FromArgs;
 use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -51,6 +52,15 @@ pub struct Args {
     /// JPEG quality, 1-100 (default 70)
     #[argh(option, default = "70")]
     pub quality: u32,
+    /// turn the picture clockwise: 0, 90, 180 or 270 degrees (after --hflip/--vflip; 90 and 270 swap width and height on the wire) (default 0)
+    #[argh(option, default = "0")]
+    pub rotation: u32,
+    /// mirror the picture left-right
+    #[argh(switch)]
+    pub hflip: bool,
+    /// mirror the picture top-bottom
+    #[argh(switch)]
+    pub vflip: bool,
     /// video device number N for /dev/videoN (usb only; default 0)
     #[argh(option, default = "0")]
     pub device_id: u32,
@@ -151,6 +161,8 @@ pub struct Config {
     pub video: VideoParams,
     /// JPEG quality 1-100.
     pub quality: u8,
+    /// How pictures are turned before encoding (`--rotation`, `--hflip`, `--vflip`).
+    pub orientation: Orientation,
     /// Audio request, when `--enable-audio`.
     pub audio: Option<AudioParams>,
     /// Address to listen on.
@@ -512,6 +524,20 @@ impl Args {
         };
         let fps = in_range("--fps", self.fps, 1, 120)?;
         let quality = in_range("--quality", self.quality, 1, 100)? as u8;
+        let rotation = Orientation::ROTATIONS
+            .into_iter()
+            .find(|&r| u32::from(r) == self.rotation)
+            .ok_or_else(|| {
+                invalid(
+                    "--rotation",
+                    format!("must be 0, 90, 180 or 270 (got {})", self.rotation),
+                )
+            })?;
+        let orientation = Orientation {
+            rotation,
+            hflip: self.hflip,
+            vflip: self.vflip,
+        };
         let channels = in_range("--audio-channels", self.audio_channels, 1, 2)? as u16;
         let sample_rate = match self.audio_samplerate {
             Some(rate) => Some(in_range("--audio-samplerate", rate, 8000, 192_000)?),
@@ -630,6 +656,7 @@ impl Args {
                 scene,
             },
             quality,
+            orientation,
             audio: self.enable_audio.then(|| AudioParams {
                 sample_rate,
                 channels,
@@ -840,6 +867,38 @@ mod tests {
         let e = error_of(&["--camera-type", "webcam"]);
         assert!(
             e.contains("--camera-type: must be one of rpi, usb, test"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn orientation_flags_default_to_none_and_take_only_quarter_turns() {
+        let c = run(&["--camera-type", "test"]).unwrap();
+        assert!(c.orientation.is_identity());
+        let c = run(&[
+            "--camera-type",
+            "test",
+            "--rotation",
+            "270",
+            "--hflip",
+            "--vflip",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.orientation,
+            Orientation {
+                rotation: 270,
+                hflip: true,
+                vflip: true
+            }
+        );
+        for bad in ["45", "360", "-90"] {
+            let e = error_of(&["--camera-type", "test", "--rotation", bad]);
+            assert!(e.contains("--rotation"), "{bad}: {e}");
+        }
+        let e = error_of(&["--camera-type", "test", "--rotation", "45"]);
+        assert!(
+            e.contains("--rotation: must be 0, 90, 180 or 270 (got 45)"),
             "{e}"
         );
     }

@@ -14,6 +14,7 @@ pub mod h264;
 pub mod h264_stage;
 pub mod jpeg;
 pub mod mjpeg;
+pub mod orient;
 pub mod scale;
 
 pub use demand::Demand;

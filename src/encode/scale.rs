@@ -6,12 +6,18 @@
 //! differs from `--width`) is decoded with libjpeg-turbo's DCT scaling to the smallest
 //! multiple of 1/8 that is still at least the output size, resized and re-encoded. Raw
 //! pictures (YUYV, NV12, I420) at another size are resized to I420 before encoding.
+//!
+//! An [`Orientation`] other than none turns every picture after resizing: a camera JPEG at the
+//! output size losslessly (libjpeg-turbo rearranges its blocks; one whose size is not a whole
+//! number of blocks for that turn is decoded and re-encoded instead), raw pictures by
+//! [`Orientation::turn_plane`]. Output sizes are then [`Orientation::turned_size`] of `out`.
 #![forbid(unsafe_code)]
 
 use crate::capture::draw::I420Image;
 use crate::capture::Picture;
 use crate::encode::jpeg::{Encoder, JpegError};
 use crate::encode::mjpeg::{self, MjpegError};
+use crate::encode::orient::Orientation;
 
 /// Why a picture did not become a frame.
 #[derive(Debug, thiserror::Error)]
@@ -62,11 +68,15 @@ impl PlaneRef<'_> {
 /// Per-thread state: the decoder and reusable buffers.
 #[derive(Default)]
 pub struct FrameShaper {
+    orientation: Orientation,
     decompressor: Option<turbojpeg::Decompressor>,
+    transformer: Option<turbojpeg::Transformer>,
     decoded: Vec<u8>,
     y: Vec<u8>,
     u: Vec<u8>,
     v: Vec<u8>,
+    /// Where a turn writes before the planes are swapped back.
+    turned: Vec<u8>,
 }
 
 /// Which path a picture took, for statistics and benchmarks.
@@ -74,7 +84,9 @@ pub struct FrameShaper {
 pub enum Path {
     /// Camera JPEG sent as it came (possibly with Huffman tables added).
     Passthrough,
-    /// Camera JPEG decoded, scaled and re-encoded.
+    /// Camera JPEG turned losslessly (blocks rearranged, nothing decoded).
+    Turned,
+    /// Camera JPEG decoded, scaled (or turned) and re-encoded.
     Rescaled,
     /// Raw picture encoded (resized first if needed).
     Encoded,
@@ -86,6 +98,14 @@ impl FrameShaper {
         FrameShaper::default()
     }
 
+    /// A shaper that turns every picture by `orientation`.
+    pub fn turning(orientation: Orientation) -> FrameShaper {
+        FrameShaper {
+            orientation,
+            ..FrameShaper::default()
+        }
+    }
+
     /// The JPEG to send for `picture` at `out` (width, height), and the path it took.
     pub fn shape(
         &mut self,
@@ -94,21 +114,86 @@ impl FrameShaper {
         out: (u32, u32),
     ) -> Result<(Vec<u8>, Path), ShapeError> {
         let size = picture.size();
+        let turn = !self.orientation.is_identity();
         if let Picture::Jpeg { data, .. } = *picture {
             let (jpeg, _info) = mjpeg::sanitize(data, Some(size))?;
-            if size == out {
+            if size == out && !turn {
                 return Ok((jpeg.into_owned(), Path::Passthrough));
             }
+            if size == out {
+                if let Some(turned) = self.turn_jpeg(&jpeg) {
+                    return Ok((turned, Path::Turned));
+                }
+            }
             let resized = self.decode_scaled(&jpeg, out)?;
-            return Ok((encoder.encode(&resized.picture(self))?, Path::Rescaled));
+            let turned = self.turn(resized);
+            return Ok((encoder.encode(&turned.picture(self))?, Path::Rescaled));
         }
-        if size == out {
+        if size == out && !turn {
             return Ok((encoder.encode(picture)?, Path::Encoded));
         }
+        let sized = self.raw_to_i420(picture, out)?;
+        let turned = self.turn(sized);
+        Ok((encoder.encode(&turned.picture(self))?, Path::Encoded))
+    }
+
+    /// A camera JPEG turned losslessly; `None` when its blocks do not allow it (a partial
+    /// block would have to move to the top or left) or libjpeg-turbo refuses it.
+    fn turn_jpeg(&mut self, jpeg: &[u8]) -> Option<Vec<u8>> {
+        let transformer = match self.transformer.as_mut() {
+            Some(t) => t,
+            None => self.transformer.insert(turbojpeg::Transformer::new().ok()?),
+        };
+        let mut transform = turbojpeg::Transform::op(self.orientation.jpeg_op());
+        transform.perfect = true;
+        transformer.transform_to_vec(&transform, jpeg).ok()
+    }
+
+    /// Turns the picture in the shaper's I420 buffers by the orientation.
+    fn turn(&mut self, picture: Resized) -> Resized {
+        let o = self.orientation;
+        if o.is_identity() {
+            return picture;
+        }
+        let (w, h) = (picture.width as usize, picture.height as usize);
+        for (k, plane) in [&mut self.y, &mut self.u, &mut self.v]
+            .into_iter()
+            .enumerate()
+        {
+            let (pw, ph) = if k == 0 { (w, h) } else { (w / 2, h / 2) };
+            o.turn_plane(plane, pw, ph, pw, &mut self.turned);
+            std::mem::swap(plane, &mut self.turned);
+        }
+        let (width, height) = o.turned_size((picture.width, picture.height));
+        Resized { width, height }
+    }
+
+    /// A raw picture as I420 at `out` in the shaper's buffers: copied at the same size,
+    /// resized otherwise.
+    fn raw_to_i420(
+        &mut self,
+        picture: &Picture<'_>,
+        out: (u32, u32),
+    ) -> Result<Resized, ShapeError> {
         let planes = raw_planes(picture)?
             .ok_or_else(|| ShapeError::ShortPlane("a camera JPEG has no raw planes".to_string()))?;
-        let sized = self.resize_to_i420(planes, out)?;
-        Ok((encoder.encode(&sized.picture(self))?, Path::Encoded))
+        if picture.size() != out {
+            return self.resize_to_i420(planes, out);
+        }
+        // At the output size nothing is resampled: rows are copied (I420), samples picked
+        // out of their interleaving (NV12, YUYV), and YUYV's full-height chroma averaged
+        // in row pairs: what the resizer computes for these sizes, much faster.
+        let (w, h) = (out.0 as usize, out.1 as usize);
+        let targets = [&mut self.y, &mut self.u, &mut self.v];
+        for (k, (p, dst)) in planes.iter().zip(targets).enumerate() {
+            p.check("picture")?;
+            let (dw, dh) = if k == 0 { (w, h) } else { (w / 2, h / 2) };
+            copy_plane(*p, dst, dw, dh);
+        }
+        Ok(Resized {
+            width: out.0,
+            height: out.1,
+        })
     }
 
     /// `picture` as I420 at `out` (width, height) in `dst`, for an encoder that takes raw
@@ -120,31 +205,14 @@ impl FrameShaper {
         out: (u32, u32),
         dst: &mut I420Image,
     ) -> Result<(), ShapeError> {
-        let size = picture.size();
-        if let Picture::Jpeg { data, .. } = *picture {
-            let (jpeg, _info) = mjpeg::sanitize(data, Some(size))?;
-            self.decode_scaled(&jpeg, out)?;
-            self.hand_over(out, dst);
-            return Ok(());
-        }
-        let planes = raw_planes(picture)?
-            .ok_or_else(|| ShapeError::ShortPlane("a camera JPEG has no raw planes".to_string()))?;
-        if size == out {
-            // At the output size nothing is resampled: rows are copied (I420), samples picked
-            // out of their interleaving (NV12, YUYV), and YUYV's full-height chroma averaged
-            // in row pairs: what the resizer computes for these sizes, much faster.
-            let (w, h) = (out.0 as usize, out.1 as usize);
-            let targets = [&mut self.y, &mut self.u, &mut self.v];
-            for (k, (p, dst)) in planes.iter().zip(targets).enumerate() {
-                p.check("picture")?;
-                let (dw, dh) = if k == 0 { (w, h) } else { (w / 2, h / 2) };
-                copy_plane(*p, dst, dw, dh);
-            }
-            self.hand_over(out, dst);
-            return Ok(());
-        }
-        self.resize_to_i420(planes, out)?;
-        self.hand_over(out, dst);
+        let sized = if let Picture::Jpeg { data, .. } = *picture {
+            let (jpeg, _info) = mjpeg::sanitize(data, Some(picture.size()))?;
+            self.decode_scaled(&jpeg, out)?
+        } else {
+            self.raw_to_i420(picture, out)?
+        };
+        let turned = self.turn(sized);
+        self.hand_over((turned.width, turned.height), dst);
         Ok(())
     }
 
@@ -421,6 +489,60 @@ mod tests {
             .unwrap();
         assert_eq!(path, Path::Passthrough);
         assert_eq!(out, jpeg);
+    }
+
+    /// Top half red, bottom half blue, upright.
+    fn top_red(width: u32, height: u32) -> I420Image {
+        let mut img = I420Image::new(width, height);
+        let (w, h) = (i64::from(width), i64::from(height));
+        img.fill(0, 0, w, h / 2, Yuv::from_rgb(255, 0, 0));
+        img.fill(0, h / 2, w, h / 2, Yuv::from_rgb(0, 0, 255));
+        img
+    }
+
+    #[test]
+    fn a_turned_camera_jpeg_is_rearranged_losslessly_or_else_re_encoded() {
+        let mut enc = Encoder::new(80).unwrap();
+        let quarter = Orientation {
+            rotation: 90,
+            ..Orientation::default()
+        };
+        // 640x480 4:2:0 is whole 16x16 blocks: a lossless turn; 648x488 is not.
+        for ((w, h), want) in [((640, 480), Path::Turned), ((648, 488), Path::Rescaled)] {
+            let jpeg = enc.encode(&top_red(w, h).picture()).unwrap();
+            let pic = Picture::Jpeg {
+                width: w,
+                height: h,
+                data: &jpeg,
+            };
+            let mut shaper = FrameShaper::turning(quarter);
+            let (out, path) = shaper.shape(&mut enc, &pic, (w, h)).unwrap();
+            assert_eq!(path, want, "{w}x{h}");
+            // The red top is the right side once turned clockwise.
+            assert_halves_turned(&out, h as usize, w as usize);
+            // H.264's I420 comes turned the same way.
+            let mut i420 = I420Image::new(2, 2);
+            shaper.to_i420(&pic, (w, h), &mut i420).unwrap();
+            assert_eq!((i420.width, i420.height), (h, w));
+            let jpeg = enc.encode(&i420.picture()).unwrap();
+            assert_halves_turned(&jpeg, h as usize, w as usize);
+        }
+        // Raw pictures too.
+        let raw = top_red(640, 480);
+        let (out, path) = FrameShaper::turning(quarter)
+            .shape(&mut enc, &raw.picture(), (640, 480))
+            .unwrap();
+        assert_eq!(path, Path::Encoded);
+        assert_halves_turned(&out, 480, 640);
+    }
+
+    fn assert_halves_turned(jpeg: &[u8], width: usize, height: usize) {
+        let (w, h, px) = decode(jpeg);
+        assert_eq!((w, h), (width, height));
+        let left = rgb_at(&px, w, w / 8, h / 2);
+        let right = rgb_at(&px, w, w - w / 8, h / 2);
+        assert!(near(left, [0, 0, 255]), "left {left:?}");
+        assert!(near(right, [255, 0, 0]), "right {right:?}");
     }
 
     #[test]

@@ -169,7 +169,8 @@ impl VideoLoop {
     }
 
     fn placeholder(&self, encoder: &mut Encoder, stamps: &mut MonotonicStamps, reason: &str) {
-        let (width, height) = (self.config.video.width, self.config.video.height);
+        // Drawn upright at the turned size: its text stays readable.
+        let (width, height) = self.out_size();
         let now = MonoTime::now();
         let unix = now.to_unix();
         let image = placeholder::render(width, height, unix, reason);
@@ -200,7 +201,7 @@ impl VideoLoop {
                 return;
             }
         };
-        let mut shaper = FrameShaper::new();
+        let mut shaper = FrameShaper::turning(self.config.orientation);
         let mut stamps = MonotonicStamps::default();
         let mut sup: Supervisor<Box<dyn VideoSource>> =
             Supervisor::new(SourceKind::Video, self.stats.clone());
@@ -294,6 +295,7 @@ impl VideoLoop {
         let out_size = (self.config.video.width, self.config.video.height);
         let started = Instant::now();
         let (jpeg, _path) = shaper.shape(encoder, picture, out_size)?;
+        let out_size = self.out_size();
         let took = started.elapsed();
         self.stats.record_encode(took.as_secs_f64());
         Stats::add(
@@ -303,6 +305,14 @@ impl VideoLoop {
         let (w, h) = out_size;
         self.publish(VideoFrame::new(ts, w, h, jpeg, false));
         Ok(())
+    }
+
+    /// The size of what clients are sent: `--width`x`--height`, turned by the orientation.
+    fn out_size(&self) -> (u32, u32) {
+        let video = &self.config.video;
+        self.config
+            .orientation
+            .turned_size((video.width, video.height))
     }
 
     /// The frame as I420 at the output size to the H.264 stage, if anyone wants H.264.

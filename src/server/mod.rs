@@ -265,9 +265,11 @@ impl Server {
                 )
             })
             .collect();
+        // What clients are sent: the configured size, turned.
+        let sent_size = c.orientation.turned_size((c.video.width, c.video.height));
         format!(
             "{{\"version\":{},\"camera\":{},\"video\":{{\"width\":{},\"height\":{},\"fps\":{},\
-             \"quality\":{},\"state\":{},\"condition\":\"{}\",\"latest_ts\":{}}},\"audio\":{audio},\"clients\":[{}],\
+             \"rotation\":{},\"hflip\":{},\"vflip\":{},\"quality\":{},\"state\":{},\"condition\":\"{}\",\"latest_ts\":{}}},\"audio\":{audio},\"clients\":[{}],\
              \"counters\":{{\"video_captured\":{},\"video_placeholders\":{},\
              \"video_encode_errors\":{},\"video_corrupt_dropped\":{},\"video_queue_dropped\":{},\
              \"audio_chunks\":{},\"audio_queue_dropped\":{},\"audio_xruns\":{},\
@@ -276,9 +278,12 @@ impl Server {
              \"codecs\":{{{}}}}}",
             json_string(env!("CARGO_PKG_VERSION")),
             json_string(c.camera.as_str()),
-            c.video.width,
-            c.video.height,
+            sent_size.0,
+            sent_size.1,
             c.video.fps,
+            c.orientation.rotation,
+            c.orientation.hflip,
+            c.orientation.vflip,
             c.quality,
             json_string(&video_state.to_string()),
             video_state.condition(),
