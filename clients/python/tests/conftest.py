@@ -58,7 +58,8 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {self.proc.returncode}: {self.log_text()}")
+                code = self.proc.returncode
+                raise RuntimeError(f"the daemon exited with {code}: {self.log_text()}")
             try:
                 with urllib.request.urlopen(f"http://{self.address}/healthz", timeout=1) as r:
                     if r.status == 200:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import os
 import re
 import subprocess
 import sys
@@ -35,7 +34,9 @@ def test_the_recorder_writes_every_frame_a_wav_of_the_recording_time_and_their_t
 ):
     folder = tmp_path / "rec"
     started = time.monotonic()
-    done = run_module("rpi_streamer.record", av_daemon.address, str(folder), "--seconds", str(RECORD_S))
+    done = run_module(
+        "rpi_streamer.record", av_daemon.address, str(folder), "--seconds", str(RECORD_S)
+    )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert "frames over" in done.stdout

@@ -142,7 +142,9 @@ def test_asyncio_reconnects_too(start_daemon):
 def test_without_reconnect_the_iteration_ends_with_the_connection(start_daemon):
     daemon = start_daemon()
     with Stream(daemon.address, reconnect=False) as stream:
-        frames = collect(stream, VideoFrame, 1000, timeout=20, each=lambda i: i == 3 and daemon.stop())
+        frames = collect(
+            stream, VideoFrame, 1000, timeout=20, each=lambda i: i == 3 and daemon.stop()
+        )
     assert 3 <= len(frames) < 1000
 
 

@@ -10,7 +10,9 @@ from .client import Stream
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
     """The daemon's address and how to reach it."""
-    parser.add_argument("address", help="the daemon: host:port (e.g. raspberrypi.local:8080) or a ws:// URL")
+    parser.add_argument(
+        "address", help="the daemon: host:port (e.g. raspberrypi.local:8080) or a ws:// URL"
+    )
     parser.add_argument(
         "--format", choices=("binary", "text"), default="binary",
         help="wire framing to ask for (default binary)",

@@ -25,7 +25,7 @@ import math
 import struct
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:  # the optional extras: only needed by the helpers that use them
     import numpy
@@ -258,7 +258,7 @@ def _clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _expect_fields(kind: str, fields: list, count: int) -> None:
+def _expect_fields(kind: str, fields: List[str], count: int) -> None:
     if len(fields) != count:
         raise ProtocolError(f"{kind} message with {len(fields)} fields, expected {count}")
 

@@ -31,7 +31,7 @@ from typing import IO, List, Optional
 
 from ._cli import add_connection_args, stream_from_args
 from .client import StreamError
-from .messages import AudioChunk, ProtocolError, VideoFrame
+from .messages import AudioChunk, AudioFormat, ProtocolError, VideoFrame
 
 CSV_COLUMNS = [
     "kind", "capture_ts", "received_ts", "file", "width", "height", "bytes", "wav_frame",
@@ -61,7 +61,9 @@ class Summary:
     skipped_audio: List[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        span = 0.0 if self.first_ts is None or self.last_ts is None else self.last_ts - self.first_ts
+        span = 0.0
+        if self.first_ts is not None and self.last_ts is not None:
+            span = self.last_ts - self.first_ts
         audio = (
             f"{self.wav_frames / self.audio_rate:.2f} s of audio "
             f"({self.audio_chunks} chunks, {self.silence_frames / self.audio_rate:.2f} s of it "
@@ -86,7 +88,7 @@ class Recorder:
         self._csv = csv.writer(self._csv_file)
         self._csv.writerow(CSV_COLUMNS)
         self._wav: Optional[wave.Wave_write] = None
-        self._audio_format: Optional[tuple] = None
+        self._audio_format: Optional[AudioFormat] = None
         self._audio_start: float = 0.0
         self._last_video_ts = 0.0
         self._last_audio_ts = 0.0

@@ -2,7 +2,10 @@
 
 One line per ``--interval`` (default 1 s)::
 
-    12:00:01  15.0 fps  640x480  3.2 Mbit/s  latency 9.8 / 14.1 / 20.3 ms  audio 50.0/s  placeholders 0  connections 1
+    12:00:01  15.0 fps  640x480  3.2 Mbit/s  latency 9.8 / 14.1 / 20.3 ms  audio 50.0/s
+    placeholders 0  connections 1
+
+(one line on the terminal).
 
 Latency is this machine's receive time minus the capture time, as median / 90th percentile /
 maximum over the interval: it includes capture, encoding, the network and this program, and
