@@ -378,14 +378,21 @@ impl Hub {
         }
     }
 
-    /// What a new client of `codec` starts with: the newest JPEG; or the current group of
-    /// pictures when it is short, else nothing and a keyframe request.
+    /// What a new client of `codec` starts with: the newest JPEG if JPEG is being encoded;
+    /// or the current group of pictures when it is short, else nothing and a keyframe
+    /// request.
     fn first_pending(&self, codec: Codec) -> Pending {
         match codec {
-            Codec::Jpeg => Pending {
-                video: self.latest_video.borrow().clone(),
-                ..Pending::default()
-            },
+            Codec::Jpeg => {
+                // JPEG is encoded only while somebody wants it: with nobody until now, the
+                // newest JPEG is from whenever somebody last did, not the camera's current
+                // picture. Wait for the next one (this client's demand starts it).
+                let current = self.demand.wants(Codec::Jpeg, crate::clock::MonoTime::now());
+                Pending {
+                    video: current.then(|| self.latest_video.borrow().clone()).flatten(),
+                    ..Pending::default()
+                }
+            }
             Codec::H264 => {
                 let gop = self.gop.borrow();
                 if gop.first().is_some_and(|u| u.keyframe) && gop.len() <= KEY_GAP_FRAMES {
@@ -601,10 +608,27 @@ mod tests {
     #[test]
     fn a_late_client_starts_from_the_newest_frame() {
         let hub = hub(10);
+        let _watching = hub.register(addr(), WireFormat::Binary);
         hub.publish_video(frame(NOW - 0.2));
         hub.publish_video(frame(NOW - 0.1));
         let client = hub.register(addr(), WireFormat::Binary);
         assert_eq!(drain(&client.slot, NOW), vec![("video", NOW - 0.1)]);
+    }
+
+    #[test]
+    fn a_client_of_an_unwatched_codec_waits_for_a_new_frame_not_an_old_one() {
+        let hub = hub(10);
+        let h264_only = hub.register_codec(addr(), WireFormat::Binary, Codec::H264);
+        {
+            let _left = hub.register(addr(), WireFormat::Binary);
+            hub.publish_video(frame(NOW - 3.0));
+        }
+        // Nobody wanted JPEG since: the newest JPEG is 3 s old.
+        let client = hub.register(addr(), WireFormat::Binary);
+        assert!(drain(&client.slot, NOW).is_empty(), "no stale first frame");
+        hub.publish_video(frame(NOW));
+        assert_eq!(drain(&client.slot, NOW), vec![("video", NOW)]);
+        drop(h264_only);
     }
 
     #[test]
