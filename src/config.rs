@@ -9,6 +9,7 @@
 //! [`Config`], so a configured secret can never be skipped.
 #![forbid(unsafe_code)]
 
+use crate::capture::fault::{parse_fault, Fault};
 use crate::capture::test::TestScene;
 use crate::capture::{AudioParams, CameraType, VideoParams};
 use crate::encode::h264::{H264EncoderKind, H264Profile, H264Settings};
@@ -374,64 +375,6 @@ impl Validated {
     }
 }
 
-/// What an injected fault does to the test source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
-    /// No frames, the source stays open.
-    Stall,
-    /// The source fails and cannot be reopened.
-    Fail,
-    /// The capture thread blocks (a wedged driver).
-    Hang,
-    /// Frames with corrupt geometry that the encoder must refuse.
-    Garbage,
-}
-
-/// A fault window, relative to the start of capture.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Fault {
-    /// What happens.
-    pub kind: FaultKind,
-    /// Seconds after capture starts.
-    pub after: f64,
-    /// How long it lasts, seconds.
-    pub duration: f64,
-}
-
-/// Parses `KIND:AFTER:DURATION`.
-pub fn parse_fault(spec: &str) -> Result<Fault, ConfigError> {
-    let bad = || {
-        invalid(
-            "--test-fault",
-            format!("want stall|fail|hang|garbage:AFTER_SECONDS:DURATION_SECONDS (got {spec:?})"),
-        )
-    };
-    let mut parts = spec.split(':');
-    let kind = match parts.next() {
-        Some("stall") => FaultKind::Stall,
-        Some("fail") => FaultKind::Fail,
-        Some("hang") => FaultKind::Hang,
-        Some("garbage") => FaultKind::Garbage,
-        _ => return Err(bad()),
-    };
-    let mut number = || -> Result<f64, ConfigError> {
-        parts
-            .next()
-            .and_then(|p| p.parse::<f64>().ok())
-            .filter(|v| v.is_finite() && *v >= 0.0 && *v <= 86_400.0)
-            .ok_or_else(bad)
-    };
-    let (after, duration) = (number()?, number()?);
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    Ok(Fault {
-        kind,
-        after,
-        duration,
-    })
-}
-
 /// A flag value outside what the daemon can run with.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{flag}: {message}")]
@@ -634,7 +577,7 @@ impl Args {
         let faults = self
             .test_fault
             .iter()
-            .map(|f| parse_fault(f))
+            .map(|f| parse_fault(f).map_err(|why| invalid("--test-fault", why)))
             .collect::<Result<Vec<_>, _>>()?;
         if !faults.is_empty() && camera != CameraType::Test {
             return Err(invalid(
@@ -737,6 +680,7 @@ pub fn parse(program: &str, args: &[&str], env: &Env) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::fault::FaultKind;
 
     fn run(args: &[&str]) -> Result<Config, String> {
         run_with_env(args, &Env::default())

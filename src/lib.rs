@@ -6,6 +6,8 @@
 //! units and the fan-out hub) → [`server`] (HTTP, WebSocket and multipart sessions: where a
 //! unit is sent). [`clock`] maps capture instants to UNIX time; [`daemon`] wires it together.
 
+#![warn(missing_docs)]
+
 pub mod capture;
 pub mod clock;
 pub mod config;

@@ -5,8 +5,61 @@
 
 use super::{CaptureError, Frame, Picture, VideoSource};
 use crate::clock::MonoTime;
-use crate::config::{Fault, FaultKind};
 use std::time::Duration;
+
+/// What an injected fault does to the test source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// No frames, the source stays open.
+    Stall,
+    /// The source fails and cannot be reopened.
+    Fail,
+    /// The capture thread blocks (a wedged driver).
+    Hang,
+    /// Frames with corrupt geometry that the encoder must refuse.
+    Garbage,
+}
+
+/// A fault window, relative to the start of capture.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fault {
+    /// What happens.
+    pub kind: FaultKind,
+    /// Seconds after capture starts.
+    pub after: f64,
+    /// How long it lasts, seconds.
+    pub duration: f64,
+}
+
+/// Parses `KIND:AFTER:DURATION`; the error says what is wanted.
+pub fn parse_fault(spec: &str) -> Result<Fault, String> {
+    let bad =
+        || format!("want stall|fail|hang|garbage:AFTER_SECONDS:DURATION_SECONDS (got {spec:?})");
+    let mut parts = spec.split(':');
+    let kind = match parts.next() {
+        Some("stall") => FaultKind::Stall,
+        Some("fail") => FaultKind::Fail,
+        Some("hang") => FaultKind::Hang,
+        Some("garbage") => FaultKind::Garbage,
+        _ => return Err(bad()),
+    };
+    let mut number = || -> Result<f64, String> {
+        parts
+            .next()
+            .and_then(|p| p.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0 && *v <= 86_400.0)
+            .ok_or_else(bad)
+    };
+    let (after, duration) = (number()?, number()?);
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Fault {
+        kind,
+        after,
+        duration,
+    })
+}
 
 /// The fault active at `now`, if any.
 pub fn active(faults: &[Fault], epoch: MonoTime, now: MonoTime) -> Option<Fault> {

@@ -387,9 +387,13 @@ impl Hub {
                 // JPEG is encoded only while somebody wants it: with nobody until now, the
                 // newest JPEG is from whenever somebody last did, not the camera's current
                 // picture. Wait for the next one (this client's demand starts it).
-                let current = self.demand.wants(Codec::Jpeg, crate::clock::MonoTime::now());
+                let current = self
+                    .demand
+                    .wants(Codec::Jpeg, crate::clock::MonoTime::now());
                 Pending {
-                    video: current.then(|| self.latest_video.borrow().clone()).flatten(),
+                    video: current
+                        .then(|| self.latest_video.borrow().clone())
+                        .flatten(),
                     ..Pending::default()
                 }
             }
