@@ -21,7 +21,7 @@ use rpi_streamer::capture::test::TestPattern;
 use rpi_streamer::capture::{Picture, VideoParams, VideoSource};
 use rpi_streamer::encode::jpeg::Encoder;
 use rpi_streamer::encode::scale::FrameShaper;
-use rpi_streamer::stream::media::VideoFrame;
+use rpi_streamer::stream::media::{VideoFrame, BINARY_HEADER_LEN};
 use rustix::time::{clock_gettime, ClockId};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -376,7 +376,9 @@ fn run_scenario(o: &Options, size: (u32, u32), clients: Mix) -> Result<Scenario,
 fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64), String> {
     let params = VideoParams::at(w, h, o.fps);
     let mut source = TestPattern::unpaced(&params).map_err(|e| e.to_string())?;
-    let mut encoder = Encoder::new(o.quality).map_err(|e| e.to_string())?;
+    let mut encoder = Encoder::new(o.quality)
+        .map_err(|e| e.to_string())?
+        .reserving(BINARY_HEADER_LEN);
     let mut cpu = Duration::ZERO;
     let mut render = Duration::ZERO;
     let mut bytes = 0usize;
@@ -389,7 +391,7 @@ fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64)
         let t0 = clock_gettime(ClockId::ThreadCPUTime);
         render += cpu_between(r0, t0);
         let jpeg = encoder.encode(&frame.picture).map_err(|e| e.to_string())?;
-        let framed = VideoFrame::new(0.0, w, h, jpeg, false);
+        let framed = VideoFrame::behind_header(0.0, w, h, jpeg, false);
         bytes += framed.text().len();
         let t1 = clock_gettime(ClockId::ThreadCPUTime);
         cpu += cpu_between(t0, t1);
@@ -456,7 +458,9 @@ fn usb_paths_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<[f64; 
             }
         }
     }
-    let mut encoder = Encoder::new(o.quality).map_err(|e| e.to_string())?;
+    let mut encoder = Encoder::new(o.quality)
+        .map_err(|e| e.to_string())?
+        .reserving(BINARY_HEADER_LEN);
     let mut shaper = FrameShaper::new();
     fn run<'a>(
         shaper: &mut FrameShaper,

@@ -43,6 +43,8 @@ pub enum JpegError {
 /// A reusable libjpeg-turbo compressor at a fixed quality.
 pub struct Encoder {
     compressor: turbojpeg::Compressor,
+    /// Bytes left free in front of every JPEG returned (a wire header's room).
+    reserve: usize,
     out: Vec<u8>,
     scratch_y: Vec<u8>,
     scratch_u: Vec<u8>,
@@ -84,6 +86,7 @@ impl Encoder {
         compressor.set_subsamp(turbojpeg::Subsamp::Sub2x2)?;
         Ok(Encoder {
             compressor,
+            reserve: 0,
             out: Vec::new(),
             scratch_y: Vec::new(),
             scratch_u: Vec::new(),
@@ -91,19 +94,40 @@ impl Encoder {
         })
     }
 
-    /// Encodes `picture`, returning the JPEG bytes. A JPEG picture is returned as is.
+    /// An encoder whose JPEGs come `reserve` bytes into the returned buffers, so that a
+    /// wire header can be written in front without copying the JPEG.
+    pub fn reserving(mut self, reserve: usize) -> Encoder {
+        self.reserve = reserve;
+        self
+    }
+
+    /// The bytes left free in front of each JPEG.
+    pub fn reserve(&self) -> usize {
+        self.reserve
+    }
+
+    /// `data` behind the reserved room: one copy.
+    pub fn with_room(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.reserve + data.len());
+        out.resize(self.reserve, 0);
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// Encodes `picture`, returning the JPEG bytes (after [`Encoder::reserve`] free bytes).
+    /// A JPEG picture is returned as is.
     pub fn encode(&mut self, picture: &Picture<'_>) -> Result<Vec<u8>, JpegError> {
         let (width, height) = picture.size();
         if width == 0 || height == 0 || width % 2 == 1 || height % 2 == 1 {
             if let Picture::Jpeg { data, .. } = picture {
-                return Ok(data.to_vec());
+                return Ok(self.with_room(data));
             }
             return Err(JpegError::BadSize { width, height });
         }
         let (w, h) = (width as usize, height as usize);
         let size = (width, height);
         match *picture {
-            Picture::Jpeg { data, .. } => Ok(data.to_vec()),
+            Picture::Jpeg { data, .. } => Ok(self.with_room(data)),
             Picture::I420 {
                 planes, strides, ..
             } => {
@@ -188,7 +212,8 @@ impl Encoder {
         let len = self
             .compressor
             .compress_yuv_planes_to_slice(&image, &mut self.out)?;
-        Ok(self.out[..len].to_vec())
+        // Into a buffer of the JPEG's own size: the worst-case scratch stays here for reuse.
+        Ok(self.with_room(&self.out[..len]))
     }
 }
 

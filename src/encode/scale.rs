@@ -1,4 +1,5 @@
-//! From a captured picture to the JPEG on the wire, at the output size.
+//! From a captured picture to the JPEG on the wire, at the output size. Every JPEG comes
+//! behind the [`Encoder`]'s reserved room, where the wire header goes.
 //!
 //! [`FrameShaper`] sits between a source and the shared [`Encoder`]. A camera JPEG at the
 //! output size is checked and repaired ([`crate::encode::mjpeg`]) and passed through untouched: no
@@ -118,11 +119,11 @@ impl FrameShaper {
         if let Picture::Jpeg { data, .. } = *picture {
             let (jpeg, _info) = mjpeg::sanitize(data, Some(size))?;
             if size == out && !turn {
-                return Ok((jpeg.into_owned(), Path::Passthrough));
+                return Ok((encoder.with_room(&jpeg), Path::Passthrough));
             }
             if size == out {
                 if let Some(turned) = self.turn_jpeg(&jpeg) {
-                    return Ok((turned, Path::Turned));
+                    return Ok((encoder.with_room(&turned), Path::Turned));
                 }
             }
             let resized = self.decode_scaled(&jpeg, out)?;

@@ -136,9 +136,9 @@ impl VideoLoop {
     fn publish(&self, frame: VideoFrame) {
         let counters = self.stats.codec(Codec::Jpeg);
         Stats::add(&counters.units, 1);
-        Stats::add(&counters.bytes, frame.jpeg.len() as u64);
+        Stats::add(&counters.bytes, frame.jpeg().len() as u64);
         if let Ok(mut rate) = self.jpeg_rate.lock() {
-            rate.record(frame.jpeg.len(), &counters.recent_bps);
+            rate.record(frame.jpeg().len(), &counters.recent_bps);
         }
         match self.tx.force_send(Arc::new(frame)) {
             Ok(None) => {}
@@ -179,7 +179,7 @@ impl VideoLoop {
         let ts = stamps.next(unix);
         if self.demand.wants(Codec::Jpeg, now) {
             match encoder.encode(&image.picture()) {
-                Ok(jpeg) => self.publish(VideoFrame::new(ts, width, height, jpeg, true)),
+                Ok(wire) => self.publish(VideoFrame::behind_header(ts, width, height, wire, true)),
                 Err(e) => log::error!("placeholder: {e}"),
             }
         }
@@ -194,8 +194,9 @@ impl VideoLoop {
     }
 
     fn run(self) {
+        // JPEGs come behind the binary header's room: the frame's one wire buffer.
         let mut encoder = match Encoder::new(self.config.quality) {
-            Ok(e) => e,
+            Ok(e) => e.reserving(crate::stream::media::BINARY_HEADER_LEN),
             Err(e) => {
                 log::error!("cannot start the JPEG encoder: {e}");
                 return;
@@ -303,7 +304,7 @@ impl VideoLoop {
             took.as_micros() as u64,
         );
         let (w, h) = out_size;
-        self.publish(VideoFrame::new(ts, w, h, jpeg, false));
+        self.publish(VideoFrame::behind_header(ts, w, h, jpeg, false));
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 use super::http::Response;
 use crate::config::ClientFiles;
+use async_tungstenite::tungstenite::Bytes;
 use std::path::PathBuf;
 
 /// The client compiled into the binary: (name, bytes). Add new files of `public/` here.
@@ -90,18 +91,19 @@ fn etag(body: &[u8]) -> String {
 /// Serves `path` from the client files; `None` when there is no such file.
 pub fn serve(files: &ClientFiles, path: &str, if_none_match: Option<&str>) -> Option<Response> {
     let name = safe_relative_path(path)?;
-    let body: Vec<u8> = match files {
+    let body: Bytes = match files {
         ClientFiles::Disabled => return None,
+        // Served from the binary's own copy, not copied per request.
         ClientFiles::Builtin => BUILTIN
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, bytes)| bytes.to_vec())?,
+            .map(|(_, bytes)| Bytes::from_static(bytes))?,
         ClientFiles::Dir(dir) => {
             let full: PathBuf = dir.join(&name);
             if !full.is_file() {
                 return None;
             }
-            std::fs::read(full).ok()?
+            std::fs::read(full).ok()?.into()
         }
     };
     let tag = etag(&body);
@@ -182,8 +184,8 @@ mod tests {
         std::fs::write(dir.join("index.html"), "<p>hi</p>").unwrap();
         std::fs::write(dir.join("sub/app.js"), "1").unwrap();
         let files = ClientFiles::Dir(dir.clone());
-        assert_eq!(serve(&files, "/", None).unwrap().body, b"<p>hi</p>");
-        assert_eq!(serve(&files, "/sub/app.js", None).unwrap().body, b"1");
+        assert_eq!(serve(&files, "/", None).unwrap().body, &b"<p>hi</p>"[..]);
+        assert_eq!(serve(&files, "/sub/app.js", None).unwrap().body, &b"1"[..]);
         assert!(serve(&files, "/sub", None).is_none());
         assert!(serve(&files, "/../index.html", None).is_none());
         std::fs::remove_dir_all(dir).unwrap();

@@ -5,6 +5,7 @@
 //! head costs one bounded buffer for a bounded time and then gets an error.
 #![forbid(unsafe_code)]
 
+use async_tungstenite::tungstenite::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::fmt::Write as _;
 
@@ -198,8 +199,8 @@ pub struct Response {
     pub status: u16,
     /// Extra headers.
     pub headers: Vec<(&'static str, String)>,
-    /// Body.
-    pub body: Vec<u8>,
+    /// Body (shared: a snapshot's JPEG or a built-in file is not copied).
+    pub body: Bytes,
 }
 
 /// Every status the server sends and its reason phrase (RFC 9110 §15).
@@ -230,7 +231,7 @@ pub fn reason(status: u16) -> &'static str {
 
 impl Response {
     /// A response with a body of `content_type`.
-    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response {
         Response {
             status,
             headers: vec![("Content-Type", content_type.to_string())],
@@ -249,8 +250,8 @@ impl Response {
         self
     }
 
-    /// The bytes on the wire; `head_only` leaves the body out (HEAD requests).
-    pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
+    /// The head: status line and headers.
+    pub fn head(&self) -> String {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
             let _ = write!(head, "{name}: {value}\r\n");
@@ -260,7 +261,12 @@ impl Response {
             "Content-Length: {}\r\nConnection: close\r\n\r\n",
             self.body.len()
         );
-        let mut out = head.into_bytes();
+        head
+    }
+
+    /// The bytes on the wire; `head_only` leaves the body out (HEAD requests).
+    pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
+        let mut out = self.head().into_bytes();
         if !head_only {
             out.extend_from_slice(&self.body);
         }
@@ -274,7 +280,14 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     response: &Response,
     head_only: bool,
 ) -> std::io::Result<()> {
-    stream.write_all(&response.to_bytes(head_only)).await?;
+    if head_only || response.body.len() <= 4096 {
+        // One write, one segment.
+        stream.write_all(&response.to_bytes(head_only)).await?;
+    } else {
+        // A large body (a snapshot) goes from its shared buffer, not copied behind the head.
+        stream.write_all(response.head().as_bytes()).await?;
+        stream.write_all(&response.body).await?;
+    }
     stream.flush().await
 }
 

@@ -177,7 +177,7 @@ impl Server {
                 ),
             )),
             multipart::SNAPSHOT_PATH => match self.hub.latest_video() {
-                Some(frame) => no_store(Response::new(200, "image/jpeg", frame.jpeg.clone())),
+                Some(frame) => no_store(Response::new(200, "image/jpeg", frame.jpeg_bytes())),
                 None => no_store(Response::text(503, "no frame yet")),
             },
             path => files::serve(&self.config.client, path, req.header("if-none-match"))

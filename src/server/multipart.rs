@@ -195,15 +195,15 @@ async fn send_parts(
         if !pacer.due(frame.ts) {
             continue;
         }
-        let head = part_head(frame.jpeg.len(), frame.ts);
-        let parts = [head.as_bytes(), &frame.jpeg[..], tail.as_bytes()];
+        let head = part_head(frame.jpeg().len(), frame.ts);
+        let parts = [head.as_bytes(), frame.jpeg(), tail.as_bytes()];
         match within(WRITE_STALL_LIMIT, write_all_vectored(conn, parts)).await {
             None => return stalled(),
             Some(Err(e)) => return Ended::Io(e),
             Some(Ok(())) => {}
         }
         Stats::add(&stats.messages_sent, 1);
-        Stats::add(&stats.bytes_sent, frame.jpeg.len() as u64);
+        Stats::add(&stats.bytes_sent, frame.jpeg().len() as u64);
     }
 }
 

@@ -572,7 +572,7 @@ mod tests {
     const NOW: f64 = 100.0;
 
     fn frame(ts: f64) -> Arc<VideoFrame> {
-        Arc::new(VideoFrame::new(ts, 16, 16, vec![ts as u8], false))
+        Arc::new(VideoFrame::new(ts, 16, 16, &[ts as u8], false))
     }
 
     fn chunk(ts: f64) -> Arc<AudioChunk> {

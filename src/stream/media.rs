@@ -89,12 +89,12 @@ pub struct VideoFrame {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
-    /// The JPEG image.
-    pub jpeg: Vec<u8>,
     /// True for a "NO SIGNAL" placeholder rather than a captured picture.
     pub placeholder: bool,
+    /// The binary message: its 16-byte header, then the JPEG. The one buffer every form
+    /// is read from (the JPEG for `/snapshot.jpg` and multipart is a slice of it).
+    wire: Bytes,
     text: OnceLock<Utf8Bytes>,
-    binary: OnceLock<Bytes>,
 }
 
 /// One H.264 access unit.
@@ -157,40 +157,60 @@ pub fn push_base64(out: &mut String, data: &[u8]) {
 }
 
 impl VideoFrame {
-    /// A frame ready to be framed for the wire.
-    pub fn new(ts: f64, width: u32, height: u32, jpeg: Vec<u8>, placeholder: bool) -> VideoFrame {
+    /// A frame of `jpeg` (copied once behind the binary header).
+    pub fn new(ts: f64, width: u32, height: u32, jpeg: &[u8], placeholder: bool) -> VideoFrame {
+        let mut wire = Vec::with_capacity(BINARY_HEADER_LEN + jpeg.len());
+        wire.resize(BINARY_HEADER_LEN, 0);
+        wire.extend_from_slice(jpeg);
+        VideoFrame::behind_header(ts, width, height, wire, placeholder)
+    }
+
+    /// A frame whose JPEG already sits behind [`BINARY_HEADER_LEN`] reserved bytes of
+    /// `wire` (the encoder left them): the header is written in place, nothing is copied.
+    ///
+    /// # Panics
+    /// If `wire` is shorter than the header.
+    pub fn behind_header(
+        ts: f64,
+        width: u32,
+        height: u32,
+        mut wire: Vec<u8>,
+        placeholder: bool,
+    ) -> VideoFrame {
+        let flags = if placeholder { FLAG_PLACEHOLDER } else { 0 };
+        let header = picture_header(KIND_VIDEO, flags, ts, width, height, 0);
+        wire[..BINARY_HEADER_LEN].copy_from_slice(&header);
         VideoFrame {
             ts,
             width,
             height,
-            jpeg,
             placeholder,
+            wire: Bytes::from(wire),
             text: OnceLock::new(),
-            binary: OnceLock::new(),
         }
+    }
+
+    /// The JPEG image.
+    pub fn jpeg(&self) -> &[u8] {
+        &self.wire[BINARY_HEADER_LEN..]
+    }
+
+    /// The JPEG image as a shared buffer (no copy), for HTTP responses.
+    pub fn jpeg_bytes(&self) -> Bytes {
+        self.wire.slice(BINARY_HEADER_LEN..)
     }
 
     /// The seed's text message, built on first use.
     pub fn text(&self) -> &Utf8Bytes {
         self.text.get_or_init(|| {
             let (w, h) = (self.width.to_string(), self.height.to_string());
-            text_message(&["video", &format_unix(self.ts), &w, &h], &self.jpeg)
+            text_message(&["video", &format_unix(self.ts), &w, &h], self.jpeg())
         })
     }
 
-    /// The binary message, built on first use.
+    /// The binary message (built with the frame).
     pub fn binary(&self) -> &Bytes {
-        self.binary.get_or_init(|| {
-            let flags = if self.placeholder {
-                FLAG_PLACEHOLDER
-            } else {
-                0
-            };
-            let (ts, w, h) = (self.ts, self.width, self.height);
-            let mut b = picture_header(KIND_VIDEO, flags, ts, w, h, self.jpeg.len());
-            b.extend_from_slice(&self.jpeg);
-            Bytes::from(b)
-        })
+        &self.wire
     }
 
     /// The message payload in `format`, built once and shared by every client.
@@ -333,8 +353,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_frame_keeps_one_buffer_that_every_form_is_a_slice_of() {
+        let jpeg = [0xff, 0xd8, 1, 2, 3, 0xff, 0xd9];
+        let mut wire = vec![0xaa; BINARY_HEADER_LEN];
+        wire.extend_from_slice(&jpeg);
+        let f = VideoFrame::behind_header(2.5, 320, 240, wire, false);
+        assert_eq!(f.jpeg(), jpeg);
+        assert_eq!(&f.binary()[BINARY_HEADER_LEN..], jpeg);
+        assert_eq!(f.binary()[0], KIND_VIDEO, "the reserved room became the header");
+        // No copies: the JPEG, the snapshot body and the binary message share the bytes.
+        assert_eq!(f.jpeg().as_ptr(), f.binary()[BINARY_HEADER_LEN..].as_ptr());
+        assert_eq!(f.jpeg_bytes().as_ptr(), f.jpeg().as_ptr());
+        let copied = VideoFrame::new(2.5, 320, 240, &jpeg, false);
+        assert_eq!(copied.binary(), f.binary());
+    }
+
+    #[test]
     fn video_text_follows_the_seed_grammar() {
-        let f = VideoFrame::new(1700000000.25, 640, 480, vec![0xff, 0xd8, 0xff, 0xd9], false);
+        let f = VideoFrame::new(1700000000.25, 640, 480, &[0xff, 0xd8, 0xff, 0xd9], false);
         assert_eq!(
             f.text().as_str(),
             "video:1700000000.250000:640:480:/9j/2Q=="
@@ -360,7 +396,7 @@ mod tests {
 
     #[test]
     fn binary_video_header_layout() {
-        let f = VideoFrame::new(1.5, 1280, 720, vec![9, 8, 7], false);
+        let f = VideoFrame::new(1.5, 1280, 720, &[9, 8, 7], false);
         let b = f.binary();
         assert_eq!(b.len(), BINARY_HEADER_LEN + 3);
         assert_eq!(&b[0..4], &[KIND_VIDEO, 0, 0, 0]);
@@ -368,7 +404,7 @@ mod tests {
         assert_eq!(u16::from_le_bytes([b[12], b[13]]), 1280);
         assert_eq!(u16::from_le_bytes([b[14], b[15]]), 720);
         assert_eq!(&b[16..], &[9, 8, 7]);
-        let placeholder = VideoFrame::new(1.5, 640, 480, vec![1], true);
+        let placeholder = VideoFrame::new(1.5, 640, 480, &[1], true);
         assert_eq!(placeholder.binary()[1], FLAG_PLACEHOLDER);
     }
 
@@ -402,7 +438,7 @@ mod tests {
 
     #[test]
     fn payloads_are_built_once_and_shared() {
-        let f = VideoFrame::new(1.0, 16, 16, vec![1; 1000], false);
+        let f = VideoFrame::new(1.0, 16, 16, &[1; 1000], false);
         for format in WireFormat::ALL {
             assert_eq!(
                 f.payload(format).as_ptr(),
