@@ -57,6 +57,117 @@ pub struct Stats {
     pub h264_codec: Mutex<Option<String>>,
 }
 
+/// One plain counter of [`Stats`] as `/status` and `/metrics` show it: adding a counter is
+/// one field and one row of [`COUNTERS`].
+pub struct Counter {
+    /// Its key in `/status`'s `counters` object.
+    pub status_key: &'static str,
+    /// Its Prometheus family, without the `rpi_streamer_` prefix; rows of one family are
+    /// adjacent and share `help`.
+    pub metric: &'static str,
+    /// Its labels in that family (`{reason="queue_full"}`), or empty.
+    pub labels: &'static str,
+    /// The family's help text.
+    pub help: &'static str,
+    /// The counter.
+    pub get: fn(&Stats) -> &AtomicU64,
+}
+
+/// Every plain counter, grouped by Prometheus family.
+pub const COUNTERS: &[Counter] = &[
+    Counter {
+        status_key: "video_captured",
+        metric: "video_frames_total",
+        labels: "{outcome=\"captured\"}",
+        help: "Video frames by outcome.",
+        get: |s| &s.video_captured,
+    },
+    Counter {
+        status_key: "video_placeholders",
+        metric: "video_frames_total",
+        labels: "{outcome=\"placeholder\"}",
+        help: "Video frames by outcome.",
+        get: |s| &s.video_placeholders,
+    },
+    Counter {
+        status_key: "video_encode_errors",
+        metric: "video_frames_dropped_total",
+        labels: "{reason=\"encode_error\"}",
+        help: "Video frames dropped, by reason.",
+        get: |s| &s.video_encode_errors,
+    },
+    Counter {
+        status_key: "video_corrupt_dropped",
+        metric: "video_frames_dropped_total",
+        labels: "{reason=\"corrupt_mjpeg\"}",
+        help: "Video frames dropped, by reason.",
+        get: |s| &s.video_corrupt_dropped,
+    },
+    Counter {
+        status_key: "video_queue_dropped",
+        metric: "video_frames_dropped_total",
+        labels: "{reason=\"queue_full\"}",
+        help: "Video frames dropped, by reason.",
+        get: |s| &s.video_queue_dropped,
+    },
+    Counter {
+        status_key: "client_video_skipped",
+        metric: "video_frames_dropped_total",
+        labels: "{reason=\"client_skipped\"}",
+        help: "Video frames dropped, by reason.",
+        get: |s| &s.client_video_skipped,
+    },
+    Counter {
+        status_key: "audio_chunks",
+        metric: "audio_chunks_total",
+        labels: "",
+        help: "Audio chunks captured.",
+        get: |s| &s.audio_chunks,
+    },
+    Counter {
+        status_key: "audio_queue_dropped",
+        metric: "audio_chunks_dropped_total",
+        labels: "{reason=\"queue_full\"}",
+        help: "Audio chunks dropped, by reason.",
+        get: |s| &s.audio_queue_dropped,
+    },
+    Counter {
+        status_key: "client_audio_dropped",
+        metric: "audio_chunks_dropped_total",
+        labels: "{reason=\"client_backlog\"}",
+        help: "Audio chunks dropped, by reason.",
+        get: |s| &s.client_audio_dropped,
+    },
+    Counter {
+        status_key: "client_audio_stale",
+        metric: "audio_chunks_dropped_total",
+        labels: "{reason=\"client_stale\"}",
+        help: "Audio chunks dropped, by reason.",
+        get: |s| &s.client_audio_stale,
+    },
+    Counter {
+        status_key: "audio_xruns",
+        metric: "audio_xruns_total",
+        labels: "",
+        help: "Audio overruns and suspends recovered from (samples lost).",
+        get: |s| &s.audio_xruns,
+    },
+    Counter {
+        status_key: "messages_sent",
+        metric: "messages_sent_total",
+        labels: "",
+        help: "Messages written to clients (WebSocket messages and MJPEG parts).",
+        get: |s| &s.messages_sent,
+    },
+    Counter {
+        status_key: "bytes_sent",
+        metric: "bytes_sent_total",
+        labels: "",
+        help: "Payload bytes written to clients (WebSocket payloads, MJPEG JPEGs).",
+        get: |s| &s.bytes_sent,
+    },
+];
+
 /// What one codec's encoder stage did.
 #[derive(Debug, Default)]
 pub struct CodecStats {

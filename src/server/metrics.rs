@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use crate::encode::demand::Codec;
-use crate::stats::{ClientLimit, Stats, ENCODE_BUCKETS};
+use crate::stats::{ClientLimit, Stats, COUNTERS, ENCODE_BUCKETS};
 use std::fmt::Write as _;
 
 /// Values that are not plain counters in [`Stats`].
@@ -28,42 +28,11 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
         }
     };
     let c = |x: &std::sync::atomic::AtomicU64| Stats::get(x) as f64;
-    family(
-        "video_frames_total",
-        "counter",
-        "Video frames by outcome.",
-        &[
-            ("{outcome=\"captured\"}", c(&s.video_captured)),
-            ("{outcome=\"placeholder\"}", c(&s.video_placeholders)),
-        ],
-    );
-    family(
-        "video_frames_dropped_total",
-        "counter",
-        "Video frames dropped, by reason.",
-        &[
-            ("{reason=\"encode_error\"}", c(&s.video_encode_errors)),
-            ("{reason=\"corrupt_mjpeg\"}", c(&s.video_corrupt_dropped)),
-            ("{reason=\"queue_full\"}", c(&s.video_queue_dropped)),
-            ("{reason=\"client_skipped\"}", c(&s.client_video_skipped)),
-        ],
-    );
-    family(
-        "audio_chunks_total",
-        "counter",
-        "Audio chunks captured.",
-        &[("", c(&s.audio_chunks))],
-    );
-    family(
-        "audio_chunks_dropped_total",
-        "counter",
-        "Audio chunks dropped, by reason.",
-        &[
-            ("{reason=\"queue_full\"}", c(&s.audio_queue_dropped)),
-            ("{reason=\"client_backlog\"}", c(&s.client_audio_dropped)),
-            ("{reason=\"client_stale\"}", c(&s.client_audio_stale)),
-        ],
-    );
+    // The plain counters, one family per run of rows that share a name.
+    for run in COUNTERS.chunk_by(|a, b| a.metric == b.metric) {
+        let samples: Vec<(&str, f64)> = run.iter().map(|k| (k.labels, c((k.get)(s)))).collect();
+        family(run[0].metric, "counter", run[0].help, &samples);
+    }
     let closed: Vec<(String, f64)> = ClientLimit::ALL
         .iter()
         .map(|l| (format!("{{reason=\"{}\"}}", l.as_str()), c(l.counter(s))))
@@ -76,24 +45,6 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
             .iter()
             .map(|(l, v)| (l.as_str(), *v))
             .collect::<Vec<_>>(),
-    );
-    family(
-        "audio_xruns_total",
-        "counter",
-        "Audio overruns and suspends recovered from (samples lost).",
-        &[("", c(&s.audio_xruns))],
-    );
-    family(
-        "messages_sent_total",
-        "counter",
-        "Messages written to clients (WebSocket messages and MJPEG parts).",
-        &[("", c(&s.messages_sent))],
-    );
-    family(
-        "bytes_sent_total",
-        "counter",
-        "Payload bytes written to clients (WebSocket payloads, MJPEG JPEGs).",
-        &[("", c(&s.bytes_sent))],
     );
     family(
         "clients",
@@ -209,6 +160,34 @@ pub fn render(s: &Stats, g: &Gauges) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_counter_of_the_table_is_exposed_once_under_its_family() {
+        let s = Stats::default();
+        for (i, k) in COUNTERS.iter().enumerate() {
+            Stats::add((k.get)(&s), 100 + i as u64);
+        }
+        let g = Gauges {
+            clients: 0,
+            frame_age: None,
+            video_failing: false,
+            clients_by_codec: [0, 0],
+        };
+        let text = render(&s, &g);
+        for (i, k) in COUNTERS.iter().enumerate() {
+            let line = format!("rpi_streamer_{}{} {}\n", k.metric, k.labels, 100 + i);
+            assert_eq!(text.matches(&line).count(), 1, "{line}");
+        }
+        // Rows of one family are adjacent: each family is declared once.
+        let families: Vec<&str> = COUNTERS
+            .chunk_by(|a, b| a.metric == b.metric)
+            .map(|run| run[0].metric)
+            .collect();
+        for f in &families {
+            let help = format!("# TYPE rpi_streamer_{f} counter\n");
+            assert_eq!(text.matches(&help).count(), 1, "{f}");
+        }
+    }
 
     #[test]
     fn exposition_lines_are_well_formed_and_histogram_cumulative() {

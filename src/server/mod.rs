@@ -265,16 +265,17 @@ impl Server {
                 )
             })
             .collect();
+        let counters: Vec<String> = crate::stats::COUNTERS
+            .iter()
+            .map(|k| format!("\"{}\":{}", k.status_key, Stats::get((k.get)(s))))
+            .collect();
+        let counters = counters.join(",");
         // What clients are sent: the configured size, turned.
         let sent_size = c.orientation.turned_size((c.video.width, c.video.height));
         format!(
             "{{\"version\":{},\"camera\":{},\"video\":{{\"width\":{},\"height\":{},\"fps\":{},\
              \"rotation\":{},\"hflip\":{},\"vflip\":{},\"quality\":{},\"state\":{},\"condition\":\"{}\",\"latest_ts\":{}}},\"audio\":{audio},\"clients\":[{}],\
-             \"counters\":{{\"video_captured\":{},\"video_placeholders\":{},\
-             \"video_encode_errors\":{},\"video_corrupt_dropped\":{},\"video_queue_dropped\":{},\
-             \"audio_chunks\":{},\"audio_queue_dropped\":{},\"audio_xruns\":{},\
-             \"client_video_skipped\":{},\"client_audio_dropped\":{},\"client_audio_stale\":{},\
-             \"messages_sent\":{},\"bytes_sent\":{}}},\"clients_closed\":{{{}}},\
+             \"counters\":{{{counters}}},\"clients_closed\":{{{}}},\
              \"codecs\":{{{}}}}}",
             json_string(env!("CARGO_PKG_VERSION")),
             json_string(c.camera.as_str()),
@@ -289,19 +290,6 @@ impl Server {
             video_state.condition(),
             latest.map_or("null".to_string(), |f| format!("{:.6}", f.ts)),
             clients.join(","),
-            Stats::get(&s.video_captured),
-            Stats::get(&s.video_placeholders),
-            Stats::get(&s.video_encode_errors),
-            Stats::get(&s.video_corrupt_dropped),
-            Stats::get(&s.video_queue_dropped),
-            Stats::get(&s.audio_chunks),
-            Stats::get(&s.audio_queue_dropped),
-            Stats::get(&s.audio_xruns),
-            Stats::get(&s.client_video_skipped),
-            Stats::get(&s.client_audio_dropped),
-            Stats::get(&s.client_audio_stale),
-            Stats::get(&s.messages_sent),
-            Stats::get(&s.bytes_sent),
             ClientLimit::ALL
                 .iter()
                 .map(|l| format!("\"{}\":{}", l.as_str(), Stats::get(l.counter(s))))

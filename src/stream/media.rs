@@ -360,7 +360,11 @@ mod tests {
         let f = VideoFrame::behind_header(2.5, 320, 240, wire, false);
         assert_eq!(f.jpeg(), jpeg);
         assert_eq!(&f.binary()[BINARY_HEADER_LEN..], jpeg);
-        assert_eq!(f.binary()[0], KIND_VIDEO, "the reserved room became the header");
+        assert_eq!(
+            f.binary()[0],
+            KIND_VIDEO,
+            "the reserved room became the header"
+        );
         // No copies: the JPEG, the snapshot body and the binary message share the bytes.
         assert_eq!(f.jpeg().as_ptr(), f.binary()[BINARY_HEADER_LEN..].as_ptr());
         assert_eq!(f.jpeg_bytes().as_ptr(), f.jpeg().as_ptr());
