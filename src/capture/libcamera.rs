@@ -17,7 +17,8 @@
 
 use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
 use crate::clock::{self, MonoTime};
-use libcamera::camera_manager::CameraManager;
+use libcamera::camera::{ActiveCamera, Camera, CameraConfiguration};
+use libcamera::camera_manager::{CameraList, CameraManager};
 use libcamera::color_space::{ColorSpace, Range};
 use libcamera::control::ControlList;
 use libcamera::controls;
@@ -324,6 +325,16 @@ impl LibcameraSource {
         CaptureError::unavailable("libcamera camera", reason)
     }
 
+    /// No frame now: `Ok(None)`, or the camera thread's failure if it reported one.
+    fn nothing_yet(&self) -> Result<Option<Frame<'_>>, CaptureError> {
+        let failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
+        if failed {
+            Err(self.failure("the camera stopped"))
+        } else {
+            Ok(None)
+        }
+    }
+
     fn give_back(&mut self, mut request: Request) {
         request.reuse(ReuseFlag::REUSE_BUFFERS);
         if let Some(requeue) = &self.requeue {
@@ -347,14 +358,7 @@ impl VideoSource for LibcameraSource {
         };
         let request = match completed.recv_timeout(POLL_TIMEOUT) {
             Ok(request) => request,
-            Err(RecvTimeoutError::Timeout) => {
-                let failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
-                return if failed {
-                    Err(self.failure("the camera stopped"))
-                } else {
-                    Ok(None)
-                };
-            }
+            Err(RecvTimeoutError::Timeout) => return self.nothing_yet(),
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(self.failure("the libcamera thread ended"))
             }
@@ -362,12 +366,7 @@ impl VideoSource for LibcameraSource {
         if request.status() != RequestStatus::Complete {
             // Cancelled: the camera is stopping or was unplugged; the failure says which.
             self.give_back(request);
-            let failed = self.failure.lock().map(|f| f.is_some()).unwrap_or(true);
-            return if failed {
-                Err(self.failure("the camera stopped"))
-            } else {
-                Ok(None)
-            };
+            return self.nothing_yet();
         }
         let now = MonoTime::now();
         let sensor_ns = request
@@ -441,119 +440,55 @@ impl CameraThread {
         // `manager` drops last, after the camera, buffers and requests of `stream`.
     }
 
+    /// Opens, configures, allocates and starts the camera, reports what was granted, then
+    /// requeues requests until told to stop.
     fn stream(self, manager: &CameraManager, ready: Sender<Result<Granted, CaptureError>>) {
-        let fail = |context: &str, reason: String| {
-            let _ = ready.send(Err(CaptureError::unavailable(context, reason)));
-        };
-        let index = self.params.camera_index as usize;
         let cameras = manager.cameras();
-        let Some(camera) = cameras.get(index) else {
-            let found = cameras.len();
-            let reason = if found == 0 {
-                "libcamera found no camera (is it connected and enabled? try `rpicam-hello --list-cameras`)".to_string()
-            } else {
-                format!("there is no camera {index}; libcamera found {found} (see --list-devices)")
-            };
-            return fail("opening the libcamera camera", reason);
-        };
-        let model = camera
-            .properties()
-            .get::<properties::Model>()
-            .map(|m| m.0)
-            .unwrap_or_else(|_| "unknown model".into());
-        let name = format!("camera {index} ({model}, {})", camera.id());
-        let mut active = match camera.acquire() {
-            Ok(a) => a,
+        let started = match find_camera(&cameras, self.params.camera_index as usize)
+            .and_then(|(camera, name)| self.start(camera, name))
+        {
+            Ok(started) => started,
             Err(e) => {
-                return fail(
-                    &format!("acquiring {name}"),
-                    format!("{e} (is another program such as rpicam-vid using it?)"),
-                )
+                let _ = ready.send(Err(e));
+                return;
             }
         };
-        let Some(mut config) = active.generate_configuration(&[StreamRole::VideoRecording]) else {
-            return fail(
-                &format!("configuring {name}"),
-                "no video configuration".into(),
-            );
-        };
-        let requested = Size {
-            width: self.params.width,
-            height: self.params.height,
-        };
-        let granted_format = {
-            let mut choice = None;
-            // Planar first (the encoder takes it as is), then NV12 (chroma split only).
-            for format in [YuvFormat::I420, YuvFormat::Nv12] {
-                let Some(mut stream_config) = config.get_mut(0) else {
-                    break;
-                };
-                stream_config.set_pixel_format(format.pixel_format());
-                stream_config.set_size(requested);
-                stream_config.set_buffer_count(BUFFER_COUNT);
-                // Full-range BT.601 is what JPEG (JFIF) means by YCbCr.
-                stream_config.set_color_space(Some(ColorSpace::sycc()));
-                if config.validate().is_invalid() {
-                    continue;
-                }
-                let granted = config.get(0).map(|c| c.get_pixel_format());
-                if let Some(f) = granted.and_then(YuvFormat::from_pixel_format) {
-                    choice = Some(f);
-                    break;
-                }
-            }
-            choice
-        };
-        let Some(format) = granted_format else {
-            return fail(
-                &format!("configuring {name}"),
-                "the camera offers neither YUV420 nor NV12 for video".into(),
-            );
-        };
-        if let Err(e) = active.configure(&mut config) {
-            return fail(&format!("configuring {name}"), e.to_string());
+        log::info!("granted {}", started.granted.describe);
+        let Started {
+            allocator,
+            config,
+            mut active,
+            camera,
+            name,
+            granted,
+        } = started;
+        if ready.send(Ok(granted)).is_err() {
+            return; // open() gave up waiting.
         }
-        let Some(stream_config) = config.get(0) else {
-            return fail(&format!("configuring {name}"), "no stream".into());
-        };
-        let size = stream_config.get_size();
-        let layout = PlaneLayout {
-            format,
-            width: size.width,
-            height: size.height,
-            stride: stream_config.get_stride() as usize,
-        };
-        if let Err(e) = layout.check() {
-            return fail(&format!("configuring {name}"), e);
+        drop(ready);
+        self.requeue_loop(&active, self.params.frame_interval(), &name);
+        if let Err(e) = active.stop() {
+            log::debug!("stopping {name}: {e}");
         }
-        let colour = stream_config.get_color_space();
-        if colour.is_some_and(|c| c.range == Range::Limited) {
-            log::warn!("{name} granted limited-range colour; pictures will look slightly flat");
-        }
-        let buffer_count = stream_config.get_buffer_count();
-        let Some(stream) = stream_config.stream() else {
-            return fail(&format!("configuring {name}"), "no stream".into());
-        };
+        // libcamera's order: the buffers' allocator, then the configuration, then the
+        // camera (and, in `run`, the manager last).
+        drop(allocator);
+        drop(config);
+        drop(active);
+        drop(camera);
+    }
 
-        let mut allocator = FrameBufferAllocator::new(&active);
-        let buffers = match allocator.alloc(&stream) {
-            Ok(b) => b,
-            Err(e) => return fail(&format!("allocating buffers for {name}"), e.to_string()),
-        };
-        let mut requests = Vec::with_capacity(buffers.len());
-        for (i, buffer) in buffers.into_iter().enumerate() {
-            let mapped = match MemoryMappedFrameBuffer::new(buffer) {
-                Ok(m) => m,
-                Err(e) => return fail(&format!("mapping buffers of {name}"), e.to_string()),
-            };
-            let Some(mut request) = active.create_request(Some(i as u64)) else {
-                return fail(&format!("creating requests for {name}"), "refused".into());
-            };
-            if let Err(e) = request.add_buffer(&stream, mapped) {
-                return fail(&format!("creating requests for {name}"), e.to_string());
-            }
-            requests.push(request);
-        }
+    /// Acquires `camera`, configures it, maps its buffers and starts it with every request
+    /// queued.
+    fn start<'d>(&self, camera: Camera<'d>, name: String) -> Result<Started<'d>, CaptureError> {
+        let mut active = camera.acquire().map_err(|e| {
+            CaptureError::unavailable(
+                format!("acquiring {name}"),
+                format!("{e} (is another program such as rpicam-vid using it?)"),
+            )
+        })?;
+        let configured = configure(&mut active, &self.params, &name)?;
+        let (allocator, requests) = allocate(&mut active, &configured.stream, &name)?;
 
         let completed = self.completed.clone();
         active.on_request_completed(move |request| {
@@ -568,64 +503,50 @@ impl CameraThread {
             }
         });
 
-        let interval = self.params.frame_interval();
-        let frame_us = i64::try_from(interval.as_nanos() / 1000).unwrap_or(i64::MAX);
-        let mut start_controls = ControlList::new();
-        let duration_note = match active
-            .controls()
-            .find(controls::ControlId::FrameDurationLimits as u32)
-        {
-            Ok(info) => {
-                let range = match (i64::try_from(info.min()), i64::try_from(info.max())) {
-                    (Ok(min), Ok(max)) => format!(" (camera allows {min}-{max} µs)"),
-                    _ => String::new(),
-                };
-                match start_controls.set(controls::FrameDurationLimits([frame_us, frame_us])) {
-                    Ok(()) => format!("frame duration {frame_us} µs{range}"),
-                    Err(e) => format!("frame duration not set: {e}"),
-                }
-            }
-            Err(_) => "no frame duration control; paced by requeueing".into(),
-        };
-        if let Err(e) = active.start(Some(&start_controls)) {
-            return fail(&format!("starting {name}"), e.to_string());
-        }
+        let (start_controls, duration_note) =
+            frame_duration_controls(&active, self.params.frame_interval());
+        active
+            .start(Some(&start_controls))
+            .map_err(|e| CaptureError::unavailable(format!("starting {name}"), e))?;
         for request in requests {
-            if let Err((_, e)) = active.queue_request(request) {
-                return fail(&format!("queueing requests for {name}"), e.to_string());
-            }
+            active.queue_request(request).map_err(|(_, e)| {
+                CaptureError::unavailable(format!("queueing requests for {name}"), e)
+            })?;
         }
 
-        let colour = colour.map_or_else(|| "default".to_string(), |c| c.to_string());
-        let adjusted = if (size.width, size.height) != (requested.width, requested.height) {
-            format!(" (asked {}x{})", requested.width, requested.height)
+        let Configured {
+            config,
+            layout,
+            stream,
+            buffer_count,
+            colour,
+        } = configured;
+        let requested = (self.params.width, self.params.height);
+        let adjusted = if (layout.width, layout.height) != requested {
+            format!(" (asked {}x{})", requested.0, requested.1)
         } else {
             String::new()
         };
+        let colour = colour.map_or_else(|| "default".to_string(), |c| c.to_string());
         let describe = format!(
             "libcamera {name}: {} {}x{}{adjusted} stride {}, {buffer_count} buffers, colour {colour}, {duration_note}",
-            format.name(),
-            size.width,
-            size.height,
+            layout.format.name(),
+            layout.width,
+            layout.height,
             layout.stride,
         );
-        log::info!("granted {describe}");
-        if ready
-            .send(Ok(Granted {
+        Ok(Started {
+            allocator,
+            config,
+            active,
+            camera,
+            name,
+            granted: Granted {
                 layout,
                 stream,
                 describe,
-            }))
-            .is_err()
-        {
-            return; // open() gave up waiting.
-        }
-        drop(ready);
-
-        self.requeue_loop(&active, interval, &name);
-        if let Err(e) = active.stop() {
-            log::debug!("stopping {name}: {e}");
-        }
+            },
+        })
     }
 
     /// Queues returned requests until the source is dropped or the camera fails.
@@ -667,6 +588,179 @@ impl CameraThread {
     }
 }
 
+/// A started camera and what it needs kept alive while it streams.
+struct Started<'d> {
+    allocator: FrameBufferAllocator,
+    config: CameraConfiguration,
+    active: ActiveCamera<'d>,
+    camera: Camera<'d>,
+    name: String,
+    granted: Granted,
+}
+
+/// A configured camera's stream.
+struct Configured {
+    config: CameraConfiguration,
+    layout: PlaneLayout,
+    stream: Stream,
+    buffer_count: u32,
+    colour: Option<ColorSpace>,
+}
+
+/// The camera's model as libcamera names it.
+fn camera_model(camera: &Camera<'_>) -> String {
+    camera
+        .properties()
+        .get::<properties::Model>()
+        .map(|m| m.0)
+        .unwrap_or_else(|_| "unknown model".into())
+}
+
+/// Camera number `index`, and the name logs and errors call it by.
+fn find_camera<'d>(
+    cameras: &CameraList<'d>,
+    index: usize,
+) -> Result<(Camera<'d>, String), CaptureError> {
+    let Some(camera) = cameras.get(index) else {
+        let found = cameras.len();
+        let reason = if found == 0 {
+            "libcamera found no camera (is it connected and enabled? try `rpicam-hello --list-cameras`)".to_string()
+        } else {
+            format!("there is no camera {index}; libcamera found {found} (see --list-devices)")
+        };
+        return Err(CaptureError::unavailable(
+            "opening the libcamera camera",
+            reason,
+        ));
+    };
+    let name = format!(
+        "camera {index} ({}, {})",
+        camera_model(&camera),
+        camera.id()
+    );
+    Ok((camera, name))
+}
+
+/// Configures one video stream: planar YUV 4:2:0 if the camera gives it, else NV12, at the
+/// requested size (or what the camera adjusts it to), full-range BT.601.
+fn configure(
+    active: &mut ActiveCamera<'_>,
+    params: &VideoParams,
+    name: &str,
+) -> Result<Configured, CaptureError> {
+    let fail = |reason: String| CaptureError::unavailable(format!("configuring {name}"), reason);
+    let mut config = active
+        .generate_configuration(&[StreamRole::VideoRecording])
+        .ok_or_else(|| fail("no video configuration".into()))?;
+    let requested = Size {
+        width: params.width,
+        height: params.height,
+    };
+    let mut granted_format = None;
+    // Planar first (the encoder takes it as is), then NV12 (chroma split only).
+    for format in [YuvFormat::I420, YuvFormat::Nv12] {
+        let Some(mut stream_config) = config.get_mut(0) else {
+            break;
+        };
+        stream_config.set_pixel_format(format.pixel_format());
+        stream_config.set_size(requested);
+        stream_config.set_buffer_count(BUFFER_COUNT);
+        // Full-range BT.601 is what JPEG (JFIF) means by YCbCr.
+        stream_config.set_color_space(Some(ColorSpace::sycc()));
+        if config.validate().is_invalid() {
+            continue;
+        }
+        let granted = config.get(0).map(|c| c.get_pixel_format());
+        if let Some(f) = granted.and_then(YuvFormat::from_pixel_format) {
+            granted_format = Some(f);
+            break;
+        }
+    }
+    let format = granted_format
+        .ok_or_else(|| fail("the camera offers neither YUV420 nor NV12 for video".into()))?;
+    active
+        .configure(&mut config)
+        .map_err(|e| fail(e.to_string()))?;
+    let stream_config = config.get(0).ok_or_else(|| fail("no stream".into()))?;
+    let size = stream_config.get_size();
+    let layout = PlaneLayout {
+        format,
+        width: size.width,
+        height: size.height,
+        stride: stream_config.get_stride() as usize,
+    };
+    layout.check().map_err(fail)?;
+    let colour = stream_config.get_color_space();
+    if colour.as_ref().is_some_and(|c| c.range == Range::Limited) {
+        log::warn!("{name} granted limited-range colour; pictures will look slightly flat");
+    }
+    let buffer_count = stream_config.get_buffer_count();
+    let stream = stream_config
+        .stream()
+        .ok_or_else(|| fail("no stream".into()))?;
+    Ok(Configured {
+        config,
+        layout,
+        stream,
+        buffer_count,
+        colour,
+    })
+}
+
+/// Allocates and maps the stream's buffers, one request each.
+fn allocate(
+    active: &mut ActiveCamera<'_>,
+    stream: &Stream,
+    name: &str,
+) -> Result<(FrameBufferAllocator, Vec<Request>), CaptureError> {
+    let mut allocator = FrameBufferAllocator::new(active);
+    let buffers = allocator.alloc(stream).map_err(|e| {
+        CaptureError::unavailable(format!("allocating buffers for {name}"), e.to_string())
+    })?;
+    let requests_failed =
+        |e: String| CaptureError::unavailable(format!("creating requests for {name}"), e);
+    let mut requests = Vec::with_capacity(buffers.len());
+    for (i, buffer) in buffers.into_iter().enumerate() {
+        let mapped = MemoryMappedFrameBuffer::new(buffer).map_err(|e| {
+            CaptureError::unavailable(format!("mapping buffers of {name}"), e.to_string())
+        })?;
+        let mut request = active
+            .create_request(Some(i as u64))
+            .ok_or_else(|| requests_failed("refused".into()))?;
+        request
+            .add_buffer(stream, mapped)
+            .map_err(|e| requests_failed(e.to_string()))?;
+        requests.push(request);
+    }
+    Ok((allocator, requests))
+}
+
+/// The start controls asking for one frame per `interval`, and a note for the log.
+fn frame_duration_controls(
+    active: &ActiveCamera<'_>,
+    interval: Duration,
+) -> (libcamera::utils::UniquePtr<ControlList>, String) {
+    let frame_us = i64::try_from(interval.as_nanos() / 1000).unwrap_or(i64::MAX);
+    let mut start_controls = ControlList::new();
+    let note = match active
+        .controls()
+        .find(controls::ControlId::FrameDurationLimits as u32)
+    {
+        Ok(info) => {
+            let range = match (i64::try_from(info.min()), i64::try_from(info.max())) {
+                (Ok(min), Ok(max)) => format!(" (camera allows {min}-{max} µs)"),
+                _ => String::new(),
+            };
+            match start_controls.set(controls::FrameDurationLimits([frame_us, frame_us])) {
+                Ok(()) => format!("frame duration {frame_us} µs{range}"),
+                Err(e) => format!("frame duration not set: {e}"),
+            }
+        }
+        Err(_) => "no frame duration control; paced by requeueing".into(),
+    };
+    (start_controls, note)
+}
+
 /// Lists libcamera's cameras with their models and video modes, for `--list-devices`.
 pub fn list_devices() -> Result<String, CaptureError> {
     let _session = SessionGuard::claim("listing libcamera cameras")?;
@@ -682,11 +776,7 @@ pub fn list_devices() -> Result<String, CaptureError> {
         let Some(camera) = cameras.get(index) else {
             continue;
         };
-        let model = camera
-            .properties()
-            .get::<properties::Model>()
-            .map(|m| m.0)
-            .unwrap_or_else(|_| "unknown model".into());
+        let model = camera_model(&camera);
         out += &format!(
             "{index}: {model} ({})  --camera-index {index}\n",
             camera.id()
