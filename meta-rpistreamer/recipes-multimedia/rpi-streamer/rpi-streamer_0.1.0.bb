@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "17b2162f3ef01c6a3b222f5991906db173451c60"
+SRCREV = "5f25df02109fc91951e84471451bdd98be993e6c"
 
 require ${BPN}-crates.inc
 
