@@ -58,10 +58,15 @@ fn main() -> ExitCode {
              use {flag}-file or the environment instead"
         );
     }
+    // The last line names the exit status: under a SysV/BusyBox init the daemon's parent is
+    // init, so its log (syslog) is the only place a clean stop can be seen.
     match rpi_streamer::daemon::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            log::info!("stopped, exit status 0");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            log::error!("{e}");
+            log::error!("{e}; exit status 1");
             ExitCode::FAILURE
         }
     }

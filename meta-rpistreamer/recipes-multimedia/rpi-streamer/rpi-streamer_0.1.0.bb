@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "17b2162f3ef01c6a3b222f5991906db173451c60"
+SRCREV = "5f25df02109fc91951e84471451bdd98be993e6c"
 
 require ${BPN}-crates.inc
 
@@ -61,6 +61,12 @@ export TURBOJPEG_INCLUDE_DIR = "${STAGING_INCDIR}"
 export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
 export BINDGEN_EXTRA_CLANG_ARGS = "--sysroot=${STAGING_DIR_TARGET} ${TUNE_CCARGS}"
 
+# The camera the boot service streams (--camera-type in /etc/default/rpi-streamer): the Pi
+# camera when the libcamera backend is built, else a USB webcam when the V4L2 one is, else
+# the synthetic test pattern, so that the service never runs a backend the binary lacks
+# (Buildroot's BR2_PACKAGE_RPI_STREAMER_ARGS defaults the same way).
+RPI_STREAMER_CAMERA_TYPE ??= "${@bb.utils.contains('PACKAGECONFIG', 'libcamera', 'rpi', bb.utils.contains('PACKAGECONFIG', 'v4l', 'usb', 'test', d), d)}"
+
 # Secrets for the image: paths on the build machine (e.g. in local.conf) of a file holding the
 # --auth-token value and of one holding the --basic-auth USER:PASSWORD. Each is installed in
 # /etc/rpi-streamer/ (mode 0640 root:rpi-streamer, the folder 0750) and passed to the daemon
@@ -77,6 +83,9 @@ do_install:append() {
     cp -R --no-preserve=ownership ${S}/public/. ${D}${datadir}/rpi-streamer/public/
 
     install -D -m 0644 ${S}/dist/rpi-streamer.default ${D}${sysconfdir}/default/rpi-streamer
+    sed -i 's|^RPI_STREAMER_ARGS="--camera-type [a-z]* |RPI_STREAMER_ARGS="--camera-type ${RPI_STREAMER_CAMERA_TYPE} |' \
+        ${D}${sysconfdir}/default/rpi-streamer
+    grep -q '^RPI_STREAMER_ARGS="--camera-type ${RPI_STREAMER_CAMERA_TYPE} ' ${D}${sysconfdir}/default/rpi-streamer
 
     install -d -m 0750 -o root -g rpi-streamer ${D}${sysconfdir}/rpi-streamer
     if [ -n "${RPI_STREAMER_AUTH_TOKEN_FILE}" ]; then
