@@ -182,16 +182,55 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// True when `/proc/cpuinfo` text lists the `aes` flag (x86 AES-NI, the ARMv8 crypto
+/// extensions); unreadable text counts as yes, keeping rustls' default order.
+pub fn cpu_has_aes(cpuinfo: &str) -> bool {
+    let mut flag_lines = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .peekable();
+    flag_lines.peek().is_none()
+        || flag_lines.any(|l| {
+            l.split_once(':')
+                .is_some_and(|(_, flags)| flags.split_whitespace().any(|f| f == "aes"))
+        })
+}
+
+fn is_chacha(suite: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    matches!(
+        suite,
+        S::TLS13_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+    )
+}
+
 /// The rustls server configuration for `chain` and `key`; rustls checks that the key is of
 /// a kind it signs with (RSA, ECDSA, Ed25519) and is the leaf certificate's.
+///
+/// Every byte of video is encrypted once per client, so the cipher matters: a Pi 2, 3, 4 or
+/// Zero 2 has no AES instructions (a Pi 5 has); ChaCha20-Poly1305 is the cipher made for such
+/// CPUs, where AES-GCM falls back to slower constant-time software (not measured on a Pi
+/// here). Without the `aes` CPU flag it is put first and chosen over the client's
+/// preference (clients with AES-NI would otherwise pick AES-GCM).
 fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    let chacha_first = !cpu_has_aes(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
+    if chacha_first {
+        provider
+            .cipher_suites
+            .sort_by_key(|s| !is_chacha(s.suite()));
+        log::debug!("TLS: no AES instructions on this CPU; preferring ChaCha20-Poly1305");
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
+    config.ignore_client_order = chacha_first;
     // One HTTP/1.1 server: say so, so that no client tries HTTP/2 on it.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -502,6 +541,17 @@ mod tests {
         let again = self_signed(std::slice::from_ref(&dir.0), &wanted).unwrap();
         assert!(again.origin.contains("(new)"));
         assert_ne!(again.fingerprint, first.fingerprint);
+    }
+
+    #[test]
+    fn the_aes_flag_is_read_from_cpuinfo() {
+        assert!(cpu_has_aes("flags\t\t: fpu sse2 aes avx\n"));
+        assert!(cpu_has_aes("Features\t: fp asimd aes pmull sha1\n"));
+        // Raspberry Pi 4 (Cortex-A72 without the crypto extensions).
+        assert!(!cpu_has_aes(
+            "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+        ));
+        assert!(cpu_has_aes(""), "unknown: keep the default order");
     }
 
     #[test]
