@@ -416,6 +416,47 @@ fn plain_http_on_the_tls_port_is_told_to_use_https_and_closed_at_once() {
 
 #[cfg(feature = "tls")]
 #[test]
+fn handshakes_in_progress_are_bounded_and_idle_connections_take_no_place() {
+    use std::io::Write as _;
+    let state = TempDir::new("tls-handshakes");
+    let daemon = self_signed_daemon(&state, &[]);
+    let trust = tls::trusting(&state.0.join(CERT_FILE));
+    let limit = rpi_streamer::server::MAX_TLS_HANDSHAKES;
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
+    // Connections that never send a byte hold no handshake's place ...
+    let idle: Vec<_> = (0..limit).map(|_| connect()).collect();
+    // ... but ones that start a handshake (a TLS record's first byte) and stall do.
+    let stalled: Vec<_> = (0..limit)
+        .map(|_| {
+            let mut s = connect();
+            s.write_all(&[0x16]).expect("one byte");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let refused = tls::connect(daemon.port, "localhost", &trust);
+    assert!(
+        refused.is_err(),
+        "a handshake past the limit is closed at once"
+    );
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tls::connect(daemon.port, "localhost", &trust) {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => {
+                panic!("no handshake after the stalled ones left: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    drop(idle);
+    let status = tls::get(daemon.port, "localhost", &trust, "/status");
+    assert_eq!(status_of(&status), "200");
+}
+
+#[cfg(feature = "tls")]
+#[test]
 fn a_tls_client_that_stops_reading_leaves_the_others_their_frames() {
     let state = TempDir::new("tls-stall");
     let daemon = self_signed_daemon(&state, &[]);

@@ -36,8 +36,9 @@ use std::time::Duration;
 /// How long a client may take to send its request head (and, on a TLS port, as long again
 /// for its TLS handshake).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most TLS handshakes in progress at once; connections past it are closed at once. Each
-/// holds a rustls connection (its buffers, some tens of KiB) and costs a signature.
+/// Most TLS handshakes in progress at once (counted from the client's first byte); further
+/// ones are closed at once. Each holds a rustls connection (its buffers, some tens of KiB)
+/// and costs a signature.
 pub const MAX_TLS_HANDSHAKES: usize = 64;
 /// How long a plain-HTTP client on the TLS port gets to finish its request head before it is
 /// told to use https.
@@ -160,18 +161,16 @@ impl Server {
         acceptor: &crate::tls::Acceptor,
         peer: SocketAddr,
     ) -> Option<Conn> {
-        let in_progress = self.tls_handshakes.get();
-        if in_progress >= MAX_TLS_HANDSHAKES {
-            log::debug!("{peer}: {in_progress} TLS handshakes in progress already; closed");
-            return None;
-        }
-        self.tls_handshakes.set(in_progress + 1);
-        let handshake = ws::within(
-            HEAD_TIMEOUT,
-            tls::accept(tcp.clone(), acceptor.config.clone()),
-        );
-        let done = handshake.await;
-        self.tls_handshakes.set(self.tls_handshakes.get() - 1);
+        let handshake = async {
+            tls::starts_tls(&tcp).await?;
+            // Counted from the first byte on: a connection that sends nothing holds no rustls
+            // state and takes no handshake's place (the head timeout still closes it).
+            let Some(_slot) = HandshakeSlot::take(&self.tls_handshakes) else {
+                return Err(tls::HandshakeError::Busy(MAX_TLS_HANDSHAKES));
+            };
+            tls::accept(tcp.clone(), acceptor.config.clone()).await
+        };
+        let done = ws::within(HEAD_TIMEOUT, handshake).await;
         match done {
             Some(Ok(conn)) => Some(Conn::Tls(conn)),
             // A method name's first letter: plain HTTP. Read its head so that closing does
@@ -179,10 +178,17 @@ impl Server {
             Some(Err(tls::HandshakeError::NotTls(first))) if first.is_ascii_uppercase() => {
                 let mut plain = Conn::Plain(tcp);
                 let head = ws::within(PLAIN_ON_TLS_GRACE, http::read_head(&mut plain)).await;
+                // The client's Host, echoed only if it looks like one.
                 let host = match &head {
-                    Some(Ok(req)) => req.header("host").unwrap_or("this-host").to_string(),
-                    _ => "this-host".to_string(),
-                };
+                    Some(Ok(req)) => req.header("host").map(str::trim).filter(|h| {
+                        h.len() <= 255
+                            && h.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+                    }),
+                    _ => None,
+                }
+                .unwrap_or("this-host")
+                .to_string();
                 log::debug!("{peer}: plain HTTP on the TLS port; told to use https");
                 let hint = Response::text(
                     400,
@@ -423,6 +429,29 @@ impl Server {
             Stats::get(&s.client_skipped),
             Stats::get(&s.errors),
         )
+    }
+}
+
+/// One of the [`MAX_TLS_HANDSHAKES`] places, given back when dropped (also when the head
+/// timeout drops the handshake).
+#[cfg(feature = "tls")]
+struct HandshakeSlot<'a>(&'a std::cell::Cell<usize>);
+
+#[cfg(feature = "tls")]
+impl<'a> HandshakeSlot<'a> {
+    fn take(in_progress: &'a std::cell::Cell<usize>) -> Option<HandshakeSlot<'a>> {
+        let n = in_progress.get();
+        (n < MAX_TLS_HANDSHAKES).then(|| {
+            in_progress.set(n + 1);
+            HandshakeSlot(in_progress)
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 

@@ -50,6 +50,9 @@ pub enum HandshakeError {
     /// The client sent something other than TLS, starting with this byte.
     #[error("not TLS (first byte {0:#04x}; plain HTTP to the HTTPS port?)")]
     NotTls(u8),
+    /// [`crate::server::MAX_TLS_HANDSHAKES`] handshakes were in progress already.
+    #[error("{0} TLS handshakes in progress already; closed")]
+    Busy(usize),
     /// rustls refused what the client sent.
     #[error("TLS handshake failed: {0}")]
     Tls(rustls::Error),
@@ -133,11 +136,9 @@ fn poll_receive(
     Poll::Ready(Ok(true))
 }
 
-/// Runs the server side of a TLS handshake on `tcp` (the caller bounds it in time).
-pub async fn accept(
-    tcp: Arc<Async<TcpStream>>,
-    config: Arc<rustls::ServerConfig>,
-) -> Result<TlsConn, HandshakeError> {
+/// Waits for the client's first byte and checks that it starts a TLS handshake (nothing is
+/// allocated for a connection that has sent nothing).
+pub async fn starts_tls(tcp: &Async<TcpStream>) -> Result<(), HandshakeError> {
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
         return Err(HandshakeError::Closed);
@@ -145,6 +146,15 @@ pub async fn accept(
     if first[0] != TLS_HANDSHAKE_RECORD {
         return Err(HandshakeError::NotTls(first[0]));
     }
+    Ok(())
+}
+
+/// Runs the server side of a TLS handshake on `tcp`, once [`starts_tls`] said it is one (the
+/// caller bounds it in time).
+pub async fn accept(
+    tcp: Arc<Async<TcpStream>>,
+    config: Arc<rustls::ServerConfig>,
+) -> Result<TlsConn, HandshakeError> {
     let session = ServerConnection::new(config).map_err(HandshakeError::Tls)?;
     let conn = TlsConn {
         tcp,
