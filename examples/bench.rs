@@ -9,7 +9,10 @@
 //! release binaries first).
 //!
 //! Flags: `--seconds N` (default 10), `--sizes 640x480,1280x720`, `--clients 1,8,32,16+16`,
-//! `--fps 30`, `--quality 70`. A client count `N+M` runs N WebSocket clients beside M
+//! `--fps 30`, `--quality 70`, `--transports plain,tls` (default both: every row is run over
+//! plain TCP and again with the same clients over TLS, the daemon on `--tls-self-signed`,
+//! and each size ends with the per-client cost of both: the slope of daemon CPU per produced
+//! frame between the fewest and the most WebSocket-only clients). A client count `N+M` runs N WebSocket clients beside M
 //! multipart MJPEG clients (`GET /stream.mjpg`), all counted in the same columns. Many clients, e.g. `--sizes 640x480 --fps 15 --clients 100`:
 //! each client is a thread that blocks in a read, so idle clients cost nothing and the
 //! clients' CPU column shows what they took from the daemon.
@@ -65,12 +68,38 @@ impl Mix {
     }
 }
 
+/// How the clients reach the daemon.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Plain,
+    Tls,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Plain => "plain",
+            Transport::Tls => "tls",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Transport, String> {
+        match s {
+            "plain" => Ok(Transport::Plain),
+            "tls" if cfg!(feature = "tls") => Ok(Transport::Tls),
+            "tls" => Err("this build has no TLS (cargo feature tls)".into()),
+            other => Err(format!("{other:?}: want plain or tls")),
+        }
+    }
+}
+
 struct Options {
     seconds: f64,
     sizes: Vec<(u32, u32)>,
     clients: Vec<Mix>,
     fps: u32,
     quality: u8,
+    transports: Vec<Transport>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -83,6 +112,11 @@ fn parse_options() -> Result<Options, String> {
             .collect::<Result<_, _>>()?,
         fps: 30,
         quality: 70,
+        transports: if cfg!(feature = "tls") {
+            vec![Transport::Plain, Transport::Tls]
+        } else {
+            vec![Transport::Plain]
+        },
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -93,6 +127,12 @@ fn parse_options() -> Result<Options, String> {
             "--seconds" => o.seconds = value.parse().map_err(|e| bad(&e))?,
             "--fps" => o.fps = value.parse().map_err(|e| bad(&e))?,
             "--quality" => o.quality = value.parse().map_err(|e| bad(&e))?,
+            "--transports" => {
+                o.transports = value
+                    .split(',')
+                    .map(|t| Transport::parse(t).map_err(|e| bad(&e)))
+                    .collect::<Result<_, _>>()?
+            }
             "--clients" => {
                 o.clients = value
                     .split(',')
@@ -163,12 +203,14 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn status_counter(port: u16, name: &str) -> Option<u64> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /status HTTP/1.1\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
+fn status_counter(net: &Net, name: &str) -> Option<u64> {
+    let mut s = net.open(Duration::from_secs(5))?;
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut bytes = Vec::new();
+    // Over TLS the daemon may close without close_notify: keep what was read.
+    let _ = s.read_to_end(&mut bytes);
+    let body = String::from_utf8_lossy(&bytes);
     let key = format!("\"{name}\":");
     let start = body.find(&key)? + key.len();
     let digits: String = body[start..]
@@ -178,10 +220,91 @@ fn status_counter(port: u16, name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn start_daemon(o: &Options, size: (u32, u32), clients: usize) -> Result<(Child, u16), String> {
+/// A byte stream to the daemon, plain or TLS.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// How to reach the running daemon: its port and, over TLS, a client trusting its certificate.
+#[derive(Clone)]
+struct Net {
+    port: u16,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Net {
+    /// A connection (TLS handshake done) with `timeout` on reads.
+    fn open(&self, timeout: Duration) -> Option<Box<dyn Stream>> {
+        let sock = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        sock.set_read_timeout(Some(timeout)).ok()?;
+        #[cfg(feature = "tls")]
+        if let Some(config) = &self.tls {
+            let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+            let conn = rustls::ClientConnection::new(config.clone(), name).ok()?;
+            let mut stream = rustls::StreamOwned::new(conn, sock);
+            while stream.conn.is_handshaking() {
+                stream.conn.complete_io(&mut stream.sock).ok()?;
+            }
+            return Some(Box::new(stream));
+        }
+        Some(Box::new(sock))
+    }
+}
+
+/// Where the TLS runs keep their self-signed certificate (made by the first, reused).
+fn tls_state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rpi-streamer-bench-{}", std::process::id()))
+}
+
+/// A client configuration trusting only the certificate the daemon made in `state`.
+#[cfg(feature = "tls")]
+fn trust_daemon(state: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let cert = rustls::pki_types::CertificateDer::from_pem_file(state.join("self-signed-cert.pem"))
+        .map_err(|e| format!("the daemon's certificate: {e:?}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+fn start_daemon(
+    o: &Options,
+    size: (u32, u32),
+    clients: usize,
+    transport: Transport,
+) -> Result<(Child, Net), String> {
     // Room for every client of the run (the default cap is 16).
     let max_clients = clients.max(16).to_string();
-    support::start_test_daemon(size, o.fps, o.quality, &["--max-clients", &max_clients])
+    let mut extra = vec!["--max-clients", &max_clients];
+    if transport == Transport::Tls {
+        extra.push("--tls-self-signed");
+    }
+    let state = tls_state_dir();
+    let state_env = [("STATE_DIRECTORY", state.to_str().unwrap_or_default())];
+    let env: &[(&str, &str)] = if transport == Transport::Tls {
+        &state_env
+    } else {
+        &[]
+    };
+    let (child, port) = support::start_test_daemon_with_env(size, o.fps, o.quality, &extra, env)?;
+    Ok((
+        child,
+        Net {
+            port,
+            #[cfg(feature = "tls")]
+            tls: match transport {
+                Transport::Plain => None,
+                Transport::Tls => Some(trust_daemon(&state)?),
+            },
+        },
+    ))
 }
 
 #[derive(Default)]
@@ -192,18 +315,18 @@ struct ClientTally {
 }
 
 fn run_client(
-    port: u16,
+    net: Net,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<ClientTally>>,
 ) {
-    let Ok((mut ws, _)) = tungstenite::connect(format!("ws://127.0.0.1:{port}/stream")) else {
+    let Some(stream) = net.open(Duration::from_secs(2)) else {
+        return;
+    };
+    let Ok((mut ws, _)) = tungstenite::client("ws://localhost/stream", stream) else {
         return;
     };
     tally.lock().unwrap_or_else(|e| e.into_inner()).connected = true;
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    }
     while !stop.load(Ordering::Relaxed) {
         let Ok(msg) = ws.read() else { break };
         let received = unix_now();
@@ -228,17 +351,16 @@ fn run_client(
 
 /// Reads `GET /stream.mjpg` part by part, as `run_client` reads WebSocket messages.
 fn run_mjpeg_client(
-    port: u16,
+    net: Net,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<ClientTally>>,
 ) {
     use std::io::BufRead;
-    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+    let Some(mut stream) = net.open(Duration::from_secs(2)) else {
         return;
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if (&stream)
+    if stream
         .write_all(b"GET /stream.mjpg HTTP/1.1\r\nHost: bench\r\n\r\n")
         .is_err()
     {
@@ -246,7 +368,7 @@ fn run_mjpeg_client(
     }
     let mut reader = std::io::BufReader::new(stream);
     let mut line = String::new();
-    let read_line = |reader: &mut std::io::BufReader<TcpStream>, line: &mut String| {
+    let read_line = |reader: &mut std::io::BufReader<Box<dyn Stream>>, line: &mut String| {
         line.clear();
         matches!(reader.read_line(line), Ok(n) if n > 0)
     };
@@ -281,6 +403,7 @@ fn run_mjpeg_client(
 struct Scenario {
     size: (u32, u32),
     clients: Mix,
+    transport: Transport,
     produced: u64,
     cpu_per_produced: f64,
     cpu_per_delivered: f64,
@@ -300,8 +423,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn run_scenario(o: &Options, size: (u32, u32), clients: Mix) -> Result<Scenario, String> {
-    let (mut child, port) = start_daemon(o, size, clients.total())?;
+fn run_scenario(
+    o: &Options,
+    size: (u32, u32),
+    clients: Mix,
+    transport: Transport,
+) -> Result<Scenario, String> {
+    let (mut child, net) = start_daemon(o, size, clients.total(), transport)?;
     let pid = child.id();
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -314,17 +442,18 @@ fn run_scenario(o: &Options, size: (u32, u32), clients: Mix) -> Result<Scenario,
         .map(|(i, t)| {
             let (m, s, t) = (measuring.clone(), stop.clone(), t.clone());
             let mjpeg = i >= clients.websocket;
+            let net = net.clone();
             std::thread::spawn(move || {
                 if mjpeg {
-                    run_mjpeg_client(port, m, s, t)
+                    run_mjpeg_client(net, m, s, t)
                 } else {
-                    run_client(port, m, s, t)
+                    run_client(net, m, s, t)
                 }
             })
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
-    let produced_before = status_counter(port, "video_captured").unwrap_or(0);
+    let produced_before = status_counter(&net, "video_captured").unwrap_or(0);
     let cpu_before = process_cpu_ms(pid);
     let clients_cpu_before = process_cpu_ms(std::process::id());
     measuring.store(true, Ordering::Relaxed);
@@ -334,7 +463,7 @@ fn run_scenario(o: &Options, size: (u32, u32), clients: Mix) -> Result<Scenario,
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_ms(pid) - cpu_before;
     let clients_cpu = process_cpu_ms(std::process::id()) - clients_cpu_before;
-    let produced = status_counter(port, "video_captured").unwrap_or(0) - produced_before;
+    let produced = status_counter(&net, "video_captured").unwrap_or(0) - produced_before;
     let rss = peak_rss_kib(pid);
     stop.store(true, Ordering::Relaxed);
     for t in threads {
@@ -358,6 +487,7 @@ fn run_scenario(o: &Options, size: (u32, u32), clients: Mix) -> Result<Scenario,
     Ok(Scenario {
         size,
         clients,
+        transport,
         produced,
         cpu_per_produced: cpu / produced.max(1) as f64,
         cpu_per_delivered: cpu / delivered.max(1) as f64,
@@ -499,6 +629,28 @@ fn usb_paths_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<[f64; 
     Ok([passthrough, encoded, scaled])
 }
 
+/// Daemon CPU per produced frame added by each WebSocket client over `transport`: the slope
+/// between the WebSocket-only rows with the fewest and the most clients, and those counts.
+fn per_client_cost(rows: &[Scenario], transport: Transport) -> Option<(f64, usize, usize)> {
+    let ws_only = || {
+        rows.iter()
+            .filter(move |r| r.transport == transport && r.clients.mjpeg == 0)
+    };
+    let fewest = ws_only().min_by_key(|r| r.clients.websocket)?;
+    let most = ws_only().max_by_key(|r| r.clients.websocket)?;
+    let added = most
+        .clients
+        .websocket
+        .checked_sub(fewest.clients.websocket)?;
+    (added > 0).then(|| {
+        (
+            (most.cpu_per_produced - fewest.cpu_per_produced) / added as f64,
+            fewest.clients.websocket,
+            most.clients.websocket,
+        )
+    })
+}
+
 fn cpu_between(a: rustix::time::Timespec, b: rustix::time::Timespec) -> Duration {
     let nanos = (b.tv_sec - a.tv_sec) as i128 * 1_000_000_000 + (b.tv_nsec - a.tv_nsec) as i128;
     Duration::from_nanos(nanos.max(0) as u64)
@@ -527,9 +679,10 @@ fn main() {
         o.fps, o.quality, o.seconds
     );
     println!(
-        "{:>9} {:>7} {:>8} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>8}",
+        "{:>9} {:>7} {:>5} {:>8} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>8}",
         "size",
         "clients",
+        "via",
         "frames",
         "cpu/prod",
         "cpu/deliv",
@@ -567,8 +720,13 @@ fn main() {
                 failed = true;
             }
         }
-        for &clients in &o.clients {
-            match run_scenario(&o, size, clients) {
+        let mut rows = Vec::new();
+        for (&clients, &transport) in o
+            .clients
+            .iter()
+            .flat_map(|c| o.transports.iter().map(move |t| (c, t)))
+        {
+            match run_scenario(&o, size, clients, transport) {
                 Ok(s) if s.connected < s.clients.total() => {
                     eprintln!(
                         "{}x{}: only {} of {} clients connected",
@@ -579,10 +737,12 @@ fn main() {
                     );
                     failed = true;
                 }
-                Ok(s) => println!(
-                    "{:>9} {:>7} {:>8} {:>10.3} {:>10.3} {:>8.3} {:>8.2} {:>8.1} {:>9.1} {:>8.1} {:>7.1} {:>7.1} {:>8.0}",
+                Ok(s) => {
+                    println!(
+                    "{:>9} {:>7} {:>5} {:>8} {:>10.3} {:>10.3} {:>8.3} {:>8.2} {:>8.1} {:>9.1} {:>8.1} {:>7.1} {:>7.1} {:>8.0}",
                     format!("{}x{}", s.size.0, s.size.1),
                     s.clients.label(),
+                    s.transport.as_str(),
                     s.produced,
                     s.cpu_per_produced,
                     s.cpu_per_delivered,
@@ -594,7 +754,9 @@ fn main() {
                     s.fps_per_client,
                     s.min_fps,
                     s.clients_cpu_pct
-                ),
+                );
+                    rows.push(s);
+                }
                 Err(e) => {
                     eprintln!(
                         "{}x{} with {} clients: {e}",
@@ -606,13 +768,31 @@ fn main() {
                 }
             }
         }
+        let costs: Vec<String> = o
+            .transports
+            .iter()
+            .filter_map(|&t| per_client_cost(&rows, t).map(|c| (t, c)))
+            .map(|(t, (ms, from, to))| {
+                format!("{} {ms:.3} ms/frame ({from} → {to} clients)", t.as_str())
+            })
+            .collect();
+        if !costs.is_empty() {
+            println!(
+                "{:>9}: per-client cost (WebSocket): {}",
+                format!("{}x{}", size.0, size.1),
+                costs.join(", ")
+            );
+        }
     }
+    let _ = std::fs::remove_dir_all(tls_state_dir());
     println!(
         "cpu/prod, cpu/deliv: daemon CPU ms per produced / per delivered frame; floor: CPU ms to \
          encode + base64 one frame in-process; ratio = cpu/prod / floor; latency = receive time − \
          capture timestamp; fps/cl, min fps: mean and slowest client's delivered fps; bench %: CPU \
          the benchmark's clients used (100 % = one core); clients N+M: N WebSocket beside M \
-         multipart MJPEG clients."
+         multipart MJPEG clients; via: plain TCP or TLS (--tls-self-signed, the clients rustls); \
+         per-client cost: the rise in cpu/prod per added WebSocket client between the fewest \
+         and the most."
     );
     if failed {
         std::process::exit(1);

@@ -14,6 +14,7 @@ use crate::capture::test::TestScene;
 use crate::capture::{AudioParams, CameraType, VideoParams};
 use crate::encode::h264::{H264EncoderKind, H264Profile, H264Settings};
 use crate::encode::orient::Orientation;
+pub use crate::tls::TlsRequest;
 use argh::FromArgs;
 use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -137,6 +138,18 @@ pub struct Args {
     /// what --camera-type test shows: pattern (moving) or static-noisy (a still scene with sensor-like noise) (default pattern)
     #[argh(option, default = "String::from(\"pattern\")")]
     pub test_scene: String,
+    /// serve HTTPS and WSS with this certificate: a PEM file, leaf first, its chain after it (needs --tls-key; see docs/tls.md)
+    #[argh(option)]
+    pub tls_cert: Option<PathBuf>,
+    /// the private key of --tls-cert: a PEM file (PKCS#8, RSA or EC; RSA, ECDSA or Ed25519)
+    #[argh(option)]
+    pub tls_key: Option<PathBuf>,
+    /// serve HTTPS and WSS with a self-signed certificate for this host's names and addresses, made on first start and kept in $STATE_DIRECTORY, /var/lib/rpi-streamer or ~/.local/state/rpi-streamer
+    #[argh(switch)]
+    pub tls_self_signed: bool,
+    /// an extra DNS name or IP address for the --tls-self-signed certificate (repeatable)
+    #[argh(option)]
+    pub tls_name: Vec<String>,
     /// inject a fault into the test source: stall|fail|hang|garbage:AFTER_S:DURATION_S (repeatable; for tests)
     #[argh(option)]
     pub test_fault: Vec<String>,
@@ -184,6 +197,8 @@ pub struct Config {
     pub faults: Vec<Fault>,
     /// H.264 encoding, for clients that ask for it.
     pub h264: H264Settings,
+    /// HTTPS and WSS on the same port, when a certificate was configured.
+    pub tls: Option<crate::tls::Acceptor>,
 }
 
 /// Who may use the daemon.
@@ -204,14 +219,21 @@ pub const AUTH_TOKEN_ENV: &str = "RPI_STREAMER_AUTH_TOKEN";
 /// The environment variable that may hold the `--basic-auth` value.
 pub const BASIC_AUTH_ENV: &str = "RPI_STREAMER_BASIC_AUTH";
 
-/// The secrets the environment offers ([`AUTH_TOKEN_ENV`], [`BASIC_AUTH_ENV`]); the command
-/// line wins over them. Unlike argv, a process's environment is readable only by its user.
+/// What the environment offers: the secrets ([`AUTH_TOKEN_ENV`], [`BASIC_AUTH_ENV`]; the
+/// command line wins over them; unlike argv, a process's environment is readable only by its
+/// user) and where state may be kept (`STATE_DIRECTORY`, `XDG_STATE_HOME`, `HOME`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Env {
     /// The value of [`AUTH_TOKEN_ENV`], if set.
     pub auth_token: Option<String>,
     /// The value of [`BASIC_AUTH_ENV`], if set.
     pub basic_auth: Option<String>,
+    /// `STATE_DIRECTORY`, set by systemd's `StateDirectory=` (colon-separated).
+    pub state_directory: Option<PathBuf>,
+    /// `XDG_STATE_HOME`.
+    pub xdg_state_home: Option<PathBuf>,
+    /// `HOME`.
+    pub home: Option<PathBuf>,
 }
 
 impl Env {
@@ -225,9 +247,13 @@ impl Env {
                 Err(invalid(name, "is set but not valid UTF-8".into()))
             }
         };
+        let path = |name: &str| std::env::var_os(name).map(PathBuf::from);
         Ok(Env {
             auth_token: var(AUTH_TOKEN_ENV)?,
             basic_auth: var(BASIC_AUTH_ENV)?,
+            state_directory: path("STATE_DIRECTORY"),
+            xdg_state_home: path("XDG_STATE_HOME"),
+            home: path("HOME"),
         })
     }
 }
@@ -248,6 +274,7 @@ pub struct Validated {
     config: Config,
     token: Option<Secret>,
     basic: Option<Secret>,
+    tls: TlsRequest,
     on_command_line: Vec<&'static str>,
 }
 
@@ -353,6 +380,101 @@ fn resolve_secret(
     }
 }
 
+/// Checks the `--tls-*` flags: a certificate and its key together, or `--tls-self-signed`
+/// (with `--tls-name`s), never both; on a build without TLS, any of them is an error.
+fn validate_tls(args: &Args, env: &Env) -> Result<TlsRequest, ConfigError> {
+    let given = [
+        ("--tls-cert", args.tls_cert.is_some()),
+        ("--tls-key", args.tls_key.is_some()),
+        ("--tls-self-signed", args.tls_self_signed),
+        ("--tls-name", !args.tls_name.is_empty()),
+    ];
+    let Some(&(first, _)) = given.iter().find(|(_, on)| *on) else {
+        return Ok(TlsRequest::Off);
+    };
+    if !crate::tls::AVAILABLE {
+        return Err(invalid(
+            first,
+            "this build has no TLS (cargo feature tls); rebuild with it, or put a TLS \
+             reverse proxy in front"
+                .into(),
+        ));
+    }
+    match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+        (Some(_), _, true) | (_, Some(_), true) => Err(invalid(
+            "--tls-self-signed",
+            "cannot be combined with --tls-cert/--tls-key: use your certificate or a \
+             self-signed one"
+                .into(),
+        )),
+        (Some(_), None, false) => Err(invalid(
+            "--tls-cert",
+            "needs --tls-key, the certificate's private key".into(),
+        )),
+        (None, Some(_), false) => Err(invalid(
+            "--tls-key",
+            "needs --tls-cert, the certificate it is the key of".into(),
+        )),
+        (Some(cert), Some(key), false) => {
+            if !args.tls_name.is_empty() {
+                return Err(invalid(
+                    "--tls-name",
+                    "only applies to --tls-self-signed (your certificate has its own names)".into(),
+                ));
+            }
+            Ok(TlsRequest::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+        }
+        (None, None, false) => Err(invalid(
+            "--tls-name",
+            "only applies to --tls-self-signed".into(),
+        )),
+        (None, None, true) => {
+            for name in &args.tls_name {
+                if name.parse::<IpAddr>().is_err() && !crate::tls::names::is_dns_name(name) {
+                    return Err(invalid(
+                        "--tls-name",
+                        format!("must be a DNS name or an IP address (got {name:?})"),
+                    ));
+                }
+            }
+            Ok(TlsRequest::SelfSigned {
+                state_dirs: crate::tls::state_dir_candidates(
+                    env.state_directory.as_deref(),
+                    env.xdg_state_home.as_deref(),
+                    env.home.as_deref(),
+                ),
+                extra_names: args.tls_name.clone(),
+            })
+        }
+    }
+}
+
+/// Loads what [`validate_tls`] asked for.
+#[cfg(feature = "tls")]
+fn resolve_tls(request: &TlsRequest) -> Result<Option<crate::tls::Acceptor>, ConfigError> {
+    use crate::tls::identity;
+    let loaded = match request {
+        TlsRequest::Off => return Ok(None),
+        TlsRequest::Files { cert, key } => identity::from_files(cert, key),
+        TlsRequest::SelfSigned {
+            state_dirs,
+            extra_names,
+        } => identity::self_signed(state_dirs, &crate::tls::names::host_names(extra_names)),
+    };
+    loaded
+        .map(Some)
+        .map_err(|e| invalid(e.flag(), e.to_string()))
+}
+
+/// Without the `tls` feature, validation refuses every TLS flag.
+#[cfg(not(feature = "tls"))]
+fn resolve_tls(_request: &TlsRequest) -> Result<Option<crate::tls::Acceptor>, ConfigError> {
+    Ok(None)
+}
+
 impl Validated {
     /// The camera type (all `--list-devices` needs).
     pub fn camera(&self) -> CameraType {
@@ -365,13 +487,21 @@ impl Validated {
         &self.on_command_line
     }
 
-    /// Reads the secret files and checks their content like the flags' values; errors name
-    /// the file flag and the path. This is the only I/O validation leaves for later.
+    /// Reads the secret files and checks their content like the flags' values, then loads
+    /// the TLS certificate (`--tls-cert`/`--tls-key`: reads and checks the PEM files;
+    /// `--tls-self-signed`: reuses or makes the stored one, which logs why); errors name the
+    /// flag and the file. This is the only I/O validation leaves for later.
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let mut config = self.config;
         config.access.token = resolve_secret(self.token, "--auth-token-file", token_problem)?;
         config.access.basic = resolve_secret(self.basic, "--basic-auth-file", basic_problem)?;
+        config.tls = resolve_tls(&self.tls)?;
         Ok(config)
+    }
+
+    /// The TLS request, as validated (no file read yet).
+    pub fn tls(&self) -> &TlsRequest {
+        &self.tls
     }
 }
 
@@ -619,6 +749,7 @@ impl Args {
             },
             faults,
             h264,
+            tls: None,
         };
         let on_command_line = [
             ("--auth-token", self.auth_token.is_some()),
@@ -631,6 +762,7 @@ impl Args {
             config,
             token,
             basic,
+            tls: validate_tls(self, env)?,
             on_command_line,
         })
     }
@@ -1033,6 +1165,10 @@ mod tests {
             "--auth-token-file",
             "--basic-auth",
             "--basic-auth-file",
+            "--tls-cert",
+            "--tls-key",
+            "--tls-self-signed",
+            "--tls-name",
         ] {
             assert!(text.contains(flag), "{flag} missing from help");
         }
@@ -1240,6 +1376,7 @@ mod tests {
         let env = Env {
             auth_token: Some("env-token-123".into()),
             basic_auth: Some("env:pw".into()),
+            ..Env::default()
         };
         let c = run_with_env(&["--camera-type", "test"], &env).unwrap();
         assert_eq!(c.access.token.as_deref(), Some("env-token-123"));
@@ -1271,6 +1408,7 @@ mod tests {
         let bad = Env {
             auth_token: Some(String::new()),
             basic_auth: None,
+            ..Env::default()
         };
         let e = run_with_env(&["--camera-type", "test"], &bad).unwrap_err();
         assert!(
@@ -1280,11 +1418,101 @@ mod tests {
         let bad = Env {
             auth_token: None,
             basic_auth: Some("nocolon".into()),
+            ..Env::default()
         };
         let e = run_with_env(&["--camera-type", "test"], &bad).unwrap_err();
         assert!(
             e.contains("RPI_STREAMER_BASIC_AUTH: must be USER:PASSWORD"),
             "{e}"
         );
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_flags_come_in_pairs_and_exclude_each_other() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--tls-cert", "c.pem"], "--tls-cert: needs --tls-key"),
+            (&["--tls-key", "k.pem"], "--tls-key: needs --tls-cert"),
+            (
+                &[
+                    "--tls-self-signed",
+                    "--tls-cert",
+                    "c.pem",
+                    "--tls-key",
+                    "k.pem",
+                ],
+                "--tls-self-signed: cannot be combined with --tls-cert/--tls-key",
+            ),
+            (
+                &["--tls-name", "cam"],
+                "--tls-name: only applies to --tls-self-signed",
+            ),
+            (
+                &["--tls-self-signed", "--tls-name", "bad name"],
+                "--tls-name: must be a DNS name or an IP address (got \"bad name\")",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let mut args = vec!["--camera-type", "test"];
+            args.extend_from_slice(extra);
+            let e = error_of(&args);
+            assert!(e.contains(expected), "{extra:?}: {e}");
+        }
+        let Parsed::Run(valid) = parse(
+            "rpi-streamer",
+            &[
+                "--camera-type",
+                "test",
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "k",
+            ],
+            &Env::default(),
+        ) else {
+            panic!("validation reads no certificate file");
+        };
+        assert_eq!(
+            valid.resolve().unwrap_err().to_string(),
+            "--tls-cert: /nonexistent/c.pem: no such file"
+        );
+        let env = Env {
+            state_directory: Some("/run/state/rpi-streamer".into()),
+            ..Env::default()
+        };
+        let Parsed::Run(valid) = parse(
+            "rpi-streamer",
+            &[
+                "--camera-type",
+                "test",
+                "--tls-self-signed",
+                "--tls-name",
+                "10.0.0.9",
+            ],
+            &env,
+        ) else {
+            panic!("valid TLS flags");
+        };
+        assert_eq!(
+            valid.tls(),
+            &TlsRequest::SelfSigned {
+                state_dirs: vec!["/run/state/rpi-streamer".into()],
+                extra_names: vec!["10.0.0.9".into()],
+            }
+        );
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn a_build_without_tls_refuses_the_tls_flags() {
+        for flag in [&["--tls-self-signed"][..], &["--tls-cert", "c.pem"]] {
+            let mut args = vec!["--camera-type", "test"];
+            args.extend_from_slice(flag);
+            let e = error_of(&args);
+            assert!(
+                e.contains(&format!("{}: this build has no TLS", flag[0])),
+                "{e}"
+            );
+        }
     }
 }

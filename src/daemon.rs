@@ -84,10 +84,23 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             context: "starting capture threads",
             source,
         })?;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.tls {
+        log::info!(
+            "TLS: {}; SHA-256 fingerprint {} (compare it with what the browser shows)",
+            tls.origin,
+            tls.fingerprint
+        );
+    }
     log::info!(
-        "rpi-streamer {} listening on http://{local} (WebSocket at /stream): camera {} \
+        "rpi-streamer {} listening on {}://{local} (WebSocket at /stream): camera {} \
          {}x{} @ {} fps q{}, audio {}, client {}",
         env!("CARGO_PKG_VERSION"),
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         config.camera.as_str(),
         config.video.width,
         config.video.height,
@@ -122,6 +135,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         config,
         hub: hub.clone(),
         stats: stats.clone(),
+        tls_handshakes: std::cell::Cell::new(0),
     });
     ex.spawn(hub.clone().run(video_rx, h264_rx, audio_rx))
         .detach();

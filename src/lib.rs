@@ -4,7 +4,8 @@
 //! is captured) → [`pipeline`] (the capture threads: supervision, placeholders, reopening)
 //! → [`encode`] (one stage per codec somebody watches: JPEG, H.264) → [`stream`] (encoded
 //! units and the fan-out hub) → [`server`] (HTTP, WebSocket and multipart sessions: where a
-//! unit is sent). [`clock`] maps capture instants to UNIX time; [`daemon`] wires it together.
+//! unit is sent). [`clock`] maps capture instants to UNIX time; [`tls`] picks the certificate for HTTPS;
+//! [`daemon`] wires it together.
 
 #![warn(missing_docs)]
 
@@ -19,3 +20,4 @@ pub mod pipeline;
 pub mod server;
 pub mod stats;
 pub mod stream;
+pub mod tls;

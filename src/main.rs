@@ -44,6 +44,8 @@ fn main() -> ExitCode {
         }
     };
     let exposed = valid.secrets_on_command_line().to_vec();
+    // Before resolving: making the self-signed certificate logs why it was (re)made.
+    rpi_streamer::logger::init();
     let config = match valid.resolve() {
         Ok(config) => config,
         Err(e) => {
@@ -51,7 +53,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    rpi_streamer::logger::init();
     for flag in exposed {
         log::warn!(
             "{flag} on the command line is visible to every local user (ps); \

@@ -63,10 +63,22 @@ pub fn spawn_until_listening(
 /// the daemon's warnings instead of dropping them.)
 #[allow(dead_code)]
 pub fn start_test_daemon(
+    size: (u32, u32),
+    fps: u32,
+    quality: u8,
+    extra: &[&str],
+) -> Result<(Child, u16), String> {
+    start_test_daemon_with_env(size, fps, quality, extra, &[])
+}
+
+/// [`start_test_daemon`] with extra environment variables (e.g. `STATE_DIRECTORY`).
+#[allow(dead_code)]
+pub fn start_test_daemon_with_env(
     (width, height): (u32, u32),
     fps: u32,
     quality: u8,
     extra: &[&str],
+    env: &[(&str, &str)],
 ) -> Result<(Child, u16), String> {
     let daemon = release_daemon()?;
     let port = free_port()?;
@@ -88,6 +100,7 @@ pub fn start_test_daemon(
             ])
             .args(["--quality", &quality.to_string()])
             .args(extra)
+            .envs(env.iter().copied())
             // The "listening on" line the start waits for is the daemon's info log.
             .env("RUST_LOG", "warn,rpi_streamer::daemon=info"),
     )?;

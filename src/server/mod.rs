@@ -3,7 +3,8 @@
 //! `/stream` upgrades to the media WebSocket ([`ws`]); `/stream.mjpg` (and mjpg-streamer's
 //! `/?action=stream`) is the multipart MJPEG stream ([`multipart`]); `/status` reports the
 //! configuration and counters; everything else is the browser client's files ([`files`]) or
-//! a 404.
+//! a 404. With a certificate configured (`--tls-*`, [`crate::tls`]) every connection is TLS
+//! from its first byte, on the same port ([`Conn`], `tls`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -11,6 +12,8 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod multipart;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod ws;
 pub mod wsframe;
 
@@ -31,8 +34,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a client may take to send its request head.
+/// How long a client may take to send its request head (and, on a TLS port, as long again
+/// for its TLS handshake).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most TLS handshakes in progress at once (counted from the client's first byte); further
+/// ones are closed at once. Each holds a rustls connection (its buffers, some tens of KiB)
+/// and costs a signature.
+pub const MAX_TLS_HANDSHAKES: usize = 64;
+/// How long a plain-HTTP client on the TLS port gets to finish its request head before it is
+/// told to use https.
+pub const PLAIN_ON_TLS_GRACE: Duration = Duration::from_secs(1);
 /// How long a `/snapshot.jpg` request keeps JPEG encoding on with no client watching, so
 /// that a poller (a printer host, a home-automation camera card) gets fresh frames at once.
 pub const SNAPSHOT_JPEG_FOR: Duration = Duration::from_secs(30);
@@ -45,6 +56,8 @@ pub struct Server {
     pub hub: Rc<Hub>,
     /// Shared counters.
     pub stats: Arc<Stats>,
+    /// TLS handshakes in progress (at most [`MAX_TLS_HANDSHAKES`]).
+    pub tls_handshakes: std::cell::Cell<usize>,
 }
 
 impl Server {
@@ -71,7 +84,17 @@ impl Server {
 
     async fn handle(self: Rc<Self>, stream: Async<TcpStream>, peer: SocketAddr) {
         let _ = stream.get_ref().set_nodelay(true);
-        let stream = Conn(Arc::new(stream));
+        let tcp = Arc::new(stream);
+        let stream = match &self.config.tls {
+            None => Conn::Plain(tcp),
+            #[cfg(feature = "tls")]
+            Some(acceptor) => match self.accept_tls(tcp, acceptor, peer).await {
+                Some(conn) => conn,
+                None => return,
+            },
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        };
         let mut reader = stream.clone();
         let head =
             futures_lite::future::or(async { Some(http::read_head(&mut reader).await) }, async {
@@ -128,6 +151,63 @@ impl Server {
         }
         let response = self.respond(&req);
         let _ = write_response(&mut reader, &response, req.method == "HEAD").await;
+    }
+
+    /// The TLS handshake of a new connection, under [`HEAD_TIMEOUT`] and
+    /// [`MAX_TLS_HANDSHAKES`]; `None` (logged at debug level) if the client is not served.
+    #[cfg(feature = "tls")]
+    async fn accept_tls(
+        &self,
+        tcp: Arc<Async<TcpStream>>,
+        acceptor: &crate::tls::Acceptor,
+        peer: SocketAddr,
+    ) -> Option<Conn> {
+        let handshake = async {
+            tls::starts_tls(&tcp).await?;
+            // Counted from the first byte on: a connection that sends nothing holds no rustls
+            // state and takes no handshake's place (the head timeout still closes it).
+            let Some(_slot) = HandshakeSlot::take(&self.tls_handshakes) else {
+                return Err(tls::HandshakeError::Busy(MAX_TLS_HANDSHAKES));
+            };
+            tls::accept(tcp.clone(), acceptor.config.clone()).await
+        };
+        let done = ws::within(HEAD_TIMEOUT, handshake).await;
+        match done {
+            Some(Ok(conn)) => Some(Conn::Tls(conn)),
+            // A method name's first letter: plain HTTP. Read its head so that closing does
+            // not reset the connection before the client reads why.
+            Some(Err(tls::HandshakeError::NotTls(first))) if first.is_ascii_uppercase() => {
+                let mut plain = Conn::Plain(tcp);
+                let head = ws::within(PLAIN_ON_TLS_GRACE, http::read_head(&mut plain)).await;
+                // The client's Host, echoed only if it looks like one.
+                let host = match &head {
+                    Some(Ok(req)) => req.header("host").map(str::trim).filter(|h| {
+                        h.len() <= 255
+                            && h.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+                    }),
+                    _ => None,
+                }
+                .unwrap_or("this-host")
+                .to_string();
+                log::debug!("{peer}: plain HTTP on the TLS port; told to use https");
+                let hint = Response::text(
+                    400,
+                    &format!("this port speaks HTTPS: open https://{host}/ instead"),
+                );
+                let _ =
+                    ws::within(PLAIN_ON_TLS_GRACE, write_response(&mut plain, &hint, false)).await;
+                None
+            }
+            Some(Err(e)) => {
+                log::debug!("{peer}: {e}");
+                None
+            }
+            None => {
+                log::debug!("{peer}: TLS handshake timed out");
+                None
+            }
+        }
     }
 
     /// Is the newest JPEG recent enough to be "now"?
@@ -346,12 +426,151 @@ impl Server {
     }
 }
 
-/// A connection shared by the session's reader, writer and readiness checks.
+/// One of the [`MAX_TLS_HANDSHAKES`] places, given back when dropped (also when the head
+/// timeout drops the handshake).
+#[cfg(feature = "tls")]
+struct HandshakeSlot<'a>(&'a std::cell::Cell<usize>);
+
+#[cfg(feature = "tls")]
+impl<'a> HandshakeSlot<'a> {
+    fn take(in_progress: &'a std::cell::Cell<usize>) -> Option<HandshakeSlot<'a>> {
+        let n = in_progress.get();
+        (n < MAX_TLS_HANDSHAKES).then(|| {
+            in_progress.set(n + 1);
+            HandshakeSlot(in_progress)
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// A connection shared by the session's reader, writer and readiness checks: plain TCP, or
+/// TLS over it ([`tls`]).
 ///
-/// `&Async<TcpStream>` does the I/O; this gives it an owned handle that WebSocket halves can
-/// hold while the session keeps another to wait for writability.
+/// `&Async<TcpStream>` does the I/O; this gives it an owned handle that a session's reader
+/// and writer can each hold while the session keeps another to wait for writability. The
+/// plain variant is what it always was: every call goes straight to the socket.
 #[derive(Clone)]
-pub struct Conn(pub Arc<Async<TcpStream>>);
+pub enum Conn {
+    /// Plain TCP.
+    Plain(Arc<Async<TcpStream>>),
+    /// TLS (cargo feature `tls`).
+    #[cfg(feature = "tls")]
+    Tls(tls::TlsConn),
+}
+
+impl Conn {
+    /// The socket (for socket options).
+    pub fn tcp(&self) -> &Async<TcpStream> {
+        match self {
+            Conn::Plain(tcp) => tcp,
+            #[cfg(feature = "tls")]
+            Conn::Tls(tls) => tls.tcp(),
+        }
+    }
+
+    /// Resolves when a write would be taken at once: for TLS, once the ciphertext already
+    /// encrypted has gone to the socket too.
+    pub async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(tcp) => tcp.writable().await,
+            #[cfg(feature = "tls")]
+            Conn::Tls(tls) => tls.writable().await,
+        }
+    }
+
+    /// Ends our direction (TLS: with a `close_notify` first, sent within `limit`); the
+    /// client can still send, which a lingering reader discards.
+    pub async fn shutdown_write(&self, limit: Duration) {
+        #[cfg(feature = "tls")]
+        if let Conn::Tls(tls) = self {
+            tls.send_close_notify();
+            let _ = ws::within(
+                limit,
+                futures_lite::future::poll_fn(|cx| tls.poll_flush(cx)),
+            )
+            .await;
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = limit;
+        let _ = self.tcp().get_ref().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl futures_lite::AsyncRead for &Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match *self {
+            Conn::Plain(tcp) => std::pin::Pin::new(&mut &**tcp).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(tls) => tls.poll_read(cx, buf),
+        }
+    }
+}
+
+impl futures_lite::AsyncWrite for &Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match *self {
+            Conn::Plain(tcp) => std::pin::Pin::new(&mut &**tcp).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(tls) => tls.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)]),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match *self {
+            Conn::Plain(tcp) => std::pin::Pin::new(&mut &**tcp).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            Conn::Tls(tls) => tls.poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match *self {
+            Conn::Plain(tcp) => std::pin::Pin::new(&mut &**tcp).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Conn::Tls(tls) => tls.poll_flush(cx),
+        }
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match *self {
+            Conn::Plain(tcp) => std::pin::Pin::new(&mut &**tcp).poll_close(cx),
+            #[cfg(feature = "tls")]
+            Conn::Tls(tls) => {
+                tls.send_close_notify();
+                match tls.poll_flush(cx) {
+                    std::task::Poll::Ready(Ok(())) => {
+                        std::pin::Pin::new(&mut tls.tcp()).poll_close(cx)
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+}
 
 impl futures_lite::AsyncRead for Conn {
     fn poll_read(
@@ -359,7 +578,7 @@ impl futures_lite::AsyncRead for Conn {
         cx: &mut std::task::Context<'_>,
         buf: &mut [u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut &*self.0).poll_read(cx, buf)
+        std::pin::Pin::new(&mut &*self).poll_read(cx, buf)
     }
 }
 
@@ -369,20 +588,28 @@ impl futures_lite::AsyncWrite for Conn {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut &*self.0).poll_write(cx, buf)
+        std::pin::Pin::new(&mut &*self).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut &*self).poll_write_vectored(cx, bufs)
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut &*self.0).poll_flush(cx)
+        std::pin::Pin::new(&mut &*self).poll_flush(cx)
     }
 
     fn poll_close(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut &*self.0).poll_close(cx)
+        std::pin::Pin::new(&mut &*self).poll_close(cx)
     }
 }

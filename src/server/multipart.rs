@@ -143,7 +143,7 @@ enum Ended {
 
 /// Writes all of `parts` in order, in as few system calls as the socket allows.
 async fn write_all_vectored(conn: &Conn, mut parts: [&[u8]; 3]) -> std::io::Result<()> {
-    let mut writer = &*conn.0;
+    let mut writer = conn;
     while parts.iter().any(|p| !p.is_empty()) {
         let mut n = writer.write_vectored(&parts.map(IoSlice::new)).await?;
         if n == 0 {
@@ -176,7 +176,7 @@ async fn send_parts(
     };
     loop {
         // Wait for the socket first, then take what is newest *now* (see ws.rs).
-        match within(WRITE_STALL_LIMIT, conn.0.writable()).await {
+        match within(WRITE_STALL_LIMIT, conn.writable()).await {
             None => return stalled(),
             Some(Err(e)) => return Ended::Io(e),
             Some(Ok(())) => {}
@@ -229,12 +229,18 @@ pub async fn run(conn: Conn, req: Request, peer: SocketAddr, server: Rc<Server>)
     }
     let head = response_head();
     if req.method == "HEAD" {
-        let _ = within(WRITE_STALL_LIMIT, raw.write_all(head.as_bytes())).await;
+        let _ = within(WRITE_STALL_LIMIT, async {
+            raw.write_all(head.as_bytes()).await?;
+            raw.flush().await
+        })
+        .await;
         return;
     }
     // Registered before the first await, so racing clients all see it in `--max-clients`.
     let client = server.hub.register_mjpeg(peer);
-    if let Err(e) = socket2::SockRef::from(conn.0.get_ref()).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+    if let Err(e) =
+        socket2::SockRef::from(conn.tcp().get_ref()).set_tcp_notsent_lowat(NOTSENT_LOWAT)
+    {
         log::debug!("{peer}: TCP_NOTSENT_LOWAT unavailable ({e}); relying on socket buffers");
     }
     let opening = format!("{head}--{BOUNDARY}\r\n");

@@ -35,7 +35,7 @@ use smol::Timer;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io::IoSlice;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -318,7 +318,7 @@ pub(crate) async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Op
 /// Writes one frame: our header, then `payload` straight from the shared buffer.
 async fn write_frame(conn: &Conn, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
     let (header, header_len) = wsframe::header(opcode, payload.len());
-    let mut writer = &*conn.0;
+    let mut writer = conn;
     let (mut head, mut body) = (&header[..header_len], payload);
     while !head.is_empty() || !body.is_empty() {
         let n = writer
@@ -351,7 +351,7 @@ async fn read_client(
         filled.max(READ_CHUNK + wsframe::MAX_HEADER_LEN + wsframe::MAX_CONTROL_PAYLOAD),
         0,
     );
-    let mut reader = &*conn.0;
+    let mut reader = conn;
     let mut first = true;
     loop {
         if !first {
@@ -431,7 +431,7 @@ async fn write_client(
     loop {
         // Wait for the socket first, then take what is newest *now*: a frame picked before a
         // stall would be stale by the time it could be written.
-        match within(WRITE_STALL_LIMIT, conn.0.writable()).await {
+        match within(WRITE_STALL_LIMIT, conn.writable()).await {
             None => {
                 return Ended::limit(
                     ClientLimit::WriteStalled,
@@ -530,8 +530,8 @@ async fn write_client(
 /// (bounded in time and bytes) so that closing the socket does not reset the connection
 /// while the client has yet to read our close.
 async fn linger(conn: &Conn, limit: Duration) {
-    let _ = conn.0.get_ref().shutdown(Shutdown::Write);
-    let mut reader = &*conn.0;
+    conn.shutdown_write(CLOSE_WRITE_LIMIT).await;
+    let mut reader = conn;
     let mut scratch = [0u8; 4096];
     let mut discarded = 0;
     let _ = within(limit, async {
@@ -582,7 +582,8 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server
     if raw.write_all(head.as_bytes()).await.is_err() {
         return;
     }
-    if let Err(e) = socket2::SockRef::from(stream.0.get_ref()).set_tcp_notsent_lowat(NOTSENT_LOWAT)
+    if let Err(e) =
+        socket2::SockRef::from(stream.tcp().get_ref()).set_tcp_notsent_lowat(NOTSENT_LOWAT)
     {
         log::debug!("{peer}: TCP_NOTSENT_LOWAT unavailable ({e}); relying on socket buffers");
     }
@@ -612,7 +613,12 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server
         } else {
             wsframe::close_frame(code, &reason)
         };
-        let _ = within(CLOSE_WRITE_LIMIT, raw.write_all(&frame)).await;
+        // Flushed: over TLS the frame is not on the socket until then.
+        let _ = within(CLOSE_WRITE_LIMIT, async {
+            raw.write_all(&frame).await?;
+            raw.flush().await
+        })
+        .await;
     }
     if let Ended::Limit(limit, _) = &ended {
         Stats::add(limit.counter(&server.stats), 1);

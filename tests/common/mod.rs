@@ -318,3 +318,62 @@ pub fn have_ffmpeg_tool(name: &str) -> bool {
     }
     found
 }
+
+#[cfg(feature = "tls")]
+pub mod tls;
+
+/// A fresh folder in the temporary directory, removed with its contents at drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// `<tmp>/rpi-streamer-<name>-<pid>`, emptied if it was left over.
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("rpi-streamer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temporary folder");
+        TempDir(dir)
+    }
+
+    /// A path inside, as a string for flags.
+    pub fn file(&self, name: &str) -> String {
+        self.0
+            .join(name)
+            .to_str()
+            .expect("UTF-8 temp path")
+            .to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the daemon with `args` (on port 1, which it must never get to) and `env`, expecting
+/// it to exit on its own within 20 s; its exit status and stderr.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut cmd = daemon_command();
+    cmd.args(args)
+        .args(["--host", "127.0.0.1", "--port", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn the daemon");
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the daemon did not exit for {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("the daemon's output");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
