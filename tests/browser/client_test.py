@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -58,19 +59,23 @@ def wait_until(what, check, timeout=10.0, interval=0.1):
 class Daemon:
     """The real rpi-streamer binary on a loopback port; stopped (SIGTERM) on exit."""
 
-    def __init__(self, binary, args, port=None, log_dir="."):
+    def __init__(self, binary, args, port=None, log_dir=".", env=None, tls=False):
         self.binary = binary
         self.args = args
         self.port = port or free_port()
         self.log_path = os.path.join(log_dir, f"daemon-{self.port}.log")
         self.proc = None
+        self.env = env or {}
+        self.scheme = "https" if tls else "http"
+        # The tests' own requests skip verification: the browser is what is tested.
+        self.ssl = ssl._create_unverified_context() if tls else None
 
     def start(self, extra=()):
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [self.binary, "--host", "127.0.0.1", "--port", str(self.port), *self.args, *extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            env={**os.environ, "RUST_LOG": "info"},
+            env={**os.environ, "RUST_LOG": "info", **self.env},
         )
         wait_until(f"the daemon to listen on {self.port}", self.listening, timeout=10)
         return self
@@ -79,7 +84,8 @@ class Daemon:
         if self.proc.poll() is not None:
             raise RuntimeError(f"daemon exited with {self.proc.returncode}; see {self.log_path}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+            with urllib.request.urlopen(f"{self.scheme}://127.0.0.1:{self.port}/healthz",
+                                        timeout=1, context=self.ssl):
                 return True
         except urllib.error.HTTPError:
             return True  # 503 before the first frame: it listens
@@ -87,7 +93,8 @@ class Daemon:
             return False
 
     def status(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/status", timeout=2) as r:
+        with urllib.request.urlopen(f"{self.scheme}://127.0.0.1:{self.port}/status", timeout=2,
+                                    context=self.ssl) as r:
             return json.load(r)
 
     def kill(self):
@@ -124,6 +131,8 @@ class Page:
                     "--disable-dev-shm-usage", f"--user-data-dir={profile_dir}",
                     # A LAN name for 127.0.0.1: http:// pages there are not a secure context.
                     f"--host-resolver-rules=MAP {LAN_NAME} 127.0.0.1",
+                    # The daemon's --tls-self-signed certificate: what a user accepts once.
+                    "--ignore-certificate-errors",
                     "--window-size=1100,760"):
             opts.add_argument(arg)
         self.downloads = os.path.join(profile_dir, "downloads")
@@ -655,6 +664,31 @@ def test_mse_plays_h264_on_a_lan_page_when_asked_and_its_latency_is_measured(ctx
     print("    insecure context, capture-to-draw at 640x480@30: " + "; ".join(
         f"{'MSE H.264' if c == 'h264' else 'MJPEG'} p50 {percentile(v, 50):.1f} ms "
         f"p99 {percentile(v, 99):.1f} ms" for c, v in results.items()))
+
+
+def test_https_on_a_lan_name_is_a_secure_context_and_plays_h264(ctx):
+    """With --tls-self-signed, https://<LAN name>/ is a secure context by TLS alone (not
+    localhost): the page is served, and wss:// /stream plays H.264 through WebCodecs."""
+    state = tempfile.mkdtemp(prefix="rpi-streamer-tls-state-")
+    try:
+        args = ["--camera-type", "test", "--fps", str(FPS), "--tls-self-signed",
+                "--tls-name", LAN_NAME]
+        with Daemon(ctx.binary, args, log_dir=ctx.artifacts, env={"STATE_DIRECTORY": state},
+                    tls=True) as d:
+            ctx.page.open(f"https://{LAN_NAME}:{d.port}/")
+            assert ctx.page.js("return window.isSecureContext") is True
+            assert ctx.page.js("return window.rpiStreamer.streamUrl()").startswith(
+                f"wss://{LAN_NAME}:{d.port}/stream")
+            wait_until("the H.264 codec", lambda: ctx.page.snap()["codec"] == "h264", 10)
+            assert_pattern_animates(ctx.page, (640, 480))
+            time.sleep(2)
+            snap = ctx.page.snap()
+            assert snap["decodeErrors"] == 0 and snap["state"] == "live", snap
+            assert client_codecs(d) == ["h264"], d.status()["clients"]
+            print(f"    https://{LAN_NAME}: H.264 {snap['h264Codec']}, {snap['fps']:.1f} fps, "
+                  f"latency {snap['latencyMs']:.0f} ms")
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
