@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "5f25df02109fc91951e84471451bdd98be993e6c"
+SRCREV = "5e5933ed426b952bcecec4481d156277a238f006"
 
 require ${BPN}-crates.inc
 
