@@ -38,10 +38,12 @@ inherit cargo cargo-update-recipe-crates systemd update-rc.d useradd
 # h264 builds Cisco's OpenH264 from the source bundled in the openh264-sys2 crate
 # with the target's C++ compiler (the cc crate uses the CXX cargo_common exports)
 # and links the target's libstdc++ (virtual/compilerlibs, a default dependency).
-PACKAGECONFIG ??= "alsa v4l h264 ${@bb.utils.contains('BBFILE_COLLECTIONS', 'multimedia-layer', 'libcamera', '', d)}"
+PACKAGECONFIG ??= "alsa v4l h264 tls ${@bb.utils.contains('BBFILE_COLLECTIONS', 'multimedia-layer', 'libcamera', '', d)}"
 PACKAGECONFIG[alsa] = "--features alsa,,alsa-lib"
 PACKAGECONFIG[h264] = "--features h264,,virtual/cross-c++"
 PACKAGECONFIG[libcamera] = "--features libcamera,,libcamera clang-native"
+# rustls with the ring provider (its C and assembly built by the cc crate for the target).
+PACKAGECONFIG[tls] = "--features tls"
 PACKAGECONFIG[v4l] = "--features v4l,,clang-native"
 # Cargo.toml's default features (h264) are PACKAGECONFIG's to choose: without
 # this, removing h264 from PACKAGECONFIG would still build it.
@@ -73,6 +75,11 @@ RPI_STREAMER_CAMERA_TYPE ??= "${@bb.utils.contains('PACKAGECONFIG', 'libcamera',
 # by name with --auth-token-file / --basic-auth-file: every local user can read a command
 # line, and /etc/default/rpi-streamer. Empty: none. A secret set here is in the package
 # and the sstate cache; to keep it off the build machine, write the file on the board.
+# "1": the boot service serves HTTPS on port 8443 with a certificate it makes on first boot
+# (--tls-self-signed, kept in /var/lib/rpi-streamer): browsers decode H.264 with WebCodecs
+# only on a secure page. Needs tls in PACKAGECONFIG.
+RPI_STREAMER_HTTPS ??= "0"
+
 RPI_STREAMER_AUTH_TOKEN_FILE ??= ""
 RPI_STREAMER_BASIC_AUTH_FILE ??= ""
 # A changed secret reinstalls the package.
@@ -86,6 +93,14 @@ do_install:append() {
     sed -i 's|^RPI_STREAMER_ARGS="--camera-type [a-z]* |RPI_STREAMER_ARGS="--camera-type ${RPI_STREAMER_CAMERA_TYPE} |' \
         ${D}${sysconfdir}/default/rpi-streamer
     grep -q '^RPI_STREAMER_ARGS="--camera-type ${RPI_STREAMER_CAMERA_TYPE} ' ${D}${sysconfdir}/default/rpi-streamer
+
+    if [ "${RPI_STREAMER_HTTPS}" = "1" ]; then
+        sed -i 's|^RPI_STREAMER_ARGS="\(.*\)"$|RPI_STREAMER_ARGS="\1 --tls-self-signed --port 8443"|' \
+            ${D}${sysconfdir}/default/rpi-streamer
+    fi
+    # The state directory (--tls-self-signed's certificate) for the SysV script; systemd's
+    # StateDirectory= makes the same one.
+    install -d -m 0700 -o rpi-streamer -g rpi-streamer ${D}${localstatedir}/lib/rpi-streamer
 
     install -d -m 0750 -o root -g rpi-streamer ${D}${sysconfdir}/rpi-streamer
     if [ -n "${RPI_STREAMER_AUTH_TOKEN_FILE}" ]; then
@@ -128,4 +143,6 @@ python () {
     need = d.getVar('RPI_STREAMER_MIN_RUST')
     if rust and bb.utils.vercmp_string_op(rust, need, '<'):
         raise bb.parse.SkipRecipe('needs Rust >= %s, this build has RUSTVERSION %s' % (need, rust))
+    if d.getVar('RPI_STREAMER_HTTPS') == '1' and not bb.utils.contains('PACKAGECONFIG', 'tls', True, False, d):
+        bb.fatal('RPI_STREAMER_HTTPS = "1" needs tls in PACKAGECONFIG')
 }
