@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "5e5933ed426b952bcecec4481d156277a238f006"
+SRCREV = "7567a4d2435155c544fa4f37e6ef344d096ec343"
 
 require ${BPN}-crates.inc
 
