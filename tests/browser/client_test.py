@@ -668,11 +668,12 @@ def test_mse_plays_h264_on_a_lan_page_when_asked_and_its_latency_is_measured(ctx
 
 def test_https_on_a_lan_name_is_a_secure_context_and_plays_h264(ctx):
     """With --tls-self-signed, https://<LAN name>/ is a secure context by TLS alone (not
-    localhost): the page is served, and wss:// /stream plays H.264 through WebCodecs."""
+    localhost): the page is served, and wss:// /stream plays H.264 through WebCodecs, with
+    sound after the click."""
     state = tempfile.mkdtemp(prefix="rpi-streamer-tls-state-")
     try:
-        args = ["--camera-type", "test", "--fps", str(FPS), "--tls-self-signed",
-                "--tls-name", LAN_NAME]
+        args = ["--camera-type", "test", "--fps", str(FPS), "--enable-audio",
+                "--tls-self-signed", "--tls-name", LAN_NAME]
         with Daemon(ctx.binary, args, log_dir=ctx.artifacts, env={"STATE_DIRECTORY": state},
                     tls=True) as d:
             ctx.page.open(f"https://{LAN_NAME}:{d.port}/")
@@ -685,8 +686,18 @@ def test_https_on_a_lan_name_is_a_secure_context_and_plays_h264(ctx):
             snap = ctx.page.snap()
             assert snap["decodeErrors"] == 0 and snap["state"] == "live", snap
             assert client_codecs(d) == ["h264"], d.status()["clients"]
+            # With sound after the click, as on an image opened at https://pi:8443/: a secure
+            # page, so through the AudioWorklet.
+            wait_until("the Click to Start Audio overlay", lambda: ctx.page.visible("audio-start"), 10)
+            ctx.page.click("audio-start")
+            snap = wait_until(
+                "the 440 Hz tone at the analyser",
+                lambda: (s := ctx.page.snap()) and s["audioState"] == "running"
+                and s["audioLevel"] > 0.05 and abs(s["audioPeakHz"] - 440) < 30 and s, 10)
+            assert snap["audioOutput"] == "worklet", snap
+            assert_pattern_animates(ctx.page, (640, 480))
             print(f"    https://{LAN_NAME}: H.264 {snap['h264Codec']}, {snap['fps']:.1f} fps, "
-                  f"latency {snap['latencyMs']:.0f} ms")
+                  f"latency {snap['latencyMs']:.0f} ms, audio {snap['audioOutput']}")
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
