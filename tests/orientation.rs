@@ -9,15 +9,7 @@ use common::*;
 use std::collections::BTreeSet;
 use tungstenite::Message;
 
-/// FRAME_PALETTE of src/capture/test.rs, in RGB.
-const PALETTE: [[u8; 3]; 6] = [
-    [255, 0, 0],
-    [0, 255, 0],
-    [0, 0, 255],
-    [255, 255, 0],
-    [0, 255, 255],
-    [255, 0, 255],
-];
+const PALETTE: [[u8; 3]; 6] = TEST_PALETTE_RGB;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Corner {

@@ -6,13 +6,12 @@
 mod common;
 
 use base64::Engine as _;
-use common::{daemon_command, Daemon};
+use common::{exit_output, Daemon};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 /// A secret file with mode 0600 in a fresh temporary folder, removed at drop.
 struct SecretFile {
@@ -69,25 +68,7 @@ fn cmdline(daemon: &Daemon) -> String {
 
 /// Runs the daemon expecting it to refuse its flags; gives up after 20 s.
 fn refused(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
-    let mut cmd = daemon_command();
-    cmd.args(args)
-        .args(["--host", "127.0.0.1", "--port", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn the daemon");
-    let start = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("the daemon did not exit on bad flags {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("the daemon's output")
+    exit_output(args, env)
 }
 
 #[test]

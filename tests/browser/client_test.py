@@ -30,6 +30,17 @@ from selenium.webdriver.common.by import By
 # FRAME_PALETTE of src/capture/test.rs, in RGB: the top-right square cycles through these.
 PALETTE = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
 FPS = 15
+# Mean RGB of the middle of the test pattern's per-frame colour square on the page's canvas.
+MARKER_RGB_JS = """            const c = document.getElementById('video');
+            const side = Math.max(8, Math.floor(c.height / 6)) & ~1;
+            const x = c.width - side + side / 4, y = side / 4, n = side / 2;
+            const d = c.getContext('2d').getImageData(x, y, n, n).data;
+            const sum = [0, 0, 0];
+            for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) sum[k] += d[i + k];
+            const px = d.length / 4;
+            return {rgb: sum.map(v => Math.round(v / px)), width: c.width, height: c.height};
+        
+"""
 # A name that resolves to 127.0.0.1 only in our Chromium (--host-resolver-rules): a page
 # opened by it over http:// is not a secure context, like http://raspberrypi.local/.
 LAN_NAME = "camera.test"
@@ -164,16 +175,7 @@ class Page:
 
     def marker_rgb(self):
         """Mean RGB of the middle of the per-frame colour square, and the canvas size."""
-        return self.js("""
-            const c = document.getElementById('video');
-            const side = Math.max(8, Math.floor(c.height / 6)) & ~1;
-            const x = c.width - side + side / 4, y = side / 4, n = side / 2;
-            const d = c.getContext('2d').getImageData(x, y, n, n).data;
-            const sum = [0, 0, 0];
-            for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) sum[k] += d[i + k];
-            const px = d.length / 4;
-            return {rgb: sum.map(v => Math.round(v / px)), width: c.width, height: c.height};
-        """)
+        return self.js(MARKER_RGB_JS)
 
     def errors(self):
         """Console errors, except the failed WebSocket connects a daemon restart causes."""

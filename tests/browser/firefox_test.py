@@ -22,8 +22,8 @@ import traceback
 
 from marionette_driver.marionette import Marionette
 
-from client_test import (FPS, Daemon, assert_pattern_animates, client_codecs, client_formats,
-                         wait_until)
+from client_test import (FPS, MARKER_RGB_JS, Daemon, assert_pattern_animates, client_codecs,
+                         client_formats, wait_until)
 
 
 def free_port():
@@ -65,16 +65,7 @@ class FirefoxPage:
         return self.js("return window.rpiStreamer.snapshot()")
 
     def marker_rgb(self):
-        return self.js("""
-            const c = document.getElementById('video');
-            const side = Math.max(8, Math.floor(c.height / 6)) & ~1;
-            const x = c.width - side + side / 4, y = side / 4, n = side / 2;
-            const d = c.getContext('2d').getImageData(x, y, n, n).data;
-            const sum = [0, 0, 0];
-            for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) sum[k] += d[i + k];
-            const px = d.length / 4;
-            return {rgb: sum.map(v => Math.round(v / px)), width: c.width, height: c.height};
-        """)
+        return self.js(MARKER_RGB_JS)
 
     def quit(self):
         try:

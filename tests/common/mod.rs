@@ -11,6 +11,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
+/// FRAME_PALETTE of src/capture/test.rs in RGB: the test pattern's per-frame corner square
+/// cycles through these.
+pub const TEST_PALETTE_RGB: [[u8; 3]; 6] = [
+    [255, 0, 0],
+    [0, 255, 0],
+    [0, 0, 255],
+    [255, 255, 0],
+    [0, 255, 255],
+    [255, 0, 255],
+];
+
 /// A WebSocket client of the daemon.
 pub type Client = WebSocket<MaybeTlsStream<TcpStream>>;
 
@@ -353,11 +364,21 @@ impl Drop for TempDir {
 /// Runs the daemon with `args` (on port 1, which it must never get to) and `env`, expecting
 /// it to exit on its own within 20 s; its exit status and stderr.
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    let out = exit_output(args, &env);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`run_to_exit`] with any environment values, and stdout too.
+pub fn exit_output(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
     let mut cmd = daemon_command();
     cmd.args(args)
         .args(["--host", "127.0.0.1", "--port", "1"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
@@ -371,9 +392,5 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) 
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let out = child.wait_with_output().expect("the daemon's output");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    child.wait_with_output().expect("the daemon's output")
 }
