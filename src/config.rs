@@ -270,12 +270,53 @@ enum Secret {
 /// Flags that passed validation, with their secret files not yet read.
 #[derive(Debug, PartialEq)]
 pub struct Validated {
-    /// Everything but the secrets (`access.token` and `access.basic` are unset).
+    /// Everything but what [`Validated::resolve`] reads or looks up: the secrets
+    /// (`access.token` and `access.basic` are unset), the listen address (`listen` has the
+    /// port and an unspecified address until `host` is resolved) and the client files.
     config: Config,
+    /// `--host`, an IP address or a name to resolve.
+    host: String,
+    /// `--public-dir` and `--no-client`.
+    client: ClientRequest,
     token: Option<Secret>,
     basic: Option<Secret>,
     tls: TlsRequest,
     on_command_line: Vec<&'static str>,
+}
+
+/// Where the browser client's files should come from, before the filesystem is looked at.
+#[derive(Debug, PartialEq)]
+enum ClientRequest {
+    Disabled,
+    Dir(PathBuf),
+    /// The installed copy if there is one, else the built-in one.
+    Default,
+}
+
+impl ClientRequest {
+    /// Looks at the filesystem.
+    fn resolve(&self) -> Result<ClientFiles, ConfigError> {
+        Ok(match self {
+            ClientRequest::Disabled => ClientFiles::Disabled,
+            ClientRequest::Dir(dir) => {
+                if !dir.join("index.html").is_file() {
+                    return Err(invalid(
+                        "--public-dir",
+                        format!("{} has no index.html", dir.display()),
+                    ));
+                }
+                ClientFiles::Dir(dir.clone())
+            }
+            ClientRequest::Default => {
+                let installed = PathBuf::from(INSTALLED_PUBLIC_DIR);
+                if installed.join("index.html").is_file() {
+                    ClientFiles::Dir(installed)
+                } else {
+                    ClientFiles::Builtin
+                }
+            }
+        })
+    }
 }
 
 /// Secret files are a line or two; anything much longer is the wrong file.
@@ -487,12 +528,15 @@ impl Validated {
         &self.on_command_line
     }
 
-    /// Reads the secret files and checks their content like the flags' values, then loads
-    /// the TLS certificate (`--tls-cert`/`--tls-key`: reads and checks the PEM files;
-    /// `--tls-self-signed`: reuses or makes the stored one, which logs why); errors name the
-    /// flag and the file. This is the only I/O validation leaves for later.
+    /// What validation leaves for later because it does I/O: resolves `--host`, finds the
+    /// client files (`--public-dir` must hold an index.html), reads the secret files and
+    /// checks their content like the flags' values, then loads the TLS certificate
+    /// (`--tls-cert`/`--tls-key`: reads and checks the PEM files; `--tls-self-signed`:
+    /// reuses or makes the stored one, which logs why); errors name the flag and the file.
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let mut config = self.config;
+        config.listen = resolve_listen(&self.host, config.listen.port())?;
+        config.client = self.client.resolve()?;
         config.access.token = resolve_secret(self.token, "--auth-token-file", token_problem)?;
         config.access.basic = resolve_secret(self.basic, "--basic-auth-file", basic_problem)?;
         config.tls = resolve_tls(&self.tls)?;
@@ -625,27 +669,14 @@ impl Args {
                 return Err(invalid("--audio-device", "must not be empty".into()));
             }
         }
-        let listen = resolve_listen(&self.host, port)?;
-        let client = match (&self.public_dir, self.no_client) {
-            (_, true) => ClientFiles::Disabled,
-            (Some(dir), false) => {
-                if !dir.join("index.html").is_file() {
-                    return Err(invalid(
-                        "--public-dir",
-                        format!("{} has no index.html", dir.display()),
-                    ));
-                }
-                ClientFiles::Dir(dir.clone())
-            }
-            (None, false) => {
-                let installed = PathBuf::from(INSTALLED_PUBLIC_DIR);
-                if installed.join("index.html").is_file() {
-                    ClientFiles::Dir(installed)
-                } else {
-                    ClientFiles::Builtin
-                }
-            }
+        // Resolved (DNS, the filesystem) in `Validated::resolve`; until then the port alone.
+        let listen = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port);
+        let client_request = match (&self.public_dir, self.no_client) {
+            (_, true) => ClientRequest::Disabled,
+            (Some(dir), false) => ClientRequest::Dir(dir.clone()),
+            (None, false) => ClientRequest::Default,
         };
+        let client = ClientFiles::Builtin;
         let token = SecretFlags {
             flag: "--auth-token",
             value: &self.auth_token,
@@ -760,6 +791,8 @@ impl Args {
         .collect();
         Ok(Validated {
             config,
+            host: self.host.clone(),
+            client: client_request,
             token,
             basic,
             tls: validate_tls(self, env)?,
@@ -943,6 +976,34 @@ mod tests {
         let e = error_of(&["--camera-type", "webcam"]);
         assert!(
             e.contains("--camera-type: must be one of rpi, usb, test"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn validation_looks_nothing_up_and_resolving_does_with_the_same_messages() {
+        let args = [
+            "--camera-type",
+            "test",
+            "--host",
+            "no-such-host.invalid",
+            "--public-dir",
+            "/nonexistent/public",
+        ];
+        // Validation alone (what --list-devices needs) succeeds: no DNS, no filesystem.
+        let Parsed::Run(valid) = parse("rpi-streamer", &args, &Env::default()) else {
+            panic!("validation failed");
+        };
+        let e = valid.resolve().expect_err("the host cannot resolve");
+        assert_eq!(e.flag, "--host", "{e}");
+        let e = error_of(&[
+            "--camera-type",
+            "test",
+            "--public-dir",
+            "/nonexistent/public",
+        ]);
+        assert!(
+            e.contains("--public-dir: /nonexistent/public has no index.html"),
             "{e}"
         );
     }
