@@ -1,6 +1,32 @@
 # shellcheck shell=bash
 # Shared helpers for the project's scripts. Source it: `. "$(dirname "$0")/lib.sh"`.
 
+# For a check that goes on after a failure, to report every problem in one run:
+# check_fail prints one `FAIL: <cause>` line (scripts/test repeats the first) and counts it,
+# check_pass prints `ok   <what held>` and counts it, check_done NAME ends the check with the
+# counts (exit 1 after any failure).
+check_failures=0
+check_passes=0
+check_fail() {
+	echo "FAIL: $*"
+	check_failures=$((check_failures + 1))
+}
+check_pass() {
+	echo "ok   $*"
+	check_passes=$((check_passes + 1))
+}
+check_done() {
+	if [ "$check_failures" -ne 0 ]; then
+		echo "$1: $check_failures failure(s), $check_passes passed"
+		exit 1
+	fi
+	if [ "$check_passes" -ne 0 ]; then
+		echo "$1: all $check_passes checks passed"
+	else
+		echo "$1: passed"
+	fi
+}
+
 # Install Debian packages that are missing (quietly, idempotent). Needs root or sudo. On
 # failure the last line printed names the packages and what apt said (a registry that
 # refused, a package the mirror does not have), and it returns 1.
