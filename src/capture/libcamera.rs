@@ -455,6 +455,7 @@ impl CameraThread {
         };
         log::info!("granted {}", started.granted.describe);
         let Started {
+            retired,
             allocator,
             config,
             mut active,
@@ -470,6 +471,14 @@ impl CameraThread {
         if let Err(e) = active.stop() {
             log::debug!("stopping {name}: {e}");
         }
+        // Every request (each holds a mapping of one of the allocator's buffers) goes before
+        // the allocator: those the stop cancelled, and those the source handed back that
+        // were not queued again. Left in the channel, they were freed with `self`, after the
+        // buffers and the camera: on loaded machines a SIGSEGV at shutdown.
+        let cancelled = retired.lock().map(|mut r| std::mem::take(&mut *r));
+        drop(cancelled);
+        let handed_back: Vec<Request> = self.requeue.try_iter().collect();
+        drop(handed_back);
         // libcamera's order: the buffers' allocator, then the configuration, then the
         // camera (and, in `run`, the manager last).
         drop(allocator);
@@ -491,9 +500,16 @@ impl CameraThread {
         let (allocator, requests) = allocate(&mut active, &configured.stream, &name)?;
 
         let completed = self.completed.clone();
+        let retired = Arc::new(Mutex::new(Vec::new()));
+        let keep = retired.clone();
         active.on_request_completed(move |request| {
-            // Fails only once the source is gone; the request is then dropped here.
-            let _ = completed.send(request);
+            // Once the source is gone (requests cancelled by stop), keep them: they are freed
+            // on the camera thread after the camera stopped, before their buffers are.
+            if let Err(mpsc::SendError(request)) = completed.send(request) {
+                if let Ok(mut kept) = keep.lock() {
+                    kept.push(request);
+                }
+            }
         });
         let failure = self.failure.clone();
         let disconnected_name = name.clone();
@@ -536,6 +552,7 @@ impl CameraThread {
             layout.stride,
         );
         Ok(Started {
+            retired,
             allocator,
             config,
             active,
@@ -590,6 +607,8 @@ impl CameraThread {
 
 /// A started camera and what it needs kept alive while it streams.
 struct Started<'d> {
+    /// Requests completed after the source stopped taking them.
+    retired: Arc<Mutex<Vec<Request>>>,
     allocator: FrameBufferAllocator,
     config: CameraConfiguration,
     active: ActiveCamera<'d>,
