@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "7567a4d2435155c544fa4f37e6ef344d096ec343"
+SRCREV = "c1fc30c438a449b55aef1c1db32c99ea206e9936"
 
 require ${BPN}-crates.inc
 
