@@ -101,29 +101,29 @@
   const audio = new AudioPlayer();
   let audioWanted = false;
   let h264Refused = false; // the browser could not decode the stream: MJPEG from now on
+  /* A decoder that lost its place asks the daemon for a keyframe; at most one request per
+   * half second: the daemon sends the next keyframe anyway. */
   let lastKeyRequest = 0;
-  const h264 = new H264Decoder(onDecodedFrame, (why) => {
+  function requestKeyframe() {
+    const now = performance.now();
+    if (ws && ws.readyState === 1 && now - lastKeyRequest > 500) {
+      lastKeyRequest = now;
+      ws.send("keyframe");
+    }
+  }
+  const h264 = new H264Decoder(onDecodedFrame, () => {
     if (h264.unsupported && !h264Refused) {
       h264Refused = true;
       stats.codecWhy = "this browser cannot decode " + (h264.codec || "the stream");
       reconnectNow();
       return;
     }
-    // At most one request per half second: the daemon sends the next keyframe anyway.
-    const now = performance.now();
-    if (ws && ws.readyState === 1 && now - lastKeyRequest > 500) {
-      lastKeyRequest = now;
-      ws.send("keyframe");
-    }
-    stats.resyncWhy = why;
+    requestKeyframe();
   });
   /* Where WebCodecs is missing (no secure context), ?video=h264 plays through MSE. */
   const mse = new MsePlayer($("mse-video"), (video, ts) => {
     presenter.show({ ts, bitmap: video, blob: null }, null);
-  }, (why) => {
-    if (ws && ws.readyState === 1) ws.send("keyframe");
-    stats.resyncWhy = why;
-  });
+  }, requestKeyframe);
   let h264Path = "webcodecs"; // or "mse"
   const clock = new ClockSync((text) => {
     if (ws && ws.readyState === 1) ws.send(text);
