@@ -606,23 +606,37 @@ def test_a_skewed_clock_is_corrected_by_the_clock_exchange(ctx):
                                         {"identifier": ident["identifier"]})
 
 
+def open_codec(ctx, url, codec):
+    """Opens the page at `url` (with ?video=`codec`) and waits for its frames and clock."""
+    ctx.page.open(f"{url}?video={codec}")
+    wait_until(f"{codec} frames", lambda: (s := ctx.page.snap())["codec"] == codec
+               and s["clockSynced"] and s["framesShown"] > 10, 10)
+    return ctx.page.snap()
+
+
+def recent_latencies(ctx, codec, seconds=5):
+    """The page's capture-to-draw latencies (ms) over the next `seconds`: at least 100."""
+    time.sleep(seconds)
+    snap = ctx.page.snap()
+    assert snap["decodeErrors"] == 0, snap
+    lat = snap["latencies"][-120:]
+    assert len(lat) >= 100, f"{codec}: {len(lat)} samples"
+    return lat
+
+
+def p50_p99(lat):
+    return f"p50 {percentile(lat, 50):.1f} ms p99 {percentile(lat, 99):.1f} ms"
+
+
 def test_capture_to_draw_latency_h264_and_mjpeg(ctx):
     """Capture-to-draw latency of both codecs at 640x480@30, measured in one run (the
     target, H.264 p50 <= MJPEG p50 + one frame interval, is reported, not asserted)."""
     results = {}
     with Daemon(ctx.binary, ["--camera-type", "test", "--fps", "30"], log_dir=ctx.artifacts) as d:
         for codec in ("mjpeg", "h264"):
-            ctx.page.open(f"http://127.0.0.1:{d.port}/?video={codec}")
-            wait_until(f"{codec} frames", lambda: (s := ctx.page.snap())["codec"] == codec
-                       and s["clockSynced"] and s["framesShown"] > 10, 10)
-            ctx.page.js("window.rpiStreamer.snapshot()")  # warm
-            time.sleep(5)
-            lat = ctx.page.snap()["latencies"][-120:]
-            assert len(lat) >= 100, f"{codec}: {len(lat)} samples"
-            results.setdefault(codec, []).extend(lat)
-    line = []
-    for codec, lat in results.items():
-        line.append(f"{codec} p50 {percentile(lat, 50):.1f} ms p99 {percentile(lat, 99):.1f} ms")
+            open_codec(ctx, f"http://127.0.0.1:{d.port}/", codec)
+            results[codec] = recent_latencies(ctx, codec)
+    line = [f"{codec} {p50_p99(lat)}" for codec, lat in results.items()]
     met = percentile(results["h264"], 50) <= percentile(results["mjpeg"], 50) + 1000 / 30
     print(f"    capture-to-draw at 640x480@30: {'; '.join(line)} "
           f"(target H.264 p50 <= MJPEG p50 + 33 ms: {'met' if met else 'MISSED'})")
@@ -649,22 +663,13 @@ def test_mse_plays_h264_on_a_lan_page_when_asked_and_its_latency_is_measured(ctx
     results = {}
     with Daemon(ctx.binary, ["--camera-type", "test", "--fps", "30"], log_dir=ctx.artifacts) as d:
         for codec in ("mjpeg", "h264"):
-            ctx.page.open(f"http://{LAN_NAME}:{d.port}/?video={codec}")
-            wait_until(f"{codec} frames", lambda: (s := ctx.page.snap())["codec"] == codec
-                       and s["clockSynced"] and s["framesShown"] > 10, 10)
-            snap = ctx.page.snap()
+            snap = open_codec(ctx, f"http://{LAN_NAME}:{d.port}/", codec)
             if codec == "h264":
                 assert snap["h264Path"] == "mse", snap
                 assert_pattern_animates(ctx.page, (640, 480))
-            time.sleep(5)
-            snap = ctx.page.snap()
-            assert snap["decodeErrors"] == 0, snap
-            lat = snap["latencies"][-120:]
-            assert len(lat) >= 100, f"{codec}: {len(lat)} samples"
-            results.setdefault(codec, []).extend(lat)
+            results[codec] = recent_latencies(ctx, codec)
     print("    insecure context, capture-to-draw at 640x480@30: " + "; ".join(
-        f"{'MSE H.264' if c == 'h264' else 'MJPEG'} p50 {percentile(v, 50):.1f} ms "
-        f"p99 {percentile(v, 99):.1f} ms" for c, v in results.items()))
+        f"{'MSE H.264' if c == 'h264' else 'MJPEG'} {p50_p99(v)}" for c, v in results.items()))
 
 
 def test_https_on_a_lan_name_is_a_secure_context_and_plays_h264(ctx):
