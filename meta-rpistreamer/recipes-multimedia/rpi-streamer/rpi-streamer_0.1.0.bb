@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "c1fc30c438a449b55aef1c1db32c99ea206e9936"
+SRCREV = "7c013f0120adbe7c2d5e53f5f15f75e885b9af74"
 
 require ${BPN}-crates.inc
 
