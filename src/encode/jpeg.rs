@@ -101,11 +101,6 @@ impl Encoder {
         self
     }
 
-    /// The bytes left free in front of each JPEG.
-    pub fn reserve(&self) -> usize {
-        self.reserve
-    }
-
     /// `data` behind the reserved room: one copy.
     pub fn with_room(&self, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.reserve + data.len());
@@ -114,7 +109,7 @@ impl Encoder {
         out
     }
 
-    /// Encodes `picture`, returning the JPEG bytes (after [`Encoder::reserve`] free bytes).
+    /// Encodes `picture`, returning the JPEG bytes (after the [`Encoder::reserving`] room).
     /// A JPEG picture is returned as is.
     pub fn encode(&mut self, picture: &Picture<'_>) -> Result<Vec<u8>, JpegError> {
         let (width, height) = picture.size();
