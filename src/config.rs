@@ -9,6 +9,7 @@
 //! [`Config`], so a configured secret can never be skipped.
 #![forbid(unsafe_code)]
 
+use crate::capture::controls::{self, Input};
 use crate::capture::fault::{parse_fault, Fault};
 use crate::capture::test::TestScene;
 use crate::capture::{AudioParams, CameraType, VideoParams};
@@ -63,6 +64,39 @@ pub struct Args {
     /// mirror the picture top-bottom
     #[argh(switch)]
     pub vflip: bool,
+    /// set a camera control by its native name, e.g. Brightness=0.1 or AfMode=Continuous (libcamera, test), brightness=140 (V4L2, as v4l2-ctl --list-ctrls names it); repeatable; --list-devices and GET /controls list them
+    #[argh(option)]
+    pub camera_control: Vec<String>,
+    /// exposure time in microseconds (rpicam's --shutter: the control ExposureTime)
+    #[argh(option)]
+    pub shutter: Option<String>,
+    /// analogue gain (rpicam's --gain: AnalogueGain)
+    #[argh(option)]
+    pub gain: Option<String>,
+    /// exposure compensation in stops (rpicam's --ev: ExposureValue)
+    #[argh(option)]
+    pub ev: Option<String>,
+    /// white balance: auto, incandescent, tungsten, fluorescent, indoor, daylight, cloudy or custom (rpicam's --awb: AwbMode)
+    #[argh(option)]
+    pub awb: Option<String>,
+    /// autofocus: manual, auto or continuous (rpicam's --autofocus-mode: AfMode)
+    #[argh(option)]
+    pub autofocus_mode: Option<String>,
+    /// lens position in dioptres, 0 = infinity (rpicam's --lens-position: LensPosition; sets --autofocus-mode manual unless given)
+    #[argh(option)]
+    pub lens_position: Option<String>,
+    /// brightness, -1.0 to 1.0, 0 = unchanged (rpicam's --brightness: Brightness)
+    #[argh(option)]
+    pub brightness: Option<String>,
+    /// contrast, 1.0 = normal (rpicam's --contrast: Contrast)
+    #[argh(option)]
+    pub contrast: Option<String>,
+    /// colour saturation, 1.0 = normal, 0 = greyscale (rpicam's --saturation: Saturation)
+    #[argh(option)]
+    pub saturation: Option<String>,
+    /// sharpening, 1.0 = normal, 0 = none (rpicam's --sharpness: Sharpness)
+    #[argh(option)]
+    pub sharpness: Option<String>,
     /// video device number N for /dev/videoN (usb only; default 0)
     #[argh(option, default = "0")]
     pub device_id: u32,
@@ -177,6 +211,8 @@ pub struct Config {
     pub quality: u8,
     /// How pictures are turned before encoding (`--rotation`, `--hflip`, `--vflip`).
     pub orientation: Orientation,
+    /// Camera controls to set when the camera opens (`--camera-control` and the aliases).
+    pub camera_controls: Vec<(String, Input)>,
     /// Audio request, when `--enable-audio`.
     pub audio: Option<AudioParams>,
     /// Address to listen on.
@@ -623,7 +659,64 @@ fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
         })
 }
 
+/// The rpicam-apps flags that are camera controls: flag, control, and whether it is a number.
+const CONTROL_ALIASES: [(&str, &str, bool); 10] = [
+    ("--shutter", "ExposureTime", true),
+    ("--gain", "AnalogueGain", true),
+    ("--ev", "ExposureValue", true),
+    ("--awb", "AwbMode", false),
+    ("--autofocus-mode", "AfMode", false),
+    ("--lens-position", "LensPosition", true),
+    ("--brightness", "Brightness", true),
+    ("--contrast", "Contrast", true),
+    ("--saturation", "Saturation", true),
+    ("--sharpness", "Sharpness", true),
+];
+
 impl Args {
+    /// `--camera-control NAME=VALUE` and the rpicam-style aliases, in that order (an alias
+    /// wins over a `--camera-control` of the same name). Checked against the camera when it
+    /// opens; here only their form.
+    fn camera_controls(&self) -> Result<Vec<(String, Input)>, ConfigError> {
+        let mut out = Vec::new();
+        for text in &self.camera_control {
+            out.push(
+                controls::parse_assignment(text).map_err(|why| invalid("--camera-control", why))?,
+            );
+        }
+        let given = [
+            &self.shutter,
+            &self.gain,
+            &self.ev,
+            &self.awb,
+            &self.autofocus_mode,
+            &self.lens_position,
+            &self.brightness,
+            &self.contrast,
+            &self.saturation,
+            &self.sharpness,
+        ];
+        for ((flag, control, numeric), value) in CONTROL_ALIASES.iter().zip(given) {
+            let Some(value) = value else { continue };
+            let value = value.trim();
+            if *numeric && !value.parse::<f64>().is_ok_and(f64::is_finite) {
+                return Err(invalid(flag, format!("must be a number (got {value:?})")));
+            }
+            out.push((control.to_string(), Input::Text(value.to_string())));
+        }
+        // rpicam: a lens position means manual focus unless a mode was given.
+        if self.lens_position.is_some() && self.autofocus_mode.is_none() {
+            out.push(("AfMode".into(), Input::Text("Manual".into())));
+        }
+        if out.len() > controls::MAX_CHANGES {
+            return Err(invalid(
+                "--camera-control",
+                format!("at most {} controls (got {})", controls::MAX_CHANGES, out.len()),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Checks every value, with the secrets `env` offers, and gives what only the secret
     /// files are missing from (see [`Validated::resolve`]). Reads no file of its own.
     pub fn validate(&self, env: &Env) -> Result<Validated, ConfigError> {
@@ -655,6 +748,16 @@ impl Args {
             hflip: self.hflip,
             vflip: self.vflip,
         };
+        let camera_controls = self.camera_controls()?;
+        if camera == CameraType::Test {
+            // Its controls are known now: refuse a bad one before starting.
+            let offered = crate::capture::test::controls_at(None);
+            for (name, input) in &camera_controls {
+                controls::find(&offered, name)
+                    .and_then(|c| c.check(input))
+                    .map_err(|e| invalid("--camera-control", e.to_string()))?;
+            }
+        }
         let channels = in_range("--audio-channels", self.audio_channels, 1, 2)? as u16;
         let sample_rate = match self.audio_samplerate {
             Some(rate) => Some(in_range("--audio-samplerate", rate, 8000, 192_000)?),
@@ -761,6 +864,7 @@ impl Args {
             },
             quality,
             orientation,
+            camera_controls,
             audio: self.enable_audio.then(|| AudioParams {
                 sample_rate,
                 channels,

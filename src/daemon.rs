@@ -2,6 +2,7 @@
 //! clean shutdown on SIGINT/SIGTERM (clients closed with 1001, threads joined, exit 0).
 #![forbid(unsafe_code)]
 
+use crate::capture::controls::ControlBoard;
 use crate::capture::CameraType;
 use crate::clock::MonoTime;
 use crate::config::Config;
@@ -73,11 +74,13 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let (h264_tx, h264_rx) = async_channel::bounded(config.video_queue_size);
     let (audio_tx, audio_rx) = async_channel::bounded(config.audio_queue_size);
     let hub = Hub::new(config.audio_queue_size, config.max_audio_age, stats.clone());
+    let controls = ControlBoard::new(config.camera_controls.clone());
     let outputs = Outputs {
         video: video_tx,
         h264: h264_tx,
         audio: audio_tx,
         demand: hub.demand(),
+        controls: controls.clone(),
     };
     let pipelines =
         Pipelines::start(&config, outputs, stats.clone()).map_err(|source| DaemonError::Io {
@@ -136,6 +139,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         hub: hub.clone(),
         stats: stats.clone(),
         tls_handshakes: std::cell::Cell::new(0),
+        controls,
     });
     ex.spawn(hub.clone().run(video_rx, h264_rx, audio_rx))
         .detach();

@@ -104,6 +104,22 @@ impl VideoSource for Faulty {
         format!("{} (with injected faults)", self.inner.describe())
     }
 
+    fn controls(&self) -> Vec<super::controls::ControlInfo> {
+        self.inner.controls()
+    }
+
+    fn set_control(
+        &mut self,
+        info: &super::controls::ControlInfo,
+        value: super::controls::Value,
+    ) -> Result<(), String> {
+        self.inner.set_control(info, value)
+    }
+
+    fn mirror(&mut self, hflip: bool, vflip: bool) -> bool {
+        self.inner.mirror(hflip, vflip)
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         let now = MonoTime::now();
         match active(&self.faults, self.epoch, now) {

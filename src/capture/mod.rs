@@ -19,6 +19,7 @@ use std::time::Duration;
 
 #[cfg(feature = "alsa")]
 pub mod alsa;
+pub mod controls;
 pub mod draw;
 pub mod fault;
 #[cfg(feature = "libcamera")]
@@ -251,6 +252,25 @@ pub trait VideoSource: Send {
     fn describe(&self) -> String;
     /// The next picture, or `None` if none arrived within [`POLL_TIMEOUT`].
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError>;
+    /// The controls the camera offers, with their values now (none by default).
+    fn controls(&self) -> Vec<controls::ControlInfo> {
+        Vec::new()
+    }
+    /// Sets one control to a value already checked against [`VideoSource::controls`];
+    /// on refusal, the device's reason.
+    fn set_control(
+        &mut self,
+        info: &controls::ControlInfo,
+        _value: controls::Value,
+    ) -> Result<(), String> {
+        Err(format!("{} cannot be set on this camera", info.name))
+    }
+    /// Asks the camera to mirror its pictures itself (sensor or driver flips), exactly as
+    /// asked, `false`/`false` meaning unmirrored; true if it does, false (changing nothing)
+    /// if it cannot, and the pipeline then turns the pictures.
+    fn mirror(&mut self, hflip: bool, vflip: bool) -> bool {
+        !hflip && !vflip
+    }
 }
 
 /// A microphone (or anything that yields PCM).
@@ -302,7 +322,10 @@ pub fn list_devices(camera: CameraType) -> Result<String, CaptureError> {
 
 fn list_video_devices(camera: CameraType) -> Result<String, CaptureError> {
     match camera {
-        CameraType::Test => Ok("test: the synthetic pattern (always available)\n".into()),
+        CameraType::Test => Ok(format!(
+            "test: the synthetic pattern (always available)\n{}",
+            controls::list_lines(&test::controls_at(None))
+        )),
         #[cfg(feature = "libcamera")]
         CameraType::Rpi => libcamera::list_devices(),
         #[cfg(not(feature = "libcamera"))]

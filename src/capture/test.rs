@@ -7,6 +7,7 @@
 //! bunched: the next frame shown is the one due now.
 #![forbid(unsafe_code)]
 
+use super::controls::{ControlInfo, ControlType, Value};
 use super::draw::{clock_text, text_width, I420Image, Yuv, BLACK, WHITE};
 use super::{
     AudioBlock, AudioFormat, AudioParams, AudioSource, CaptureError, Frame, VideoParams,
@@ -121,6 +122,51 @@ pub struct TestPattern {
     /// The still picture of [`TestScene::StaticNoisy`], rendered once.
     still: Option<I420Image>,
     noise: u64,
+    /// `Brightness`, `Contrast`, `Saturation`: libcamera's names, ranges and defaults.
+    tone: [f64; 3],
+    /// The luma and chroma maps for `tone`, when it is not the identity.
+    maps: Option<([u8; 256], [u8; 256])>,
+}
+
+/// The test source's controls: (name, min, max, default), as libcamera defines them.
+pub const TEST_CONTROLS: [(&str, f64, f64, f64); 3] = [
+    // Added to luma: -1 makes the picture black, 1 white.
+    ("Brightness", -1.0, 1.0, 0.0),
+    // Luma's distance from mid-grey is multiplied by this.
+    ("Contrast", 0.0, 32.0, 1.0),
+    // Chroma's distance from grey is multiplied by this (0 = black and white).
+    ("Saturation", 0.0, 32.0, 1.0),
+];
+
+/// The test source's controls with values `tone` (the defaults for `None`).
+pub fn controls_at(tone: Option<[f64; 3]>) -> Vec<ControlInfo> {
+    let tone = tone.unwrap_or(TEST_CONTROLS.map(|(_, _, _, default)| default));
+    TEST_CONTROLS
+        .iter()
+        .zip(tone)
+        .map(|(&(name, min, max, default), value)| ControlInfo {
+            name: name.into(),
+            kind: ControlType::Float,
+            min,
+            max,
+            step: 0.0,
+            default: Value::Float(default),
+            value: Value::Float(value),
+            menu: vec![],
+            read_only: false,
+        })
+        .collect()
+}
+
+/// The byte maps for brightness `b`, contrast `c` and saturation `s`.
+fn tone_maps([b, c, s]: [f64; 3]) -> ([u8; 256], [u8; 256]) {
+    let (mut luma, mut chroma) = ([0u8; 256], [0u8; 256]);
+    for i in 0..256 {
+        let x = i as f64;
+        luma[i] = ((x - 128.0) * c + 128.0 + b * 255.0).round().clamp(0.0, 255.0) as u8;
+        chroma[i] = ((x - 128.0) * s + 128.0).round().clamp(0.0, 255.0) as u8;
+    }
+    (luma, chroma)
 }
 
 /// xorshift64*: fast, good enough for noise, the same sequence every run.
@@ -156,6 +202,8 @@ impl TestPattern {
             scene: params.scene,
             still: None,
             noise: 0x9E37_79B9_7F4A_7C15,
+            tone: TEST_CONTROLS.map(|(_, _, _, default)| default),
+            maps: None,
         })
     }
 
@@ -184,6 +232,18 @@ impl TestPattern {
             let (w, h) = (i64::from(self.image.width), i64::from(self.image.height));
             self.image.fill(0, h - h / 10, w, h / 10, WHITE);
         }
+        self.apply_tone();
+    }
+
+    /// Brightness, contrast and saturation, as a camera's ISP would apply them.
+    fn apply_tone(&mut self) {
+        if let Some((luma, chroma)) = &self.maps {
+            let img = &mut self.image;
+            img.y.iter_mut().for_each(|p| *p = luma[usize::from(*p)]);
+            for plane in [&mut img.u, &mut img.v] {
+                plane.iter_mut().for_each(|p| *p = chroma[usize::from(*p)]);
+            }
+        }
     }
 
     /// The still scene: frame 0 of the pattern, then per frame fresh noise, the caption and
@@ -202,6 +262,7 @@ impl TestPattern {
         add_noise(&mut self.image.u, 2, &mut self.noise);
         add_noise(&mut self.image.v, 2, &mut self.noise);
         self.draw_overlay(index, captured);
+        self.apply_tone();
     }
 
     fn render_pattern(&mut self, index: u64, captured: MonoTime) {
@@ -263,6 +324,21 @@ impl VideoSource for TestPattern {
             self.image.height,
             self.fps
         )
+    }
+
+    fn controls(&self) -> Vec<ControlInfo> {
+        controls_at(Some(self.tone))
+    }
+
+    fn set_control(&mut self, info: &ControlInfo, value: Value) -> Result<(), String> {
+        let i = TEST_CONTROLS
+            .iter()
+            .position(|(name, ..)| *name == info.name)
+            .ok_or_else(|| format!("the test source has no control {}", info.name))?;
+        self.tone[i] = value.as_f64();
+        let neutral = TEST_CONTROLS.map(|(_, _, _, default)| default);
+        self.maps = (self.tone != neutral).then(|| tone_maps(self.tone));
+        Ok(())
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {

@@ -58,6 +58,18 @@ impl Orientation {
         }
     }
 
+    /// The same orientation as mirroring first (`hflip`, `vflip`: what a camera can do
+    /// itself) and then what is left: at most a quarter turn (a half turn is both flips).
+    pub fn split_mirror(&self) -> (bool, bool, Orientation) {
+        let half = self.rotation % 360 >= 180;
+        let rest = Orientation {
+            rotation: self.rotation % 180,
+            hflip: false,
+            vflip: false,
+        };
+        (self.hflip ^ half, self.vflip ^ half, rest)
+    }
+
     /// The coordinate map: flips, then rotation.
     fn map(&self) -> Affine {
         // Start with identity; each step maps the current destination coordinates.
@@ -135,6 +147,32 @@ impl Orientation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirroring_first_then_the_rest_is_the_same_orientation() {
+        let src: Vec<u8> = (0..12).collect();
+        for rotation in Orientation::ROTATIONS {
+            for (hflip, vflip) in [(false, false), (true, false), (false, true), (true, true)] {
+                let o = Orientation {
+                    rotation,
+                    hflip,
+                    vflip,
+                };
+                let (h, v, rest) = o.split_mirror();
+                assert!(rest.rotation < 180 && !rest.hflip && !rest.vflip);
+                let (mut want, mut mirrored, mut got) = (vec![], vec![], vec![]);
+                o.turn_plane(&src, 4, 3, 4, &mut want);
+                let mirror = Orientation {
+                    rotation: 0,
+                    hflip: h,
+                    vflip: v,
+                };
+                mirror.turn_plane(&src, 4, 3, 4, &mut mirrored);
+                rest.turn_plane(&mirrored, 4, 3, 4, &mut got);
+                assert_eq!(got, want, "{o:?}");
+            }
+        }
+    }
 
     /// A 3x2 plane: 1 2 3 / 4 5 6.
     const SRC: [u8; 6] = [1, 2, 3, 4, 5, 6];

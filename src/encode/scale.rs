@@ -107,6 +107,11 @@ impl FrameShaper {
         }
     }
 
+    /// From now on, turns pictures by `orientation` (what is left once a camera mirrored).
+    pub fn set_orientation(&mut self, orientation: Orientation) {
+        self.orientation = orientation;
+    }
+
     /// The JPEG to send for `picture` at `out` (width, height), and the path it took.
     pub fn shape(
         &mut self,

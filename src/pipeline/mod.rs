@@ -12,6 +12,7 @@
 
 pub mod supervisor;
 
+use crate::capture::controls::ControlBoard;
 use crate::capture::{
     self, fault, placeholder, AudioSource, CameraType, VideoSource, POLL_TIMEOUT,
 };
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::encode::demand::{Codec, Demand};
 use crate::encode::h264_stage::{H264Stage, Job};
 use crate::encode::jpeg::Encoder;
+use crate::encode::orient::Orientation;
 use crate::encode::scale::{FrameShaper, ShapeError};
 use crate::stats::{RecentRate, Stats};
 use crate::stream::media::{AudioChunk, H264Unit, VideoFrame};
@@ -49,6 +51,8 @@ pub struct Outputs {
     pub audio: Sender<Arc<AudioChunk>>,
     /// Which codecs are wanted (the hub's [`crate::stream::hub::Hub::demand`]).
     pub demand: Arc<Demand>,
+    /// The camera's controls, shared with the server's `/controls`.
+    pub controls: Arc<ControlBoard>,
 }
 
 impl Pipelines {
@@ -73,6 +77,7 @@ impl Pipelines {
             tx: out.video,
             h264,
             demand: out.demand,
+            controls: out.controls,
             jpeg_rate: Default::default(),
             stats: stats.clone(),
             stop: stop.clone(),
@@ -117,6 +122,7 @@ struct VideoLoop {
     tx: Sender<Arc<VideoFrame>>,
     h264: H264Stage,
     demand: Arc<Demand>,
+    controls: Arc<ControlBoard>,
     jpeg_rate: std::sync::Mutex<RecentRate>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
@@ -229,6 +235,10 @@ impl VideoLoop {
             if !was_open {
                 // Just opened: the stall clock starts now, not at the last frame before.
                 last_frame = Instant::now();
+                shaper.set_orientation(self.mirror_in_camera(src.as_mut()));
+                self.controls.opened(src.as_mut());
+            } else {
+                self.controls.refresh(src.as_mut());
             }
             match src.next_frame() {
                 Ok(Some(frame)) => {
@@ -261,6 +271,7 @@ impl VideoLoop {
                     let quiet = last_frame.elapsed();
                     if quiet > self.reopen_after() {
                         sup.lost(format!("no frame for {:.1}s", quiet.as_secs_f64()));
+                        self.controls.closed();
                         next_placeholder = Instant::now();
                     } else if quiet > self.placeholder_after() && Instant::now() >= next_placeholder
                     {
@@ -272,10 +283,12 @@ impl VideoLoop {
                 }
                 Err(e) => {
                     sup.lost(e.to_string());
+                    self.controls.closed();
                     next_placeholder = Instant::now();
                 }
             }
         }
+        self.controls.closed();
     }
 }
 
@@ -306,6 +319,28 @@ impl VideoLoop {
         let (w, h) = out_size;
         self.publish(VideoFrame::behind_header(ts, w, h, jpeg, false));
         Ok(())
+    }
+
+    /// Lets a newly opened camera do the orientation's mirroring itself, leaving the
+    /// pipeline only a quarter turn (or nothing); returns what the pipeline still does.
+    fn mirror_in_camera(&self, src: &mut dyn VideoSource) -> Orientation {
+        let wanted = self.config.orientation;
+        let (hflip, vflip, rest) = wanted.split_mirror();
+        if src.mirror(hflip, vflip) {
+            if hflip || vflip {
+                log::info!(
+                    "the camera mirrors the picture itself (hflip {hflip}, vflip {vflip}); \
+                     turned in the pipeline: {} degrees",
+                    rest.rotation
+                );
+            }
+            rest
+        } else {
+            if !wanted.is_identity() {
+                log::info!("the camera cannot mirror: the pipeline turns every picture");
+            }
+            wanted
+        }
     }
 
     /// The size of what clients are sent: `--width`x`--height`, turned by the orientation.

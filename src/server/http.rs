@@ -207,6 +207,8 @@ pub struct Response {
 pub const STATUSES: &[(u16, &str)] = &[
     (101, "Switching Protocols"),
     (200, "OK"),
+    (202, "Accepted"),
+    (204, "No Content"),
     (304, "Not Modified"),
     (400, "Bad Request"),
     (401, "Unauthorized"),
@@ -214,6 +216,9 @@ pub const STATUSES: &[(u16, &str)] = &[
     (404, "Not Found"),
     (405, "Method Not Allowed"),
     (408, "Request Timeout"),
+    (409, "Conflict"),
+    (411, "Length Required"),
+    (413, "Content Too Large"),
     (426, "Upgrade Required"),
     (431, "Request Header Fields Too Large"),
     (500, "Internal Server Error"),

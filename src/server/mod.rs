@@ -1,13 +1,14 @@
 //! The HTTP/WebSocket server: one single-threaded executor, one task per connection.
 //!
 //! `/stream` upgrades to the media WebSocket ([`ws`]); `/stream.mjpg` (and mjpg-streamer's
-//! `/?action=stream`) is the multipart MJPEG stream ([`multipart`]); `/status` reports the
-//! configuration and counters; everything else is the browser client's files ([`files`]) or
+//! `/?action=stream`) is the multipart MJPEG stream ([`multipart`]); `/controls` lists and
+//! sets the camera's controls ([`controls`]); `/status` reports the configuration and counters; everything else is the browser client's files ([`files`]) or
 //! a 404. With a certificate configured (`--tls-*`, [`crate::tls`]) every connection is TLS
 //! from its first byte, on the same port ([`Conn`], `tls`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod controls;
 pub mod files;
 pub mod http;
 pub mod metrics;
@@ -58,6 +59,8 @@ pub struct Server {
     pub stats: Arc<Stats>,
     /// TLS handshakes in progress (at most [`MAX_TLS_HANDSHAKES`]).
     pub tls_handshakes: std::cell::Cell<usize>,
+    /// The camera's controls, shared with the capture thread.
+    pub controls: Arc<crate::capture::controls::ControlBoard>,
 }
 
 impl Server {
@@ -128,6 +131,10 @@ impl Server {
                 return;
             }
             ws::run(stream, req, peer, self.clone()).await;
+            return;
+        }
+        if req.path == controls::PATH {
+            controls::run(&self, stream, req).await;
             return;
         }
         let path = multipart::alias(&req).unwrap_or(&req.path);
