@@ -711,7 +711,11 @@ impl Args {
         if out.len() > controls::MAX_CHANGES {
             return Err(invalid(
                 "--camera-control",
-                format!("at most {} controls (got {})", controls::MAX_CHANGES, out.len()),
+                format!(
+                    "at most {} controls (got {})",
+                    controls::MAX_CHANGES,
+                    out.len()
+                ),
             ));
         }
         Ok(out)

@@ -236,7 +236,9 @@ impl ControlInfo {
             e.name.eq_ignore_ascii_case(text)
                 || [self.name.as_str(), self.name.trim_end_matches("Mode")]
                     .iter()
-                    .any(|p| strip_prefix_ci(&e.name, p).is_some_and(|r| r.eq_ignore_ascii_case(text)))
+                    .any(|p| {
+                        strip_prefix_ci(&e.name, p).is_some_and(|r| r.eq_ignore_ascii_case(text))
+                    })
         };
         if let Some(e) = self.menu.iter().find(named) {
             return Some(e.value);
@@ -257,12 +259,14 @@ impl ControlInfo {
             expected: self.expects(),
             got: input.to_string(),
         };
-        let number = || match input {
-            Input::Number(n) => Some(*n),
-            Input::Text(t) => t.trim().parse::<f64>().ok(),
-            Input::Bool(_) => None,
-        }
-        .filter(|n| n.is_finite());
+        let number = || {
+            match input {
+                Input::Number(n) => Some(*n),
+                Input::Text(t) => t.trim().parse::<f64>().ok(),
+                Input::Bool(_) => None,
+            }
+            .filter(|n| n.is_finite())
+        };
         let in_range = |n: f64| n >= self.min && n <= self.max;
         let value = match self.kind {
             ControlType::Bool => match input {
@@ -550,7 +554,10 @@ mod tests {
     fn values_are_checked_by_type_range_and_entries() {
         let b = float("Brightness", -1.0, 1.0, 0.0);
         assert_eq!(b.check(&Input::Number(0.5)), Ok(Value::Float(0.5)));
-        assert_eq!(b.check(&Input::Text("-0.25".into())), Ok(Value::Float(-0.25)));
+        assert_eq!(
+            b.check(&Input::Text("-0.25".into())),
+            Ok(Value::Float(-0.25))
+        );
         let e = b.check(&Input::Number(1.5)).unwrap_err().to_string();
         assert_eq!(e, "Brightness takes a number in -1..1 (got 1.5)");
         assert!(b.check(&Input::Bool(true)).is_err());
@@ -571,10 +578,19 @@ mod tests {
 
         let a = awb();
         assert_eq!(a.check(&Input::Text("Indoor".into())), Ok(Value::Int(2)));
-        assert_eq!(a.check(&Input::Text("awbincandescent".into())), Ok(Value::Int(1)));
+        assert_eq!(
+            a.check(&Input::Text("awbincandescent".into())),
+            Ok(Value::Int(1))
+        );
         assert_eq!(a.check(&Input::Number(0.0)), Ok(Value::Int(0)));
-        let e = a.check(&Input::Text("Sunny".into())).unwrap_err().to_string();
-        assert!(e.contains("one of AwbAuto (0), AwbIncandescent (1), AwbIndoor (2)"), "{e}");
+        let e = a
+            .check(&Input::Text("Sunny".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("one of AwbAuto (0), AwbIncandescent (1), AwbIndoor (2)"),
+            "{e}"
+        );
 
         let mut ro = float("SensorTemperature", 0.0, 100.0, 0.0);
         ro.read_only = true;
@@ -589,7 +605,10 @@ mod tests {
     #[test]
     fn unknown_names_list_what_the_camera_offers() {
         let offered = vec![float("Brightness", -1.0, 1.0, 0.0), awb()];
-        assert_eq!(find(&offered, "brightness").map(|c| &c.name), Ok(&offered[0].name));
+        assert_eq!(
+            find(&offered, "brightness").map(|c| &c.name),
+            Ok(&offered[0].name)
+        );
         let e = find(&offered, "Gamma").unwrap_err().to_string();
         assert!(e.starts_with("no control named \"Gamma\"; this camera offers: Brightness (a number in -1..1), AwbMode (one of"), "{e}");
     }
@@ -652,6 +671,10 @@ mod tests {
         assert_eq!(board.offered(), None);
         let mut replugged = Knob(float("Brightness", -1.0, 1.0, 0.0), vec![]);
         board.opened(&mut replugged);
-        assert_eq!(replugged.1, vec![Value::Float(-0.5)], "the live value comes back");
+        assert_eq!(
+            replugged.1,
+            vec![Value::Float(-0.5)],
+            "the live value comes back"
+        );
     }
 }

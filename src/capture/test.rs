@@ -163,7 +163,9 @@ fn tone_maps([b, c, s]: [f64; 3]) -> ([u8; 256], [u8; 256]) {
     let (mut luma, mut chroma) = ([0u8; 256], [0u8; 256]);
     for i in 0..256 {
         let x = i as f64;
-        luma[i] = ((x - 128.0) * c + 128.0 + b * 255.0).round().clamp(0.0, 255.0) as u8;
+        luma[i] = ((x - 128.0) * c + 128.0 + b * 255.0)
+            .round()
+            .clamp(0.0, 255.0) as u8;
         chroma[i] = ((x - 128.0) * s + 128.0).round().clamp(0.0, 255.0) as u8;
     }
     (luma, chroma)

@@ -383,7 +383,11 @@ mod tests {
             b"{\"a",
             b"\xff",
         ] {
-            assert!(parse_object(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_object(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
