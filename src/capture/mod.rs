@@ -31,6 +31,8 @@ pub mod test;
 pub mod v4l;
 #[cfg(feature = "v4l")]
 pub mod v4l_buffers;
+#[cfg(feature = "v4l")]
+pub mod v4l_controls;
 
 /// Longest time a `next_frame` / `next_chunk` call may block.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(200);

@@ -12,7 +12,9 @@
 //! whatever `/dev/videoN` it comes back as.
 #![forbid(unsafe_code)]
 
+use super::controls::{self, ControlInfo, Value};
 use super::negotiate::{self, Offer, PixelFormat, Sizes};
+use super::v4l_controls;
 use super::v4l_buffers::MmapStream;
 use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
 use crate::clock::{self, MonoTime};
@@ -233,9 +235,54 @@ impl V4lCamera {
     }
 }
 
+impl V4lCamera {
+    fn fd(&self) -> i32 {
+        self._device.handle().fd()
+    }
+}
+
 impl VideoSource for V4lCamera {
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn controls(&self) -> Vec<ControlInfo> {
+        match v4l_controls::query(self.fd()) {
+            Ok(list) => list.into_iter().map(|c| c.info).collect(),
+            Err(e) => {
+                log::warn!("listing the camera's controls: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn set_control(&mut self, info: &ControlInfo, value: Value) -> Result<(), String> {
+        let fd = self.fd();
+        let list = v4l_controls::query(fd).map_err(|e| e.to_string())?;
+        let c = list
+            .iter()
+            .find(|c| c.info.name == info.name)
+            .ok_or_else(|| format!("the camera no longer offers {}", info.name))?;
+        v4l_controls::set(fd, c.id, c.kind, v4l_controls::raw_value(value)).map_err(|e| e.to_string())
+    }
+
+    fn mirror(&mut self, hflip: bool, vflip: bool) -> bool {
+        let fd = self.fd();
+        let Ok(list) = v4l_controls::query(fd) else {
+            return !hflip && !vflip;
+        };
+        let find = |id| list.iter().find(|c| c.id == id && !c.info.read_only);
+        let wanted = [(v4l_controls::CID_HFLIP, hflip), (v4l_controls::CID_VFLIP, vflip)];
+        if wanted.iter().any(|&(id, on)| on && find(id).is_none()) {
+            return false;
+        }
+        // Also sets them back off: a driver keeps its controls from the last user.
+        wanted.iter().all(|&(id, on)| match find(id) {
+            Some(c) => v4l_controls::set(fd, c.id, c.kind, i64::from(on))
+                .map_err(|e| log::warn!("setting {} on the camera: {e}", c.info.name))
+                .is_ok(),
+            None => true,
+        })
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
@@ -381,6 +428,9 @@ fn describe_node(path: &Path) -> String {
         out.push_str("  not a video capture node\n");
         return out;
     }
+    let listed = v4l_controls::query(device.handle().fd()).unwrap_or_default();
+    let offered: Vec<ControlInfo> = listed.into_iter().map(|c| c.info).collect();
+    out.push_str(&controls::list_lines(&offered));
     for desc in device.enum_formats().unwrap_or_default() {
         let usable = if PixelFormat::from_fourcc(&desc.fourcc.repr).is_some() {
             ""
