@@ -47,6 +47,14 @@
     return u;
   }
 
+  /* The daemon's /controls next to its /stream, with the page's ?token= if any. */
+  function controlsUrl() {
+    const u = statusUrl(streamUrl(params.get("server")));
+    u.pathname = u.pathname.replace(/\/status$/, "/controls");
+    u.searchParams.delete("video");
+    return u;
+  }
+
   /* Binary framing unless ?format=text. A server that does not know ?format=binary (the
    * seed) ignores it and sends text, which is understood as well: every message is parsed
    * by its own type, so nothing has to be negotiated. */
@@ -844,8 +852,19 @@
   }
   setInterval(renderStats, 500);
 
+  const cameraControls = window.RpiControls.attach({
+    panel: $("controls-panel"),
+    button: $("controls-toggle"),
+    url: controlsUrl,
+  });
+
   // Read-only hooks for debugging from the console, and for the browser tests.
-  window.rpiStreamer = { snapshot, reconnect: reconnectNow, streamUrl: () => streamUrl(params.get("server")).href };
+  window.rpiStreamer = {
+    snapshot,
+    reconnect: reconnectNow,
+    streamUrl: () => streamUrl(params.get("server")).href,
+    controls: cameraControls.state,
+  };
 
   connect();
 })();

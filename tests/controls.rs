@@ -40,7 +40,9 @@ fn get_controls(d: &Daemon, headers: &str) -> String {
 /// Waits (at most 10 s) until the camera is open and `GET /controls` lists its controls.
 fn wait_for_camera(d: &Daemon, headers: &str) {
     for _ in 0..200 {
-        if status_and_body(&get_controls(d, headers)).0 == 200 {
+        let answer = get_controls(d, headers);
+        let (status, body) = status_and_body(&answer);
+        if status == 200 && body.starts_with("[{") {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

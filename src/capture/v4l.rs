@@ -14,8 +14,8 @@
 
 use super::controls::{self, ControlInfo, Value};
 use super::negotiate::{self, Offer, PixelFormat, Sizes};
-use super::v4l_controls;
 use super::v4l_buffers::MmapStream;
+use super::v4l_controls;
 use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
 use crate::clock::{self, MonoTime};
 use std::io;
@@ -263,7 +263,8 @@ impl VideoSource for V4lCamera {
             .iter()
             .find(|c| c.info.name == info.name)
             .ok_or_else(|| format!("the camera no longer offers {}", info.name))?;
-        v4l_controls::set(fd, c.id, c.kind, v4l_controls::raw_value(value)).map_err(|e| e.to_string())
+        v4l_controls::set(fd, c.id, c.kind, v4l_controls::raw_value(value))
+            .map_err(|e| e.to_string())
     }
 
     fn mirror(&mut self, hflip: bool, vflip: bool) -> bool {
@@ -272,7 +273,10 @@ impl VideoSource for V4lCamera {
             return !hflip && !vflip;
         };
         let find = |id| list.iter().find(|c| c.id == id && !c.info.read_only);
-        let wanted = [(v4l_controls::CID_HFLIP, hflip), (v4l_controls::CID_VFLIP, vflip)];
+        let wanted = [
+            (v4l_controls::CID_HFLIP, hflip),
+            (v4l_controls::CID_VFLIP, vflip),
+        ];
         if wanted.iter().any(|&(id, on)| on && find(id).is_none()) {
             return false;
         }

@@ -177,10 +177,7 @@ fn menu_entries(fd: i32, q: &v4l2_query_ext_ctrl) -> Vec<MenuEntry> {
             // SAFETY: for a named menu the kernel fills the union's `name` member.
             c_name(&unsafe { m.__bindgen_anon_1.name })
         };
-        out.push(MenuEntry {
-            value: index,
-            name,
-        });
+        out.push(MenuEntry { value: index, name });
     }
     out
 }

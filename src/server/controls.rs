@@ -1,7 +1,7 @@
 //! `/controls`: the open camera's controls as JSON, and live changes to them.
 //!
 //! - `GET /controls` → `[{"name":"Brightness","type":"float","min":-1,"max":1,"step":0,
-//!   "default":0,"value":0.25,"read_only":false,"menu":[]}, …]`; 503 while no camera is open.
+//!   "default":0,"value":0.25,"read_only":false,"menu":[]}, …]`; `[]` while no camera is open.
 //! - `POST /controls` with a JSON object `{"Brightness": 0.5, "AwbMode": "Indoor"}` sets them
 //!   all or none: every name and value is checked against what the camera offers first (400
 //!   with the valid ones listed), then the capture thread applies them before its next frame
@@ -17,7 +17,7 @@
 
 use super::http::{json_string, write_response, Request, Response};
 use super::{Conn, Server, HEAD_TIMEOUT};
-use crate::capture::controls::{ControlError, ControlInfo, Input, Number};
+use crate::capture::controls::{ControlInfo, Input, Number};
 use crate::config::Access;
 use futures_lite::AsyncReadExt;
 use smol::Timer;
@@ -265,10 +265,11 @@ pub async fn respond(server: &Server, conn: &Conn, req: &Request) -> Response {
     }
     let board = &server.controls;
     let response = match req.method.as_str() {
-        "GET" | "HEAD" => match board.offered() {
-            Some(list) => Response::new(200, "application/json", to_json(&list)),
-            None => error(503, &ControlError::NoCamera.to_string()),
-        },
+        "GET" | "HEAD" => Response::new(
+            200,
+            "application/json",
+            to_json(&board.offered().unwrap_or_default()),
+        ),
         "POST" => post(server, conn, req).await,
         _ => Response::text(405, "GET, HEAD or POST").with("Allow", "GET, HEAD, POST, OPTIONS"),
     };

@@ -15,6 +15,7 @@ pub const BUILTIN: &[(&str, &[u8])] = &[
     ("app.js", include_bytes!("../../public/app.js")),
     ("audio.js", include_bytes!("../../public/audio.js")),
     ("clock.js", include_bytes!("../../public/clock.js")),
+    ("controls.js", include_bytes!("../../public/controls.js")),
     ("h264.js", include_bytes!("../../public/h264.js")),
     ("mse.js", include_bytes!("../../public/mse.js")),
     ("style.css", include_bytes!("../../public/style.css")),

@@ -26,6 +26,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 # FRAME_PALETTE of src/capture/test.rs, in RGB: the top-right square cycles through these.
 PALETTE = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
@@ -187,7 +188,7 @@ class Page:
             # A stopped daemon: the page retries these by design.
             if "WebSocket connection to" in msg or "net::ERR_CONNECTION_REFUSED" in msg:
                 continue
-            if "/status - Failed to load resource" in msg:
+            if "/status - Failed to load resource" in msg or "/controls - Failed to load resource" in msg:
                 continue
             out.append(msg)
         return out
@@ -420,6 +421,43 @@ def test_snapshot_saves_the_current_jpeg(ctx):
             data = f.read()
         assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9", "not a JPEG"
         assert new[0].startswith("rpi-streamer-")
+
+
+CANVAS_MEAN_JS = """
+const c = document.getElementById('video');
+const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+let sum = 0;
+for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+return sum / (d.length / 4 * 3);
+"""
+
+
+def test_controls_panel_moves_the_picture(ctx):
+    """The Controls panel is built from /controls; moving the Brightness slider with the
+    keyboard changes the picture on the canvas within a few frames, both ways."""
+    with Daemon(ctx.binary, ["--camera-type", "test", "--fps", str(FPS)], log_dir=ctx.artifacts) as d:
+        ctx.page.open(f"http://127.0.0.1:{d.port}/")
+        assert_pattern_animates(ctx.page, (640, 480))
+        wait_until("the Controls button", lambda: ctx.page.visible("controls-toggle"), 15)
+        assert not ctx.page.visible("controls-panel")
+        ctx.page.click("controls-toggle")
+        wait_until("the panel", lambda: ctx.page.visible("controls-panel"), 5)
+        names = ctx.page.js("return [...document.querySelectorAll('#controls-panel [data-control]')]"
+                            ".map(e => e.dataset.control + ':' + e.type)")
+        assert names == ["Brightness:range", "Contrast:range", "Saturation:range"], names
+        before = ctx.page.js(CANVAS_MEAN_JS)
+        slider = ctx.page.driver.find_element(By.CSS_SELECTOR, "[data-control=Brightness]")
+        for key, check, what in ((Keys.END, lambda m: m > before + 60, "brighter"),
+                                 (Keys.HOME, lambda m: m < 40, "dark")):
+            t0 = time.monotonic()
+            slider.send_keys(key)
+            mean = wait_until(f"a {what} picture", lambda: (m := ctx.page.js(CANVAS_MEAN_JS)) and
+                              check(m) and m, 5, interval=0.02)
+            print(f"    {what}: canvas mean {before:.0f} -> {mean:.0f} in "
+                  f"{(time.monotonic() - t0) * 1000:.0f} ms")
+        listed = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{d.port}/controls", timeout=5).read())
+        assert [c["value"] for c in listed if c["name"] == "Brightness"] == [-1], listed
+        assert ctx.page.js("return window.rpiStreamer.controls.lastError") is None
 
 
 def test_fullscreen_and_small_screens(ctx):
