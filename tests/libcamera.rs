@@ -381,3 +381,58 @@ fn a_missing_camera_index_streams_placeholders_and_says_why() {
     let second = next_video(&mut ws);
     assert!(second.ts() > 0.0);
 }
+
+/// libcamera's virtual camera offers no scalar control (only FrameDurationLimits, an array
+/// the daemon sets itself, and one id the crate does not know): `/controls` lists none, and
+/// a control asked for is refused with that said, while the camera streams on.
+#[test]
+fn the_virtual_cameras_controls_are_listed_and_unknown_ones_refused() {
+    virtual_cameras();
+    let index = camera_index(BARS_ID);
+    let daemon = Daemon::start_with_env(
+        &[
+            "--camera-type",
+            "rpi",
+            "--camera-index",
+            &index,
+            "--fps",
+            "15",
+            "--no-client",
+            "--camera-control",
+            "AfMode=Continuous",
+        ],
+        &[("LIBCAMERA_LOG_LEVELS", "*:WARN")],
+    );
+    let refused = "camera control AfMode=\"Continuous\": no control named \"AfMode\"; \
+                   this camera offers: no controls";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log_text().contains(refused) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        daemon.log_text().contains(refused),
+        "log:\n{}",
+        daemon.log_text()
+    );
+    let listed =
+        daemon.raw_request(b"GET /controls HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(listed.ends_with("\r\n\r\n[]"), "{listed}");
+    let body = r#"{"Brightness": 0.1}"#;
+    let answer = daemon.raw_request(
+        format!(
+            "POST /controls HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("this camera offers: no controls"),
+        "{answer}"
+    );
+    let mut ws = daemon.connect("/stream");
+    let first = next_video(&mut ws);
+    assert!(
+        next_video(&mut ws).ts() > first.ts(),
+        "the camera streams on"
+    );
+}

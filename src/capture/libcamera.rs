@@ -15,12 +15,14 @@
 //! docs/rpi-camera.md. CI exercises this exact file against libcamera's `virtual` camera.
 #![forbid(unsafe_code)]
 
+use super::libcamera_controls::{self, Offered};
 use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
 use crate::clock::{self, MonoTime};
 use libcamera::camera::{ActiveCamera, Camera, CameraConfiguration};
 use libcamera::camera_manager::{CameraList, CameraManager};
 use libcamera::color_space::{ColorSpace, Range};
 use libcamera::control::ControlList;
+use libcamera::control_value::ControlValue;
 use libcamera::controls;
 use libcamera::formats;
 use libcamera::framebuffer_allocator::{FrameBuffer, FrameBufferAllocator};
@@ -242,6 +244,7 @@ struct Granted {
     layout: PlaneLayout,
     stream: Stream,
     describe: String,
+    controls: Vec<Offered>,
 }
 
 /// A libcamera camera streaming planar (or semi-planar) YUV 4:2:0.
@@ -260,6 +263,10 @@ pub struct LibcameraSource {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     timestamp_warned: bool,
+    /// The camera's controls, with the values set so far.
+    controls: Vec<Offered>,
+    /// Controls set since the last request went back: they travel with the next one.
+    pending: Vec<(u32, ControlValue)>,
 }
 
 impl LibcameraSource {
@@ -312,6 +319,8 @@ impl LibcameraSource {
             stop,
             thread: Some(thread),
             timestamp_warned: false,
+            controls: granted.controls,
+            pending: Vec::new(),
         })
     }
 
@@ -337,6 +346,11 @@ impl LibcameraSource {
 
     fn give_back(&mut self, mut request: Request) {
         request.reuse(ReuseFlag::REUSE_BUFFERS);
+        for (id, value) in self.pending.drain(..) {
+            if let Err(e) = request.controls_mut().set_raw(id, value) {
+                log::warn!("libcamera refused control {id:#x}: {e}");
+            }
+        }
         if let Some(requeue) = &self.requeue {
             // The camera thread has ended if this fails; the request is then just dropped.
             let _ = requeue.send(request);
@@ -347,6 +361,28 @@ impl LibcameraSource {
 impl VideoSource for LibcameraSource {
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    fn controls(&self) -> Vec<super::controls::ControlInfo> {
+        self.controls.iter().map(|c| c.info.clone()).collect()
+    }
+
+    fn set_control(
+        &mut self,
+        info: &super::controls::ControlInfo,
+        value: super::controls::Value,
+    ) -> Result<(), String> {
+        let c = self
+            .controls
+            .iter_mut()
+            .find(|c| c.info.name == info.name)
+            .ok_or_else(|| format!("the camera does not offer {}", info.name))?;
+        let id = c.id;
+        self.pending.retain(|(pending, _)| *pending != id);
+        self.pending
+            .push((id, libcamera_controls::control_value(c, value)));
+        c.info.value = value;
+        Ok(())
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
@@ -544,6 +580,7 @@ impl CameraThread {
             String::new()
         };
         let colour = colour.map_or_else(|| "default".to_string(), |c| c.to_string());
+        let controls = libcamera_controls::offered(active.controls());
         let describe = format!(
             "libcamera {name}: {} {}x{}{adjusted} stride {}, {buffer_count} buffers, colour {colour}, {duration_note}",
             layout.format.name(),
@@ -562,6 +599,7 @@ impl CameraThread {
                 layout,
                 stream,
                 describe,
+                controls,
             },
         })
     }
@@ -829,6 +867,11 @@ pub fn list_devices() -> Result<String, CaptureError> {
                 out += &format!("    {label} {format}: {sizes}\n");
             }
         }
+        let offered: Vec<_> = libcamera_controls::offered(camera.controls())
+            .into_iter()
+            .map(|c| c.info)
+            .collect();
+        out += &super::controls::list_lines(&offered);
     }
     if cameras.is_empty() {
         out += "no camera found (on a Pi: is it connected, and enabled in config.txt?)\n";

@@ -24,6 +24,8 @@ pub mod draw;
 pub mod fault;
 #[cfg(feature = "libcamera")]
 pub mod libcamera;
+#[cfg(feature = "libcamera")]
+pub mod libcamera_controls;
 pub mod negotiate;
 pub mod placeholder;
 pub mod test;
