@@ -865,6 +865,10 @@ impl Args {
                 device_path: self.device.clone(),
                 camera_index: self.camera_index,
                 scene,
+                mirror: {
+                    let (hflip, vflip, _) = orientation.split_mirror();
+                    (hflip, vflip)
+                },
             },
             quality,
             orientation,

@@ -384,7 +384,8 @@ fn a_missing_camera_index_streams_placeholders_and_says_why() {
 
 /// libcamera's virtual camera offers no scalar control (only FrameDurationLimits, an array
 /// the daemon sets itself, and one id the crate does not know): `/controls` lists none, and
-/// a control asked for is refused with that said, while the camera streams on.
+/// a control asked for is refused with that said, while the camera streams on; and it is
+/// not asked to mirror (its pipeline accepts an orientation without doing it).
 #[test]
 fn the_virtual_cameras_controls_are_listed_and_unknown_ones_refused() {
     virtual_cameras();
@@ -400,6 +401,7 @@ fn the_virtual_cameras_controls_are_listed_and_unknown_ones_refused() {
             "--no-client",
             "--camera-control",
             "AfMode=Continuous",
+            "--hflip",
         ],
         &[("LIBCAMERA_LOG_LEVELS", "*:WARN")],
     );

@@ -18,7 +18,9 @@
 use super::libcamera_controls::{self, Offered};
 use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
 use crate::clock::{self, MonoTime};
-use libcamera::camera::{ActiveCamera, Camera, CameraConfiguration};
+use libcamera::camera::{
+    ActiveCamera, Camera, CameraConfiguration, Orientation as CameraOrientation,
+};
 use libcamera::camera_manager::{CameraList, CameraManager};
 use libcamera::color_space::{ColorSpace, Range};
 use libcamera::control::ControlList;
@@ -245,6 +247,7 @@ struct Granted {
     stream: Stream,
     describe: String,
     controls: Vec<Offered>,
+    mirrored: (bool, bool),
 }
 
 /// A libcamera camera streaming planar (or semi-planar) YUV 4:2:0.
@@ -267,6 +270,8 @@ pub struct LibcameraSource {
     controls: Vec<Offered>,
     /// Controls set since the last request went back: they travel with the next one.
     pending: Vec<(u32, ControlValue)>,
+    /// The mirroring the camera was configured to do.
+    mirrored: (bool, bool),
 }
 
 impl LibcameraSource {
@@ -321,6 +326,7 @@ impl LibcameraSource {
             timestamp_warned: false,
             controls: granted.controls,
             pending: Vec::new(),
+            mirrored: granted.mirrored,
         })
     }
 
@@ -383,6 +389,10 @@ impl VideoSource for LibcameraSource {
             .push((id, libcamera_controls::control_value(c, value)));
         c.info.value = value;
         Ok(())
+    }
+
+    fn mirror(&mut self, hflip: bool, vflip: bool) -> bool {
+        self.mirrored == (hflip, vflip)
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
@@ -567,6 +577,7 @@ impl CameraThread {
         }
 
         let Configured {
+            mirrored,
             config,
             layout,
             stream,
@@ -600,6 +611,7 @@ impl CameraThread {
                 stream,
                 describe,
                 controls,
+                mirrored,
             },
         })
     }
@@ -655,8 +667,34 @@ struct Started<'d> {
     granted: Granted,
 }
 
+/// libcamera's orientation for mirroring `(hflip, vflip)` (a top-bottom flip is a half turn
+/// and a left-right mirror).
+fn mirror_orientation((hflip, vflip): (bool, bool)) -> CameraOrientation {
+    match (hflip, vflip) {
+        (false, false) => CameraOrientation::Rotate0,
+        (true, false) => CameraOrientation::Rotate0Mirror,
+        (true, true) => CameraOrientation::Rotate180,
+        (false, true) => CameraOrientation::Rotate180Mirror,
+    }
+}
+
+/// Asks the camera (its sensor's flips) for the mirroring `wanted`; what it does: `wanted`,
+/// or no mirroring at all when it cannot (the pipeline then turns the pictures).
+fn ask_orientation(config: &mut CameraConfiguration, wanted: (bool, bool)) -> (bool, bool) {
+    let orientation = mirror_orientation(wanted);
+    config.set_orientation(orientation);
+    if !config.validate().is_invalid() && config.orientation() == orientation {
+        return wanted;
+    }
+    config.set_orientation(CameraOrientation::Rotate0);
+    let _ = config.validate();
+    (false, false)
+}
+
 /// A configured camera's stream.
 struct Configured {
+    /// The mirroring the camera does itself.
+    mirrored: (bool, bool),
     config: CameraConfiguration,
     layout: PlaneLayout,
     stream: Stream,
@@ -735,6 +773,18 @@ fn configure(
     }
     let format = granted_format
         .ok_or_else(|| fail("the camera offers neither YUV420 nor NV12 for video".into()))?;
+    // A sensor pipeline (the Pi's) sets PixelArraySize and honours the orientation through
+    // the sensor's flips; the virtual camera has neither, and its validate() accepts any
+    // orientation without doing it (seen with libcamera 0.7), so it is not asked.
+    let has_sensor = active
+        .properties()
+        .get::<properties::PixelArraySize>()
+        .is_ok();
+    let mirrored = if has_sensor {
+        ask_orientation(&mut config, params.mirror)
+    } else {
+        (false, false)
+    };
     active
         .configure(&mut config)
         .map_err(|e| fail(e.to_string()))?;
@@ -756,6 +806,7 @@ fn configure(
         .stream()
         .ok_or_else(|| fail("no stream".into()))?;
     Ok(Configured {
+        mirrored,
         config,
         layout,
         stream,

@@ -90,6 +90,10 @@ pub struct VideoParams {
     pub camera_index: u32,
     /// What the synthetic source shows (`--test-scene`).
     pub scene: test::TestScene,
+    /// Left-right and top-bottom mirroring a camera that can is asked to do itself (at
+    /// configure time: libcamera's orientation); what is left of `--rotation` is the
+    /// pipeline's. See [`VideoSource::mirror`].
+    pub mirror: (bool, bool),
 }
 
 impl VideoParams {
@@ -106,6 +110,7 @@ impl VideoParams {
             device_path: None,
             camera_index: 0,
             scene: test::TestScene::Pattern,
+            mirror: (false, false),
         }
     }
 
