@@ -16,11 +16,14 @@ it, parses either framing strictly and yields typed messages::
   ``video="h264"``) and :class:`AudioChunk` (PCM s16le) are what they yield;
   ``frame.to_array()`` / ``chunk.to_array()`` decode them to numpy arrays (extras
   ``numpy`` and ``pillow``).
+- :class:`CameraControls` lists the camera's controls and changes them live
+  (``/controls``).
 - ``python -m rpi_streamer.record`` records a stream to a folder;
   ``python -m rpi_streamer.stats`` prints live fps and latency.
 """
 
 from .client import AsyncStream, AuthError, Backoff, ConnectError, Stream, StreamError
+from .controls import CameraControls, ControlError
 from .messages import (
     AudioChunk,
     H264Unit,
@@ -40,7 +43,9 @@ __all__ = [
     "AudioChunk",
     "AuthError",
     "Backoff",
+    "CameraControls",
     "ConnectError",
+    "ControlError",
     "H264Unit",
     "Message",
     "ProtocolError",
