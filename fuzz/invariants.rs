@@ -10,10 +10,14 @@
 //! when it carries the configured token or credentials. The same bytes, read as the frames a
 //! WebSocket client sends, must parse the same however they are split, never keep more than a
 //! control frame's payload, and never ask for more bytes than a header and a control frame.
+//! Read as a `POST /controls` body, they must give a bounded list of finite values (or an
+//! error), which any control checks without panicking.
 
 use base64::Engine as _;
+use rpi_streamer::capture::controls::{ControlInfo, ControlType, Input, MenuEntry, Value};
 use rpi_streamer::config::Access;
 use rpi_streamer::server::auth::{self, constant_time_eq, Resource};
+use rpi_streamer::server::controls::parse_object;
 use rpi_streamer::server::files::{percent_decode, safe_relative_path};
 use rpi_streamer::server::http::{parse_head, read_head, HeadError, Request, MAX_HEAD_BYTES};
 use rpi_streamer::server::ws::accept_key;
@@ -27,6 +31,14 @@ use std::task::{Context, Poll};
 /// Checks every invariant for one input; panics (with the reason) on a violation.
 pub fn check(data: &[u8]) {
     check_frames(data);
+    check_controls_body(data);
+    if let Some((_, body)) = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| data.split_at(i + 4))
+    {
+        check_controls_body(body);
+    }
     let full = parse_head(data);
     if let Ok(Some(req)) = &full {
         check_request(data, req);
@@ -46,6 +58,49 @@ pub fn check(data: &[u8]) {
             .and_then(|l| l.split(' ').nth(1))
         {
             check_path(target);
+        }
+    }
+}
+
+/// A `POST /controls` body: each entry takes at least `"":0` (4 bytes), numbers are finite,
+/// and checking any value against a float, an int, a bool and a menu control never panics.
+fn check_controls_body(body: &[u8]) {
+    let Ok(entries) = parse_object(body) else {
+        return;
+    };
+    assert!(
+        entries.len() * 4 <= body.len(),
+        "{} entries from {} bytes",
+        entries.len(),
+        body.len()
+    );
+    let control = |kind| ControlInfo {
+        name: "AwbMode".into(),
+        kind,
+        min: -1.0,
+        max: 2.0,
+        step: 0.0,
+        default: Value::Int(0),
+        value: Value::Int(0),
+        menu: vec![MenuEntry {
+            value: 1,
+            name: "AwbIndoor".into(),
+        }],
+        read_only: false,
+    };
+    for (_, input) in &entries {
+        if let Input::Number(n) = input {
+            assert!(n.is_finite(), "a non-finite number {n} was accepted");
+        }
+        for kind in [
+            ControlType::Float,
+            ControlType::Int,
+            ControlType::Bool,
+            ControlType::Menu,
+        ] {
+            if let Ok(Value::Float(x)) = control(kind).check(input) {
+                assert!((-1.0..=2.0).contains(&x), "{x} passed a -1..2 check");
+            }
         }
     }
 }
