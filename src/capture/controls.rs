@@ -450,7 +450,7 @@ impl ControlBoard {
     /// The camera just opened: applies every asked-for value and publishes what it offers.
     pub fn opened(&self, source: &mut dyn VideoSource) {
         let generation = self.lock().generation;
-        self.apply(source, generation);
+        self.apply(source, generation, log::Level::Info);
     }
 
     /// Between frames: applies the asked-for values if they changed since the last time.
@@ -462,7 +462,8 @@ impl ControlBoard {
             }
             s.generation
         };
-        self.apply(source, generation);
+        // A slider in the page sends a change after each answer: not one info line each.
+        self.apply(source, generation, log::Level::Debug);
     }
 
     /// The camera is gone: nothing is offered until one opens again.
@@ -470,7 +471,7 @@ impl ControlBoard {
         self.lock().offered = None;
     }
 
-    fn apply(&self, source: &mut dyn VideoSource, generation: u64) {
+    fn apply(&self, source: &mut dyn VideoSource, generation: u64, level: log::Level) {
         let wanted = self.wanted();
         let mut offered = source.controls();
         let mut refused = Vec::new();
@@ -497,7 +498,7 @@ impl ControlBoard {
                 .filter_map(|(n, _)| find(&offered, n).ok())
                 .map(|c| format!("{}={}", c.name, c.value))
                 .collect();
-            log::info!("camera controls: {}", set.join(" "));
+            log::log!(level, "camera controls: {}", set.join(" "));
         }
         let mut s = self.lock();
         s.offered = Some(offered);
