@@ -154,7 +154,7 @@ fn concat(units: &[Unit]) -> Vec<u8> {
 }
 
 fn status(daemon: &Daemon) -> String {
-    Daemon::probe(daemon.port)("/status")
+    daemon.get("/status").text()
 }
 
 /// The number after `"key":` inside the `"codec"` object of `/status`.
@@ -196,12 +196,12 @@ fn ten_seconds_of_h264_decode_with_ffmpeg_at_the_target_bitrate_beside_an_mjpeg_
         let start = Instant::now();
         let mut frames = 0;
         while start.elapsed() < Duration::from_secs(10) {
-            if let Media::Video {
+            if let Media::Video(Video {
                 width,
                 height,
                 jpeg,
                 ..
-            } = next_media(&mut mjpeg)
+            }) = next_media(&mut mjpeg)
             {
                 assert_eq!((width, height), (640, 480));
                 if frames % 15 == 0 {
@@ -409,9 +409,11 @@ fn each_codec_is_encoded_only_while_someone_watches_it() {
         "MJPEG only: {after}"
     );
     assert!(codec_counter(&after, "mjpeg", "units") >= 20.0);
-    let metrics = Daemon::probe(daemon.port)("/metrics");
+    let metrics = daemon.get("/metrics");
     assert!(
-        metrics.contains("rpi_streamer_clients_by_codec{codec=\"mjpeg\"} 1"),
+        metrics
+            .text()
+            .contains("rpi_streamer_clients_by_codec{codec=\"mjpeg\"} 1"),
         "{metrics}"
     );
 }

@@ -160,7 +160,7 @@ fn count_video(mut ws: Client, window: Duration) -> usize {
     let start = Instant::now();
     let mut frames = 0;
     while start.elapsed() < window {
-        if let Media::Video { .. } = next_media(&mut ws) {
+        if let Media::Video(_) = next_media(&mut ws) {
             frames += 1;
         }
     }

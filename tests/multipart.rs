@@ -109,14 +109,6 @@ impl MjpegReader {
     }
 }
 
-fn get(daemon: &Daemon, target: &str) -> String {
-    Daemon::probe(daemon.port)(target)
-}
-
-fn status_line(response: &str) -> &str {
-    response.lines().next().unwrap_or("")
-}
-
 #[test]
 fn ffprobe_reads_five_seconds_at_the_configured_rate_and_every_frame_decodes() {
     if !have_ffmpeg() {
@@ -323,8 +315,8 @@ fn http_1_0_connection_close_and_head_are_served() {
     assert!(head.ends_with("\r\n\r\n"), "HEAD got a body: {head:?}");
     let post = daemon.raw_request(b"POST /stream.mjpg HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     assert!(post.starts_with("HTTP/1.1 405"), "{post}");
-    let bad = get(&daemon, "/stream.mjpg?fps=0");
-    assert!(status_line(&bad).contains(" 400 "), "{bad}");
+    let bad = daemon.get("/stream.mjpg?fps=0");
+    assert_eq!(bad.code, 400, "{bad}");
 }
 
 #[test]
@@ -334,23 +326,30 @@ fn mjpeg_clients_count_in_max_clients_status_and_metrics() {
     let mut b = MjpegReader::get(&daemon, "/?action=stream&fps=2");
     a.next_part();
     b.next_part();
-    let refused = get(&daemon, "/stream.mjpg");
-    assert!(status_line(&refused).contains(" 503 "), "{refused}");
-    assert!(refused.contains("Retry-After:"), "{refused}");
+    let refused = daemon.get("/stream.mjpg");
+    assert_eq!(refused.code, 503, "{refused}");
+    assert!(refused.header("retry-after").is_some(), "{refused}");
     // The limit is shared with WebSocket clients.
     assert!(tungstenite::connect(daemon.url("/stream")).is_err());
-    let status = get(&daemon, "/status");
+    let status = daemon.get("/status");
     assert_eq!(
-        status.matches("\"format\":\"mjpeg\"").count(),
+        status.text().matches("\"format\":\"mjpeg\"").count(),
         2,
         "{status}"
     );
-    let metrics = get(&daemon, "/metrics");
-    assert!(metrics.contains("\nrpi_streamer_clients 2\n"), "{metrics}");
+    let metrics = daemon.get("/metrics");
+    assert!(
+        metrics.text().contains("\nrpi_streamer_clients 2\n"),
+        "{metrics}"
+    );
     drop(a);
     // The closed client is noticed at its next write and leaves the count.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !get(&daemon, "/metrics").contains("\nrpi_streamer_clients 1\n") {
+    while !daemon
+        .get("/metrics")
+        .text()
+        .contains("\nrpi_streamer_clients 1\n")
+    {
         assert!(Instant::now() < deadline, "the closed client still counts");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -361,8 +360,8 @@ fn mjpeg_clients_count_in_max_clients_status_and_metrics() {
 fn the_token_and_basic_auth_cover_the_stream_and_its_aliases() {
     let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", "s3cret-token"]);
     for target in ["/stream.mjpg", "/?action=stream", "/?action=snapshot"] {
-        let denied = get(&daemon, target);
-        assert!(status_line(&denied).contains(" 401 "), "{target}: {denied}");
+        let denied = daemon.get(target);
+        assert_eq!(denied.code, 401, "{target}: {denied}");
     }
     let mut by_query = MjpegReader::get(&daemon, "/stream.mjpg?token=s3cret-token");
     by_query.next_part();
@@ -380,9 +379,14 @@ fn the_token_and_basic_auth_cover_the_stream_and_its_aliases() {
     );
 
     let daemon = Daemon::start(&["--camera-type", "test", "--basic-auth", "me:pw"]);
-    let denied = get(&daemon, "/stream.mjpg");
-    assert!(status_line(&denied).contains(" 401 "), "{denied}");
-    assert!(denied.contains("WWW-Authenticate: Basic"), "{denied}");
+    let denied = daemon.get("/stream.mjpg");
+    assert_eq!(denied.code, 401, "{denied}");
+    assert!(
+        denied
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Basic")),
+        "{denied}"
+    );
     let mut basic = MjpegReader::open(
         &daemon,
         "GET /stream.mjpg HTTP/1.1\r\nAuthorization: Basic bWU6cHc=\r\n\r\n",
@@ -460,9 +464,9 @@ fn readers_that_never_read_cost_bounded_memory_and_slow_nobody() {
         grown < 4096,
         "daemon RSS grew {grown} KiB for 30 idle readers"
     );
-    let status = get(&daemon, "/status");
+    let status = daemon.get("/status");
     assert_eq!(
-        status.matches("\"format\":\"mjpeg\"").count(),
+        status.text().matches("\"format\":\"mjpeg\"").count(),
         31,
         "{status}"
     );

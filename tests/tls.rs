@@ -20,13 +20,12 @@ const KEY_FILE: &str = "self-signed-key.pem";
 
 /// Reads WebSocket messages until a text video frame; its parsed form.
 #[cfg(feature = "tls")]
-fn next_video_over_tls(ws: &mut tls::TlsClient) -> Media {
+fn next_video_over_tls(ws: &mut tls::TlsClient) -> Video {
     for _ in 0..200 {
         match ws.read().expect("read a message over WSS") {
             tungstenite::Message::Text(t) => {
-                let media = parse_text(t.as_str()).expect("seed grammar");
-                if matches!(media, Media::Video { .. }) {
-                    return media;
+                if let Media::Video(video) = parse_text(t.as_str()).expect("seed grammar") {
+                    return video;
                 }
             }
             tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
@@ -121,9 +120,7 @@ fn a_self_signed_certificate_serves_every_endpoint_and_is_reused_on_restart() {
 
     let mut ws = tls::websocket(daemon.port, "localhost", &trust, "/stream");
     for _ in 0..3 {
-        let Media::Video { jpeg, width, .. } = next_video_over_tls(&mut ws) else {
-            unreachable!()
-        };
+        let Video { jpeg, width, .. } = next_video_over_tls(&mut ws);
         assert_eq!(width, 640);
         let (w, h, _) = decode_jpeg(&jpeg).expect("a whole JPEG over WSS");
         assert_eq!((w, h), (640, 480));
