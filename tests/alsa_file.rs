@@ -144,24 +144,16 @@ fn captures_exactly_the_written_samples(channels: usize, device: &str, seed: u32
     let rig = Rig::new(&format!("{channels}ch"), true);
     let env = rig.env();
     let channel_flag = channels.to_string();
-    let mut daemon = Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "test",
-            "--width",
-            "160",
-            "--height",
-            "120",
-            "--fps",
-            "5",
-            "--enable-audio",
-            "--audio-device",
-            device,
-            "--audio-channels",
-            &channel_flag,
-        ],
-        &[(env[0].0, env[0].1.as_str())],
-    );
+    let mut daemon = TestDaemon::new()
+        .size(160, 120)
+        .fps(5)
+        .audio()
+        .arg("--audio-device")
+        .arg(device)
+        .arg("--audio-channels")
+        .arg(&channel_flag)
+        .env(env[0].0, env[0].1.as_str())
+        .start();
     let mut ws = daemon.connect("/stream");
     let chunk_bytes = CHUNK_FRAMES * channels * 2;
     let chunks = 60;
@@ -240,22 +232,14 @@ fn stereo_from_the_default_pcm_is_sample_exact() {
 fn a_missing_microphone_is_retried_while_video_streams_then_captured() {
     let rig = Rig::new("late", false);
     let env = rig.env();
-    let daemon = Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "test",
-            "--width",
-            "160",
-            "--height",
-            "120",
-            "--fps",
-            "10",
-            "--enable-audio",
-            "--audio-device",
-            "default",
-        ],
-        &[(env[0].0, env[0].1.as_str())],
-    );
+    let daemon = TestDaemon::new()
+        .size(160, 120)
+        .fps(10)
+        .audio()
+        .arg("--audio-device")
+        .arg("default")
+        .env(env[0].0, env[0].1.as_str())
+        .start();
     let mut ws = daemon.connect("/stream");
     // About 2.5 s without a device: video flows, no audio, the status says why.
     let start = Instant::now();

@@ -92,19 +92,13 @@ fn loopback_capture_is_sample_exact_real_time_and_survives_overrun_and_unplug() 
     std::fs::write(&file, &sent).expect("write the signal");
 
     let card_flag = card.to_string();
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--width",
-        "160",
-        "--height",
-        "120",
-        "--fps",
-        "5",
-        "--enable-audio",
-        "--audio-device",
-        &card_flag,
-    ]);
+    let daemon = TestDaemon::new()
+        .size(160, 120)
+        .fps(5)
+        .audio()
+        .arg("--audio-device")
+        .arg(&card_flag)
+        .start();
     let mut ws = daemon.connect("/stream");
     // Let capture settle (silence from the idle loopback), then play.
     let _ = collect(&mut ws, 1.0);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Daemon;
+use common::TestDaemon;
 use std::path::{Path, PathBuf};
 
 fn public_dir() -> PathBuf {
@@ -22,7 +22,7 @@ fn expected_type(name: &str) -> &'static str {
 
 #[test]
 fn every_public_file_is_built_in_with_type_and_cache_headers() {
-    let daemon = Daemon::start(&["--camera-type", "test"]);
+    let daemon = TestDaemon::new().start();
     let mut names: Vec<String> = std::fs::read_dir(public_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -70,12 +70,10 @@ fn a_public_dir_is_served_and_nothing_outside_it() {
     std::fs::write(public.join("sub/x.css"), "p{}").unwrap();
     std::fs::write(public.join(".hidden"), "hidden").unwrap();
     std::fs::write(base.join("secret.txt"), "TOP SECRET").unwrap();
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--public-dir",
-        public.to_str().unwrap(),
-    ]);
+    let daemon = TestDaemon::new()
+        .arg("--public-dir")
+        .arg(public.to_str().unwrap())
+        .start();
     assert_eq!(daemon.get("/").body, b"<p>custom page</p>");
     let css = daemon.get("/sub/x.css");
     assert_eq!(css.code, 200);
@@ -122,7 +120,7 @@ fn a_public_dir_is_served_and_nothing_outside_it() {
 
 #[test]
 fn no_client_serves_no_files_but_still_streams() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--no-client"]);
+    let daemon = TestDaemon::new().arg("--no-client").start();
     for path in ["/", "/index.html", "/app.js", "/style.css"] {
         assert_eq!(daemon.get(path).code, 404, "{path}");
     }

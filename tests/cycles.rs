@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Daemon;
+use common::{Daemon, TestDaemon};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -181,21 +181,13 @@ fn settled_usage(daemon: &Daemon) -> Usage {
 
 #[test]
 fn ten_thousand_connects_and_disconnects_leak_no_fds_threads_or_memory() {
-    let daemon = Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "test",
-            "--width",
-            "160",
-            "--height",
-            "120",
-            "--fps",
-            "15",
-            "--no-client",
-        ],
+    let daemon = TestDaemon::new()
+        .size(160, 120)
+        .fps(15)
+        .arg("--no-client")
         // Info, not the helpers' debug: two log lines per session are enough.
-        &[("RUST_LOG", "info")],
-    );
+        .env("RUST_LOG", "info")
+        .start();
     run_cycles(daemon.port, WARM_UP, Duration::from_secs(60));
     let baseline = settled_usage(&daemon);
 

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{decode_jpeg, next_video, unix_now, Daemon, Video};
+use common::{decode_jpeg, next_video, unix_now, Daemon, TestDaemon, Video};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -187,24 +187,17 @@ fn check_timestamps(frames: &[Received], started: f64) {
 }
 
 fn start_rpi(index: &str, size: (u32, u32)) -> Daemon {
-    Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "rpi",
-            "--camera-index",
-            index,
-            "--width",
-            &size.0.to_string(),
-            "--height",
-            &size.1.to_string(),
-            "--fps",
-            "15",
-            "--quality",
-            "85",
-            "--no-client",
-        ],
-        &[("LIBCAMERA_LOG_LEVELS", "*:WARN")],
-    )
+    TestDaemon::new()
+        .camera("rpi")
+        .arg("--camera-index")
+        .arg(index)
+        .size(size.0, size.1)
+        .fps(15)
+        .arg("--quality")
+        .arg("85")
+        .arg("--no-client")
+        .env("LIBCAMERA_LOG_LEVELS", "*:WARN")
+        .start()
 }
 
 #[test]

@@ -18,16 +18,7 @@ fn is_placeholder(jpeg: &[u8]) -> bool {
 
 #[test]
 fn healthz_metrics_and_snapshot_describe_a_healthy_stream() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--fps",
-        "10",
-    ]);
+    let daemon = TestDaemon::new().size(320, 240).fps(10).start();
     let mut ws = daemon.connect("/stream");
     next_video(&mut ws);
     let health = daemon.get("/healthz");
@@ -67,18 +58,12 @@ fn healthz_metrics_and_snapshot_describe_a_healthy_stream() {
 fn an_injected_stall_turns_health_red_with_placeholders_and_recovers() {
     let fps = 10.0;
     let interval = 1.0 / fps;
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--fps",
-        "10",
-        "--test-fault",
-        "stall:2:3",
-    ]);
+    let daemon = TestDaemon::new()
+        .size(320, 240)
+        .fps(10)
+        .arg("--test-fault")
+        .arg("stall:2:3")
+        .start();
     let mut ws = daemon.connect("/stream");
     // Poll /healthz from a second thread while this one reads frames.
     let port = daemon.port;
@@ -155,20 +140,14 @@ fn an_injected_stall_turns_health_red_with_placeholders_and_recovers() {
 
 #[test]
 fn a_failing_source_is_reopened_and_garbage_frames_are_dropped() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--fps",
-        "10",
-        "--test-fault",
-        "fail:1:2",
-        "--test-fault",
-        "garbage:4:1",
-    ]);
+    let daemon = TestDaemon::new()
+        .size(320, 240)
+        .fps(10)
+        .arg("--test-fault")
+        .arg("fail:1:2")
+        .arg("--test-fault")
+        .arg("garbage:4:1")
+        .start();
     let mut ws = daemon.connect("/stream");
     let start = Instant::now();
     let (mut placeholders, mut live_after) = (0, 0);
@@ -211,20 +190,13 @@ fn the_watchdog_is_fed_while_capture_lives_and_starved_while_it_hangs() {
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let mut daemon = Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "test",
-            "--fps",
-            "10",
-            "--test-fault",
-            "hang:1:6",
-        ],
-        &[
-            ("NOTIFY_SOCKET", path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "400000"),
-        ],
-    );
+    let mut daemon = TestDaemon::new()
+        .fps(10)
+        .arg("--test-fault")
+        .arg("hang:1:6")
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .env("WATCHDOG_USEC", "400000")
+        .start();
     let mut messages = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(9) {
@@ -269,7 +241,7 @@ fn the_watchdog_is_fed_while_capture_lives_and_starved_while_it_hangs() {
 #[test]
 fn a_token_guards_every_data_endpoint_and_the_stream() {
     let token = "s3cret-token-123";
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", token]);
+    let daemon = TestDaemon::new().arg("--auth-token").arg(token).start();
     for path in ["/status", "/metrics", "/snapshot.jpg"] {
         let none = daemon.get(path);
         assert_eq!(none.code, 401, "{path} without token: {none}");
@@ -304,7 +276,10 @@ fn a_token_guards_every_data_endpoint_and_the_stream() {
 
 #[test]
 fn basic_credentials_guard_the_page_and_the_stream() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--basic-auth", "viewer:pw"]);
+    let daemon = TestDaemon::new()
+        .arg("--basic-auth")
+        .arg("viewer:pw")
+        .start();
     let page = daemon.get("/");
     assert_eq!(page.code, 401);
     assert!(
@@ -328,14 +303,12 @@ fn basic_credentials_guard_the_page_and_the_stream() {
 
 #[test]
 fn client_limit_and_origin_checks_refuse_clearly() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--max-clients",
-        "2",
-        "--allowed-origin",
-        "http://cam.local:8080",
-    ]);
+    let daemon = TestDaemon::new()
+        .arg("--max-clients")
+        .arg("2")
+        .arg("--allowed-origin")
+        .arg("http://cam.local:8080")
+        .start();
     let mut a = daemon.connect("/stream");
     let mut b = daemon.connect("/stream");
     next_video(&mut a);

@@ -92,9 +92,7 @@ fn mjpeg_frames(daemon: &Daemon) -> Vec<(usize, usize, Vec<u8>)> {
 }
 
 fn daemon_turned(flags: &[&str]) -> Daemon {
-    let mut args = vec!["--camera-type", "test", "--fps", "30"];
-    args.extend_from_slice(flags);
-    Daemon::start(&args)
+    TestDaemon::new().fps(30).args(flags).start()
 }
 
 #[test]

@@ -6,7 +6,7 @@
 mod common;
 
 use base64::Engine as _;
-use common::{exit_output, Daemon};
+use common::{exit_output, Daemon, TestDaemon};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -60,7 +60,10 @@ fn refused(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
 fn a_token_from_a_file_protects_the_data_and_stays_out_of_the_command_line() {
     let token = "t0ken-from-a-file";
     let file = SecretFile::new("token-file", &format!("{token}\n"));
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token-file", file.arg()]);
+    let daemon = TestDaemon::new()
+        .arg("--auth-token-file")
+        .arg(file.arg())
+        .start();
     let argv = cmdline(&daemon);
     assert!(argv.contains(file.arg()), "not the daemon's argv: {argv}");
     assert!(!argv.contains(token), "the token is in argv: {argv}");
@@ -90,7 +93,10 @@ fn a_token_from_a_file_protects_the_data_and_stays_out_of_the_command_line() {
 
 #[test]
 fn a_secret_on_the_command_line_still_works_but_is_warned_about() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", "s3cret-token"]);
+    let daemon = TestDaemon::new()
+        .arg("--auth-token")
+        .arg("s3cret-token")
+        .start();
     let bearer = "Bearer s3cret-token";
     assert_eq!(
         daemon
@@ -104,14 +110,20 @@ fn a_secret_on_the_command_line_still_works_but_is_warned_about() {
         "{log}"
     );
     let file = SecretFile::new("no-warning", "s3cret-token\n");
-    let quiet = Daemon::start(&["--camera-type", "test", "--auth-token-file", file.arg()]);
+    let quiet = TestDaemon::new()
+        .arg("--auth-token-file")
+        .arg(file.arg())
+        .start();
     assert!(!quiet.log_text().contains("visible to every local user"));
 }
 
 #[test]
 fn basic_credentials_from_a_file_protect_the_page() {
     let file = SecretFile::new("basic-file", "viewer:file-pw\n");
-    let daemon = Daemon::start(&["--camera-type", "test", "--basic-auth-file", file.arg()]);
+    let daemon = TestDaemon::new()
+        .arg("--basic-auth-file")
+        .arg(file.arg())
+        .start();
     assert!(!cmdline(&daemon).contains("file-pw"));
     assert_eq!(daemon.get("/").code, 401);
     let good = base64::engine::general_purpose::STANDARD.encode("viewer:file-pw");
@@ -136,13 +148,10 @@ fn basic_credentials_from_a_file_protect_the_page() {
 #[test]
 fn secrets_in_the_environment_work_and_stay_out_of_the_command_line() {
     let token = "t0ken-from-the-env";
-    let daemon = Daemon::start_with_env(
-        &["--camera-type", "test"],
-        &[
-            ("RPI_STREAMER_AUTH_TOKEN", token),
-            ("RPI_STREAMER_BASIC_AUTH", "viewer:env-pw"),
-        ],
-    );
+    let daemon = TestDaemon::new()
+        .env("RPI_STREAMER_AUTH_TOKEN", token)
+        .env("RPI_STREAMER_BASIC_AUTH", "viewer:env-pw")
+        .start();
     assert!(!cmdline(&daemon).contains(token));
     assert_eq!(daemon.get("/status").code, 401);
     let bearer = format!("Bearer {token}");

@@ -42,9 +42,12 @@ fn status_of(response: &str) -> &str {
 
 #[cfg(feature = "tls")]
 fn self_signed_daemon(state: &TempDir, extra: &[&str]) -> Daemon {
-    let mut args = vec!["--camera-type", "test", "--fps", "15", "--tls-self-signed"];
-    args.extend_from_slice(extra);
-    Daemon::start_with_env(&args, &[("STATE_DIRECTORY", state.0.to_str().unwrap())])
+    TestDaemon::new()
+        .fps(15)
+        .arg("--tls-self-signed")
+        .args(extra)
+        .env("STATE_DIRECTORY", state.0.to_str().unwrap())
+        .start()
 }
 
 /// The fingerprint the daemon logged at start.
@@ -254,14 +257,12 @@ fn a_certificate_chain_and_key_from_files_are_served() {
                 None => continue,
             },
         };
-        let daemon = Daemon::start(&[
-            "--camera-type",
-            "test",
-            "--tls-cert",
-            &chain,
-            "--tls-key",
-            &key,
-        ]);
+        let daemon = TestDaemon::new()
+            .arg("--tls-cert")
+            .arg(&chain)
+            .arg("--tls-key")
+            .arg(&key)
+            .start();
         let leaf = &tls::read_certs(std::path::Path::new(&chain))[0];
         assert_eq!(
             logged_fingerprint(&daemon),

@@ -113,21 +113,21 @@ impl TestDaemon {
         self
     }
 
-    /// The command-line flags this builds (without host and port).
-    pub fn args(&self) -> Vec<&str> {
-        let mut args = vec!["--camera-type", self.camera.as_str()];
-        args.extend(self.args.iter().map(String::as_str));
-        args
+    /// More flags or flag values, in order.
+    pub fn args<S: AsRef<str>>(self, args: impl IntoIterator<Item = S>) -> TestDaemon {
+        args.into_iter().fold(self, TestDaemon::arg)
     }
 
     /// Starts the daemon on a free loopback port and waits until it listens.
     pub fn start(&self) -> Daemon {
+        let mut args = vec!["--camera-type", self.camera.as_str()];
+        args.extend(self.args.iter().map(String::as_str));
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Daemon::start_with_env(&self.args(), &env)
+        Daemon::start(&args, &env)
     }
 }
 
@@ -146,13 +146,9 @@ fn free_port() -> u16 {
 }
 
 impl Daemon {
-    /// Starts the daemon with `args` (plus host/port) and waits until it listens.
-    pub fn start(args: &[&str]) -> Daemon {
-        Daemon::start_with_env(args, &[])
-    }
-
-    /// Like [`Daemon::start`] with extra environment variables.
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    /// Starts the daemon with `args` (plus host/port) and `env`, and waits until it listens;
+    /// tests build both with [`TestDaemon`].
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         for _attempt in 0..5 {
             let port = free_port();
             let mut cmd = daemon_command();
