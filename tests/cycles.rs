@@ -155,7 +155,7 @@ fn usage(pid: u32) -> Usage {
 
 /// Stream clients registered, as `/healthz` reports them.
 fn clients_connected(daemon: &Daemon) -> Option<u64> {
-    let status = daemon.raw_request(b"GET /healthz HTTP/1.1\r\n\r\n");
+    let status = daemon.get("/healthz").text();
     let rest = &status[status.find("\"clients\":")? + "\"clients\":".len()..];
     rest.split(|c: char| !c.is_ascii_digit())
         .next()?

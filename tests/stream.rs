@@ -235,8 +235,8 @@ fn hostile_requests_end_only_their_own_connection() {
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
     still_serving(&daemon, &mut witness);
 
-    let missing = daemon.raw_request(b"GET /no-such-page HTTP/1.1\r\n\r\n");
-    assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+    let missing = daemon.get("/no-such-page");
+    assert!(missing.raw.starts_with(b"HTTP/1.1 404 "), "{missing}");
 
     // A 1 MiB text frame from a client: that client is closed, nobody else notices.
     let mut loud = daemon.connect("/stream");
@@ -366,23 +366,25 @@ fn clock_requests_are_answered_in_both_framings_and_other_text_is_ignored() {
 fn status_reports_configuration_and_the_client_page_is_served() {
     let daemon = TestDaemon::new().audio().fps(12).start();
     std::thread::sleep(Duration::from_millis(300));
-    let status = daemon.raw_request(b"GET /status HTTP/1.1\r\n\r\n");
-    assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
-    assert!(status.contains("application/json"));
-    assert!(status.contains("\"fps\":12"), "{status}");
-    assert!(status.contains("\"sample_rate\":48000"), "{status}");
-    let page = daemon.raw_request(b"GET / HTTP/1.1\r\n\r\n");
-    assert!(page.starts_with("HTTP/1.1 200 "));
-    assert!(page.contains("text/html"));
-    let nope = daemon.raw_request(b"GET /../Cargo.toml HTTP/1.1\r\n\r\n");
-    assert!(nope.starts_with("HTTP/1.1 404 "), "{nope}");
+    let status = daemon.get("/status");
+    assert!(status.raw.starts_with(b"HTTP/1.1 200 "), "{status}");
+    let json = status.header("content-type");
+    assert!(json.is_some_and(|t| t.contains("application/json")));
+    assert!(status.text().contains("\"fps\":12"), "{status}");
+    assert!(status.text().contains("\"sample_rate\":48000"), "{status}");
+    let page = daemon.get("/");
+    assert!(page.raw.starts_with(b"HTTP/1.1 200 "));
+    let html = page.header("content-type");
+    assert!(html.is_some_and(|t| t.contains("text/html")));
+    let nope = daemon.get("/../Cargo.toml");
+    assert!(nope.raw.starts_with(b"HTTP/1.1 404 "), "{nope}");
 }
 
 #[test]
 fn no_client_serves_only_the_stream() {
     let daemon = TestDaemon::new().arg("--no-client").start();
-    let page = daemon.raw_request(b"GET / HTTP/1.1\r\n\r\n");
-    assert!(page.starts_with("HTTP/1.1 404 "), "{page}");
+    let page = daemon.get("/");
+    assert!(page.raw.starts_with(b"HTTP/1.1 404 "), "{page}");
     let mut ws = daemon.connect("/stream");
     next_video(&mut ws);
 }
