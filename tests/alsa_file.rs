@@ -128,7 +128,7 @@ fn collect_audio(ws: &mut Client, bytes: usize) -> Vec<(f64, Vec<u8>, f64)> {
             start.elapsed() < Duration::from_secs(20),
             "only {total} of {bytes} audio bytes arrived"
         );
-        if let Media::Audio { ts, pcm } = next_media(ws) {
+        if let Media::Audio(Audio { ts, pcm }) = next_media(ws) {
             total += pcm.len();
             chunks.push((ts, pcm, unix_now()));
         }
@@ -137,35 +137,23 @@ fn collect_audio(ws: &mut Client, bytes: usize) -> Vec<(f64, Vec<u8>, f64)> {
 }
 
 fn status_of(daemon: &Daemon) -> String {
-    let response = Daemon::probe(daemon.port)("/status");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or(response)
+    daemon.get("/status").text()
 }
 
 fn captures_exactly_the_written_samples(channels: usize, device: &str, seed: u32) {
     let rig = Rig::new(&format!("{channels}ch"), true);
     let env = rig.env();
     let channel_flag = channels.to_string();
-    let mut daemon = Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "test",
-            "--width",
-            "160",
-            "--height",
-            "120",
-            "--fps",
-            "5",
-            "--enable-audio",
-            "--audio-device",
-            device,
-            "--audio-channels",
-            &channel_flag,
-        ],
-        &[(env[0].0, env[0].1.as_str())],
-    );
+    let mut daemon = TestDaemon::new()
+        .size(160, 120)
+        .fps(5)
+        .audio()
+        .arg("--audio-device")
+        .arg(device)
+        .arg("--audio-channels")
+        .arg(&channel_flag)
+        .env(env[0].0, env[0].1.as_str())
+        .start();
     let mut ws = daemon.connect("/stream");
     let chunk_bytes = CHUNK_FRAMES * channels * 2;
     let chunks = 60;
@@ -192,9 +180,7 @@ fn captures_exactly_the_written_samples(channels: usize, device: &str, seed: u32
     }
     // The stamp is the first sample's: a whole chunk (20 ms) before the chunk could be read.
     // (Single chunks can be closer when the writer catches up after a scheduling delay.)
-    let mut lags: Vec<f64> = received.iter().map(|c| c.2 - c.0).collect();
-    lags.sort_by(f64::total_cmp);
-    let median = lags[lags.len() / 2];
+    let median = median_lag(received.iter().map(|c| c.2 - c.0).collect());
     assert!(
         (0.015..0.1).contains(&median),
         "chunks arrive a median {median:.4} s after their stamp, want ≥ 20 ms"
@@ -246,30 +232,22 @@ fn stereo_from_the_default_pcm_is_sample_exact() {
 fn a_missing_microphone_is_retried_while_video_streams_then_captured() {
     let rig = Rig::new("late", false);
     let env = rig.env();
-    let daemon = Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "test",
-            "--width",
-            "160",
-            "--height",
-            "120",
-            "--fps",
-            "10",
-            "--enable-audio",
-            "--audio-device",
-            "default",
-        ],
-        &[(env[0].0, env[0].1.as_str())],
-    );
+    let daemon = TestDaemon::new()
+        .size(160, 120)
+        .fps(10)
+        .audio()
+        .arg("--audio-device")
+        .arg("default")
+        .env(env[0].0, env[0].1.as_str())
+        .start();
     let mut ws = daemon.connect("/stream");
     // About 2.5 s without a device: video flows, no audio, the status says why.
     let start = Instant::now();
     let mut videos = 0;
     while start.elapsed() < Duration::from_millis(2500) {
         match next_media(&mut ws) {
-            Media::Video { .. } => videos += 1,
-            Media::Audio { .. } => panic!("audio without a device"),
+            Media::Video(_) => videos += 1,
+            Media::Audio(_) => panic!("audio without a device"),
         }
     }
     assert!(

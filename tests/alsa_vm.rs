@@ -42,11 +42,7 @@ fn signal(frames: usize, seed: u32) -> Vec<u8> {
 }
 
 fn status_of(port: u16) -> String {
-    let response = Daemon::probe(port)("/status");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or(response)
+    http_get(port, "/status", &[]).text()
 }
 
 fn counter(status: &str, name: &str) -> u64 {
@@ -79,8 +75,8 @@ fn collect(ws: &mut Client, secs: f64) -> (Vec<(f64, Vec<u8>, f64)>, usize) {
     let (mut audio, mut video) = (Vec::new(), 0);
     while start.elapsed().as_secs_f64() < secs {
         match next_media(ws) {
-            Media::Audio { ts, pcm } => audio.push((ts, pcm, unix_now())),
-            Media::Video { .. } => video += 1,
+            Media::Audio(Audio { ts, pcm }) => audio.push((ts, pcm, unix_now())),
+            Media::Video(_) => video += 1,
         }
     }
     (audio, video)
@@ -96,19 +92,13 @@ fn loopback_capture_is_sample_exact_real_time_and_survives_overrun_and_unplug() 
     std::fs::write(&file, &sent).expect("write the signal");
 
     let card_flag = card.to_string();
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--width",
-        "160",
-        "--height",
-        "120",
-        "--fps",
-        "5",
-        "--enable-audio",
-        "--audio-device",
-        &card_flag,
-    ]);
+    let daemon = TestDaemon::new()
+        .size(160, 120)
+        .fps(5)
+        .audio()
+        .arg("--audio-device")
+        .arg(&card_flag)
+        .start();
     let mut ws = daemon.connect("/stream");
     // Let capture settle (silence from the idle loopback), then play.
     let _ = collect(&mut ws, 1.0);
@@ -188,9 +178,7 @@ fn loopback_capture_is_sample_exact_real_time_and_survives_overrun_and_unplug() 
         drift.abs() < 0.01 * between + 0.005,
         "the lag behind the stamps drifts by {drift:.4} s over {between:.2} s"
     );
-    let mut lags: Vec<f64> = audio.iter().map(|c| c.2 - c.0).collect();
-    lags.sort_by(f64::total_cmp);
-    let median = lags[lags.len() / 2];
+    let median = median_lag(audio.iter().map(|c| c.2 - c.0).collect());
     assert!(
         (0.019..0.3).contains(&median),
         "chunks arrive a median {median:.4} s after their first sample"
@@ -261,7 +249,7 @@ fn loopback_capture_is_sample_exact_real_time_and_survives_overrun_and_unplug() 
     let deadline = Instant::now() + Duration::from_secs(8);
     let mut back = 0;
     while back < 25 && Instant::now() < deadline {
-        if let Media::Audio { pcm, .. } = next_media(&mut ws) {
+        if let Media::Audio(Audio { pcm, .. }) = next_media(&mut ws) {
             assert_eq!(pcm.len(), CHUNK_BYTES);
             back += 1;
         }

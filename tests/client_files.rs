@@ -4,52 +4,8 @@
 
 mod common;
 
-use common::Daemon;
+use common::TestDaemon;
 use std::path::{Path, PathBuf};
-
-/// A response split into status line, lower-cased headers and body.
-struct Reply {
-    status: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn code(&self) -> u16 {
-        self.status
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-fn request(daemon: &Daemon, head: &str) -> Reply {
-    let raw = daemon.raw_request(format!("{head}\r\n\r\n").as_bytes());
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or_default().to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-fn get(daemon: &Daemon, path: &str) -> Reply {
-    request(daemon, &format!("GET {path} HTTP/1.1\r\nHost: x"))
-}
 
 fn public_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("public")
@@ -66,7 +22,7 @@ fn expected_type(name: &str) -> &'static str {
 
 #[test]
 fn every_public_file_is_built_in_with_type_and_cache_headers() {
-    let daemon = Daemon::start(&["--camera-type", "test"]);
+    let daemon = TestDaemon::new().start();
     let mut names: Vec<String> = std::fs::read_dir(public_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -74,40 +30,35 @@ fn every_public_file_is_built_in_with_type_and_cache_headers() {
     names.sort();
     assert!(names.len() >= 2, "public/ has {names:?}");
     for name in &names {
-        let reply = get(&daemon, &format!("/{name}"));
+        let reply = daemon.get(&format!("/{name}"));
         assert_eq!(
-            reply.code(),
-            200,
-            "/{name}: {} (missing from files::BUILTIN?)",
-            reply.status
+            reply.code, 200,
+            "/{name}: {reply} (missing from files::BUILTIN?)"
         );
-        let on_disk = std::fs::read_to_string(public_dir().join(name)).unwrap();
+        let on_disk = std::fs::read(public_dir().join(name)).unwrap();
         assert_eq!(reply.body, on_disk, "/{name} differs from public/{name}");
         assert_eq!(reply.header("content-type"), Some(expected_type(name)));
         assert_eq!(reply.header("cache-control"), Some("no-cache"), "/{name}");
         assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
         let tag = reply.header("etag").expect("an ETag").to_string();
-        let again = request(
-            &daemon,
-            &format!("GET /{name} HTTP/1.1\r\nIf-None-Match: {tag}"),
-        );
-        assert_eq!(again.code(), 304, "/{name} revalidation: {}", again.status);
+        let again = daemon.get_with(&format!("/{name}"), &[("If-None-Match", &tag)]);
+        assert_eq!(again.code, 304, "/{name} revalidation: {again}");
         assert!(again.body.is_empty());
     }
-    let root = get(&daemon, "/");
-    assert_eq!(root.code(), 200);
+    let root = daemon.get("/");
+    assert_eq!(root.code, 200);
     assert_eq!(
         root.header("content-type"),
         Some("text/html; charset=utf-8")
     );
-    let index = std::fs::read_to_string(public_dir().join("index.html")).unwrap();
+    let index = std::fs::read(public_dir().join("index.html")).unwrap();
     assert_eq!(root.body, index);
-    let head = request(&daemon, "HEAD /app.js HTTP/1.1");
-    assert_eq!(head.code(), 200);
+    let head = daemon.send(b"HEAD /app.js HTTP/1.1\r\n\r\n");
+    assert_eq!(head.code, 200);
     assert!(head.body.is_empty(), "HEAD sent a body");
-    assert_eq!(get(&daemon, "/nope.js").code(), 404);
-    assert_eq!(get(&daemon, "/index.html/").code(), 404);
-    assert_eq!(request(&daemon, "POST /index.html HTTP/1.1").code(), 405);
+    assert_eq!(daemon.get("/nope.js").code, 404);
+    assert_eq!(daemon.get("/index.html/").code, 404);
+    assert_eq!(daemon.send(b"POST /index.html HTTP/1.1\r\n\r\n").code, 405);
 }
 
 #[test]
@@ -119,19 +70,17 @@ fn a_public_dir_is_served_and_nothing_outside_it() {
     std::fs::write(public.join("sub/x.css"), "p{}").unwrap();
     std::fs::write(public.join(".hidden"), "hidden").unwrap();
     std::fs::write(base.join("secret.txt"), "TOP SECRET").unwrap();
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--public-dir",
-        public.to_str().unwrap(),
-    ]);
-    assert_eq!(get(&daemon, "/").body, "<p>custom page</p>");
-    let css = get(&daemon, "/sub/x.css");
-    assert_eq!(css.code(), 200);
+    let daemon = TestDaemon::new()
+        .arg("--public-dir")
+        .arg(public.to_str().unwrap())
+        .start();
+    assert_eq!(daemon.get("/").body, b"<p>custom page</p>");
+    let css = daemon.get("/sub/x.css");
+    assert_eq!(css.code, 200);
     assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
     // Edits on disk show up without a restart (no stale copy kept).
     std::fs::write(public.join("index.html"), "<p>edited</p>").unwrap();
-    assert_eq!(get(&daemon, "/").body, "<p>edited</p>");
+    assert_eq!(daemon.get("/").body, b"<p>edited</p>");
     for attempt in [
         "/../secret.txt",
         "/sub/../../secret.txt",
@@ -151,32 +100,31 @@ fn a_public_dir_is_served_and_nothing_outside_it() {
         "/%00",
         "/%2",
     ] {
-        let reply = get(&daemon, attempt);
+        let reply = daemon.get(attempt);
+        assert!(matches!(reply.code, 400 | 404), "{attempt}: {reply}");
         assert!(
-            matches!(reply.code(), 400 | 404),
-            "{attempt}: {}",
-            reply.status
+            !reply.text().contains("SECRET"),
+            "{attempt} leaked the file"
         );
-        assert!(!reply.body.contains("SECRET"), "{attempt} leaked the file");
         assert!(
-            !reply.body.contains("hidden"),
+            !reply.text().contains("hidden"),
             "{attempt} served a dot file"
         );
     }
     let absolute = base.join("secret.txt");
-    let reply = get(&daemon, absolute.to_str().unwrap());
-    assert_eq!(reply.code(), 404, "absolute path: {}", reply.status);
+    let reply = daemon.get(absolute.to_str().unwrap());
+    assert_eq!(reply.code, 404, "absolute path: {reply}");
     drop(daemon);
     std::fs::remove_dir_all(base).unwrap();
 }
 
 #[test]
 fn no_client_serves_no_files_but_still_streams() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--no-client"]);
+    let daemon = TestDaemon::new().arg("--no-client").start();
     for path in ["/", "/index.html", "/app.js", "/style.css"] {
-        assert_eq!(get(&daemon, path).code(), 404, "{path}");
+        assert_eq!(daemon.get(path).code, 404, "{path}");
     }
-    assert_eq!(get(&daemon, "/status").code(), 200);
+    assert_eq!(daemon.get("/status").code, 200);
     let mut ws = daemon.connect("/stream?format=binary");
     common::set_read_timeout(&ws, std::time::Duration::from_secs(5));
     let msg = ws.read().expect("a stream message");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Daemon;
+use common::{Daemon, TestDaemon};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -155,7 +155,7 @@ fn usage(pid: u32) -> Usage {
 
 /// Stream clients registered, as `/healthz` reports them.
 fn clients_connected(daemon: &Daemon) -> Option<u64> {
-    let status = daemon.raw_request(b"GET /healthz HTTP/1.1\r\n\r\n");
+    let status = daemon.get("/healthz").text();
     let rest = &status[status.find("\"clients\":")? + "\"clients\":".len()..];
     rest.split(|c: char| !c.is_ascii_digit())
         .next()?
@@ -181,21 +181,13 @@ fn settled_usage(daemon: &Daemon) -> Usage {
 
 #[test]
 fn ten_thousand_connects_and_disconnects_leak_no_fds_threads_or_memory() {
-    let daemon = Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "test",
-            "--width",
-            "160",
-            "--height",
-            "120",
-            "--fps",
-            "15",
-            "--no-client",
-        ],
+    let daemon = TestDaemon::new()
+        .size(160, 120)
+        .fps(15)
+        .arg("--no-client")
         // Info, not the helpers' debug: two log lines per session are enough.
-        &[("RUST_LOG", "info")],
-    );
+        .env("RUST_LOG", "info")
+        .start();
     run_cycles(daemon.port, WARM_UP, Duration::from_secs(60));
     let baseline = settled_usage(&daemon);
 
@@ -224,7 +216,7 @@ fn ten_thousand_connects_and_disconnects_leak_no_fds_threads_or_memory() {
     // And it still streams.
     let mut ws = daemon.connect("/stream");
     let frame = common::next_video(&mut ws);
-    assert!(matches!(frame, common::Media::Video { width: 160, .. }));
+    assert_eq!(frame.width, 160);
     assert!(
         !daemon.log_text().contains("panicked"),
         "the daemon panicked"

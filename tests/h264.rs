@@ -154,7 +154,7 @@ fn concat(units: &[Unit]) -> Vec<u8> {
 }
 
 fn status(daemon: &Daemon) -> String {
-    Daemon::probe(daemon.port)("/status")
+    daemon.get("/status").text()
 }
 
 /// The number after `"key":` inside the `"codec"` object of `/status`.
@@ -178,30 +178,27 @@ fn ten_seconds_of_h264_decode_with_ffmpeg_at_the_target_bitrate_beside_an_mjpeg_
     if !have_ffmpeg() {
         return;
     }
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--fps",
-        "15",
-        "--h264-bitrate",
-        "1000",
-        "--enable-audio",
+    let daemon = TestDaemon::new()
+        .fps(15)
+        .arg("--h264-bitrate")
+        .arg("1000")
+        .audio()
         // A camera-like scene: its noise needs every bit it is given, so rate control is
         // what sets the bitrate (the flat test pattern needs less than 1000 kbit/s).
-        "--test-scene",
-        "static-noisy",
-    ]);
+        .arg("--test-scene")
+        .arg("static-noisy")
+        .start();
     let mut mjpeg = daemon.connect("/stream");
     let mjpeg_reader = std::thread::spawn(move || {
         let start = Instant::now();
         let mut frames = 0;
         while start.elapsed() < Duration::from_secs(10) {
-            if let Media::Video {
+            if let Media::Video(Video {
                 width,
                 height,
                 jpeg,
                 ..
-            } = next_media(&mut mjpeg)
+            }) = next_media(&mut mjpeg)
             {
                 assert_eq!((width, height), (640, 480));
                 if frames % 15 == 0 {
@@ -293,7 +290,7 @@ fn binary_framing_flags_keyframes_and_a_late_joiner_starts_at_one_that_decodes_a
     if !have_ffmpeg() {
         return;
     }
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "30"]);
+    let daemon = TestDaemon::new().fps(30).start();
     let mut first = daemon.connect("/stream?video=h264&format=binary");
     let early = read_units(&mut first, Duration::from_secs(2));
     assert!(early[0].key && early.len() > 40, "{} units", early.len());
@@ -334,14 +331,11 @@ fn a_stalled_client_resumes_at_a_keyframe_and_decodes_without_errors() {
     if !have_ffmpeg() {
         return;
     }
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--fps",
-        "30",
-        "--keyframe-interval",
-        "10",
-    ]);
+    let daemon = TestDaemon::new()
+        .fps(30)
+        .arg("--keyframe-interval")
+        .arg("10")
+        .start();
     let stream = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
     rustix::net::sockopt::set_socket_recv_buffer_size(&stream, 4096).expect("SO_RCVBUF");
     let (mut ws, _) = tungstenite::client(
@@ -381,7 +375,7 @@ fn a_stalled_client_resumes_at_a_keyframe_and_decodes_without_errors() {
 
 #[test]
 fn each_codec_is_encoded_only_while_someone_watches_it() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "30"]);
+    let daemon = TestDaemon::new().fps(30).start();
     std::thread::sleep(Duration::from_millis(500));
     let idle = status(&daemon);
     assert_eq!(codec_counter(&idle, "mjpeg", "units"), 0.0, "{idle}");
@@ -409,16 +403,18 @@ fn each_codec_is_encoded_only_while_someone_watches_it() {
         "MJPEG only: {after}"
     );
     assert!(codec_counter(&after, "mjpeg", "units") >= 20.0);
-    let metrics = Daemon::probe(daemon.port)("/metrics");
+    let metrics = daemon.get("/metrics");
     assert!(
-        metrics.contains("rpi_streamer_clients_by_codec{codec=\"mjpeg\"} 1"),
+        metrics
+            .text()
+            .contains("rpi_streamer_clients_by_codec{codec=\"mjpeg\"} 1"),
         "{metrics}"
     );
 }
 
 #[test]
 fn unknown_codecs_are_refused_with_the_list() {
-    let daemon = Daemon::start(&["--camera-type", "test"]);
+    let daemon = TestDaemon::new().start();
     let answer = daemon.raw_request(
         b"GET /stream?video=vp8 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -429,7 +425,7 @@ fn unknown_codecs_are_refused_with_the_list() {
 
 #[test]
 fn a_crowd_of_joiners_all_start_at_keyframes_without_turning_the_stream_into_keyframes() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "30"]);
+    let daemon = TestDaemon::new().fps(30).start();
     let mut first = daemon.connect("/stream?video=h264&format=binary");
     read_units(&mut first, Duration::from_millis(500));
     let before = codec_counter(&status(&daemon), "h264", "keyframes_forced");
@@ -460,14 +456,11 @@ fn a_crowd_of_joiners_all_start_at_keyframes_without_turning_the_stream_into_key
 #[test]
 fn a_client_asking_for_a_keyframe_gets_one_within_a_few_frames() {
     // Intervals of 10 s: within the test no keyframe comes but the requested ones.
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--fps",
-        "30",
-        "--keyframe-interval",
-        "10",
-    ]);
+    let daemon = TestDaemon::new()
+        .fps(30)
+        .arg("--keyframe-interval")
+        .arg("10")
+        .start();
     let mut ws = daemon.connect("/stream?video=h264&format=binary");
     let start = read_units(&mut ws, Duration::from_secs(1));
     assert!(start[0].key, "starts at a keyframe");

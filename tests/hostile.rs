@@ -160,7 +160,7 @@ fn count_video(mut ws: Client, window: Duration) -> usize {
     let start = Instant::now();
     let mut frames = 0;
     while start.elapsed() < window {
-        if let Media::Video { .. } = next_media(&mut ws) {
+        if let Media::Video(_) = next_media(&mut ws) {
             frames += 1;
         }
     }
@@ -169,7 +169,7 @@ fn count_video(mut ws: Client, window: Duration) -> usize {
 
 #[test]
 fn a_ping_flood_that_never_reads_costs_bounded_memory_and_ends_that_client() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "15"]);
+    let daemon = TestDaemon::new().fps(15).start();
     let mut witness = daemon.connect("/stream");
     next_video(&mut witness);
     let before = rss_kib(&daemon);
@@ -211,7 +211,7 @@ fn a_ping_flood_that_never_reads_costs_bounded_memory_and_ends_that_client() {
 
 #[test]
 fn a_frame_flood_leaves_other_clients_their_frame_rate() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "15"]);
+    let daemon = TestDaemon::new().fps(15).start();
     let watchers: Vec<Client> = (0..2).map(|_| daemon.connect("/stream")).collect();
     let window = Duration::from_secs(4);
     // One-byte binary frames as fast as the socket takes them, reconnecting whenever the
@@ -261,17 +261,14 @@ fn a_frame_flood_leaves_other_clients_their_frame_rate() {
 
 #[test]
 fn a_bandwidth_capped_reader_gets_only_fresh_audio_and_is_dropped_when_it_cannot_keep_up() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--fps",
-        "15",
-        "--enable-audio",
-        "--max-audio-age",
-        "500",
-        "--ping-interval",
-        "1",
-    ]);
+    let daemon = TestDaemon::new()
+        .fps(15)
+        .audio()
+        .arg("--max-audio-age")
+        .arg("500")
+        .arg("--ping-interval")
+        .arg("1")
+        .start();
     // ~100 kB/s through an 8 KiB receive buffer: 10 KB every 100 ms. The text stream is
     // ~300 kB/s, its audio alone ~130 kB/s.
     let mut client = RawClient::connect(&daemon, "/stream", Some(8192));
@@ -336,7 +333,7 @@ fn a_bandwidth_capped_reader_gets_only_fresh_audio_and_is_dropped_when_it_cannot
 
 #[test]
 fn an_oversized_message_is_answered_with_a_readable_close_1009() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "15"]);
+    let daemon = TestDaemon::new().fps(15).start();
     let mut client = RawClient::connect(&daemon, "/stream", None);
     let big = client_frame(0x2, &vec![0u8; 1 << 20]);
     client
@@ -356,18 +353,17 @@ fn an_oversized_message_is_answered_with_a_readable_close_1009() {
 }
 
 /// A slow test source whose daemon pings every second (silent for 3 s = dropped).
-const PINGING_EVERY_SECOND: &[&str] = &[
-    "--camera-type",
-    "test",
-    "--fps",
-    "5",
-    "--ping-interval",
-    "1",
-];
+fn pinging_every_second() -> Daemon {
+    TestDaemon::new()
+        .fps(5)
+        .arg("--ping-interval")
+        .arg("1")
+        .start()
+}
 
 #[test]
 fn a_client_that_never_answers_pings_is_closed_with_the_reason_in_the_log() {
-    let daemon = Daemon::start(PINGING_EVERY_SECOND);
+    let daemon = pinging_every_second();
     let mut client = RawClient::connect(&daemon, "/stream", None);
     let (code, reason) = client
         .close_frame(Duration::from_secs(10))
@@ -381,7 +377,7 @@ fn a_client_that_never_answers_pings_is_closed_with_the_reason_in_the_log() {
 
 #[test]
 fn a_client_answering_pings_stays() {
-    let daemon = Daemon::start(PINGING_EVERY_SECOND);
+    let daemon = pinging_every_second();
     // tungstenite answers pings by itself as it reads.
     let ws = daemon.connect("/stream");
     assert!(count_video(ws, Duration::from_secs(5)) >= 15);
@@ -389,7 +385,7 @@ fn a_client_answering_pings_stays() {
 
 #[test]
 fn malformed_upgrades_are_bad_requests() {
-    let daemon = Daemon::start(&["--camera-type", "test"]);
+    let daemon = TestDaemon::new().start();
     let bad_key = upgrade_head("/stream").replace("dGhlIHNhbXBsZSBub25jZQ==", "abc");
     let answer = daemon.raw_request(bad_key.as_bytes());
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
@@ -401,7 +397,7 @@ fn malformed_upgrades_are_bad_requests() {
 
 #[test]
 fn racing_upgrades_cannot_exceed_max_clients() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--max-clients", "2"]);
+    let daemon = TestDaemon::new().arg("--max-clients").arg("2").start();
     let mut socks: Vec<TcpStream> = (0..12)
         .map(|_| TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect"))
         .collect();
@@ -427,7 +423,7 @@ fn racing_upgrades_cannot_exceed_max_clients() {
 
 #[test]
 fn a_ping_sent_with_the_upgrade_head_is_answered() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "5"]);
+    let daemon = TestDaemon::new().fps(5).start();
     let mut sock = TcpStream::connect(("127.0.0.1", daemon.port)).expect("connect");
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Head and first frame in one write, as an eager client sends them.

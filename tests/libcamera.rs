@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{decode_jpeg, next_video, unix_now, Daemon, Media};
+use common::{decode_jpeg, next_video, unix_now, Daemon, TestDaemon, Video};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -130,16 +130,13 @@ fn receive(daemon: &Daemon, secs: f64) -> Vec<Received> {
         raw.push((next_video(&mut ws), unix_now()));
     }
     raw.into_iter()
-        .map(|(media, arrived)| {
-            let Media::Video {
+        .map(|(video, arrived)| {
+            let Video {
                 ts,
                 width,
                 height,
                 jpeg,
-            } = media
-            else {
-                unreachable!()
-            };
+            } = video;
             let (w, h, rgb) = decode_jpeg(&jpeg).expect("frames decode");
             assert_eq!((w as u32, h as u32), (width, height), "header matches JPEG");
             Received {
@@ -190,24 +187,17 @@ fn check_timestamps(frames: &[Received], started: f64) {
 }
 
 fn start_rpi(index: &str, size: (u32, u32)) -> Daemon {
-    Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "rpi",
-            "--camera-index",
-            index,
-            "--width",
-            &size.0.to_string(),
-            "--height",
-            &size.1.to_string(),
-            "--fps",
-            "15",
-            "--quality",
-            "85",
-            "--no-client",
-        ],
-        &[("LIBCAMERA_LOG_LEVELS", "*:WARN")],
-    )
+    TestDaemon::new()
+        .camera("rpi")
+        .arg("--camera-index")
+        .arg(index)
+        .size(size.0, size.1)
+        .fps(15)
+        .arg("--quality")
+        .arg("85")
+        .arg("--no-client")
+        .env("LIBCAMERA_LOG_LEVELS", "*:WARN")
+        .start()
 }
 
 #[test]
@@ -360,15 +350,12 @@ fn a_missing_camera_index_streams_placeholders_and_says_why() {
     virtual_cameras();
     let daemon = start_rpi("7", (320, 240));
     let mut ws = daemon.connect("/stream");
-    let Media::Video {
+    let Video {
         width,
         height,
         jpeg,
         ..
-    } = next_video(&mut ws)
-    else {
-        unreachable!()
-    };
+    } = next_video(&mut ws);
     assert_eq!((width, height), (320, 240));
     decode_jpeg(&jpeg).expect("placeholder decodes");
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -379,7 +366,7 @@ fn a_missing_camera_index_streams_placeholders_and_says_why() {
     assert!(log.contains("there is no camera 7"), "log:\n{log}");
     // It keeps retrying (a camera may appear) and keeps serving placeholders.
     let second = next_video(&mut ws);
-    assert!(second.ts() > 0.0);
+    assert!(second.ts > 0.0);
 }
 
 /// libcamera's virtual camera offers no scalar control (only FrameDurationLimits, an array

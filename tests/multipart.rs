@@ -109,21 +109,13 @@ impl MjpegReader {
     }
 }
 
-fn get(daemon: &Daemon, target: &str) -> String {
-    Daemon::probe(daemon.port)(target)
-}
-
-fn status_line(response: &str) -> &str {
-    response.lines().next().unwrap_or("")
-}
-
 #[test]
 fn ffprobe_reads_five_seconds_at_the_configured_rate_and_every_frame_decodes() {
     if !have_ffmpeg() {
         return;
     }
     let fps = 15.0;
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "15"]);
+    let daemon = TestDaemon::new().fps(15).start();
     let url = format!("http://127.0.0.1:{}/stream.mjpg", daemon.port);
     // Wall-clock timestamps make `%+5` mean five seconds of reading, not of stream time.
     let out = Command::new("ffprobe")
@@ -168,7 +160,7 @@ fn ffmpeg_decodes_the_mjpg_streamer_url_at_the_requested_fps() {
     if !have_ffmpeg() {
         return;
     }
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "15"]);
+    let daemon = TestDaemon::new().fps(15).start();
     let url = format!("http://127.0.0.1:{}/?action=stream&fps=5", daemon.port);
     // framemd5 decodes every frame; -xerror makes any decode error fatal.
     let out = Command::new("ffmpeg")
@@ -205,17 +197,7 @@ fn ffmpeg_decodes_the_mjpg_streamer_url_at_the_requested_fps() {
 
 #[test]
 fn parts_carry_decodable_jpegs_and_capture_timestamps() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--fps",
-        "15",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--enable-audio",
-    ]);
+    let daemon = TestDaemon::new().fps(15).size(320, 240).audio().start();
     let mut mjpeg = MjpegReader::get(&daemon, "/stream.mjpg");
     assert!(
         mjpeg.head.starts_with("HTTP/1.1 200 OK\r\n"),
@@ -249,7 +231,7 @@ fn parts_carry_decodable_jpegs_and_capture_timestamps() {
 fn a_stalled_reader_resumes_with_a_fresh_part_while_others_keep_the_rate() {
     let fps = 15.0;
     let interval = 1.0 / fps;
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "15"]);
+    let daemon = TestDaemon::new().fps(15).start();
     let request = "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut stalled = MjpegReader::open(&daemon, request, Some(32 * 1024));
     let client_rcvbuf =
@@ -300,7 +282,7 @@ fn a_stalled_reader_resumes_with_a_fresh_part_while_others_keep_the_rate() {
 
 #[test]
 fn http_1_0_connection_close_and_head_are_served() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "15"]);
+    let daemon = TestDaemon::new().fps(15).start();
     let mut old = MjpegReader::open(&daemon, "GET /stream.mjpg HTTP/1.0\r\n\r\n", None);
     assert!(old.head.contains(" 200 OK\r\n"), "{}", old.head);
     old.next_part();
@@ -323,34 +305,41 @@ fn http_1_0_connection_close_and_head_are_served() {
     assert!(head.ends_with("\r\n\r\n"), "HEAD got a body: {head:?}");
     let post = daemon.raw_request(b"POST /stream.mjpg HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     assert!(post.starts_with("HTTP/1.1 405"), "{post}");
-    let bad = get(&daemon, "/stream.mjpg?fps=0");
-    assert!(status_line(&bad).contains(" 400 "), "{bad}");
+    let bad = daemon.get("/stream.mjpg?fps=0");
+    assert_eq!(bad.code, 400, "{bad}");
 }
 
 #[test]
 fn mjpeg_clients_count_in_max_clients_status_and_metrics() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--max-clients", "2"]);
+    let daemon = TestDaemon::new().arg("--max-clients").arg("2").start();
     let mut a = MjpegReader::get(&daemon, "/stream.mjpg");
     let mut b = MjpegReader::get(&daemon, "/?action=stream&fps=2");
     a.next_part();
     b.next_part();
-    let refused = get(&daemon, "/stream.mjpg");
-    assert!(status_line(&refused).contains(" 503 "), "{refused}");
-    assert!(refused.contains("Retry-After:"), "{refused}");
+    let refused = daemon.get("/stream.mjpg");
+    assert_eq!(refused.code, 503, "{refused}");
+    assert!(refused.header("retry-after").is_some(), "{refused}");
     // The limit is shared with WebSocket clients.
     assert!(tungstenite::connect(daemon.url("/stream")).is_err());
-    let status = get(&daemon, "/status");
+    let status = daemon.get("/status");
     assert_eq!(
-        status.matches("\"format\":\"mjpeg\"").count(),
+        status.text().matches("\"format\":\"mjpeg\"").count(),
         2,
         "{status}"
     );
-    let metrics = get(&daemon, "/metrics");
-    assert!(metrics.contains("\nrpi_streamer_clients 2\n"), "{metrics}");
+    let metrics = daemon.get("/metrics");
+    assert!(
+        metrics.text().contains("\nrpi_streamer_clients 2\n"),
+        "{metrics}"
+    );
     drop(a);
     // The closed client is noticed at its next write and leaves the count.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !get(&daemon, "/metrics").contains("\nrpi_streamer_clients 1\n") {
+    while !daemon
+        .get("/metrics")
+        .text()
+        .contains("\nrpi_streamer_clients 1\n")
+    {
         assert!(Instant::now() < deadline, "the closed client still counts");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -359,10 +348,13 @@ fn mjpeg_clients_count_in_max_clients_status_and_metrics() {
 
 #[test]
 fn the_token_and_basic_auth_cover_the_stream_and_its_aliases() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", "s3cret-token"]);
+    let daemon = TestDaemon::new()
+        .arg("--auth-token")
+        .arg("s3cret-token")
+        .start();
     for target in ["/stream.mjpg", "/?action=stream", "/?action=snapshot"] {
-        let denied = get(&daemon, target);
-        assert!(status_line(&denied).contains(" 401 "), "{target}: {denied}");
+        let denied = daemon.get(target);
+        assert_eq!(denied.code, 401, "{target}: {denied}");
     }
     let mut by_query = MjpegReader::get(&daemon, "/stream.mjpg?token=s3cret-token");
     by_query.next_part();
@@ -379,10 +371,15 @@ fn the_token_and_basic_auth_cover_the_stream_and_its_aliases() {
         "{snapshot}"
     );
 
-    let daemon = Daemon::start(&["--camera-type", "test", "--basic-auth", "me:pw"]);
-    let denied = get(&daemon, "/stream.mjpg");
-    assert!(status_line(&denied).contains(" 401 "), "{denied}");
-    assert!(denied.contains("WWW-Authenticate: Basic"), "{denied}");
+    let daemon = TestDaemon::new().arg("--basic-auth").arg("me:pw").start();
+    let denied = daemon.get("/stream.mjpg");
+    assert_eq!(denied.code, 401, "{denied}");
+    assert!(
+        denied
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Basic")),
+        "{denied}"
+    );
     let mut basic = MjpegReader::open(
         &daemon,
         "GET /stream.mjpg HTTP/1.1\r\nAuthorization: Basic bWU6cHc=\r\n\r\n",
@@ -393,7 +390,7 @@ fn the_token_and_basic_auth_cover_the_stream_and_its_aliases() {
 
 #[test]
 fn sigterm_ends_mjpeg_sessions_and_exits_zero_within_a_second() {
-    let mut daemon = Daemon::start(&["--camera-type", "test"]);
+    let mut daemon = TestDaemon::new().start();
     let mut mjpeg = MjpegReader::get(&daemon, "/stream.mjpg");
     mjpeg.next_part();
     let start = Instant::now();
@@ -424,14 +421,11 @@ fn rss_kib(daemon: &Daemon) -> u64 {
 #[test]
 fn readers_that_never_read_cost_bounded_memory_and_slow_nobody() {
     let fps = 15.0;
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--fps",
-        "15",
-        "--max-clients",
-        "40",
-    ]);
+    let daemon = TestDaemon::new()
+        .fps(15)
+        .arg("--max-clients")
+        .arg("40")
+        .start();
     let mut witness = MjpegReader::get(&daemon, "/stream.mjpg");
     witness.next_part();
     let before = rss_kib(&daemon);
@@ -460,9 +454,9 @@ fn readers_that_never_read_cost_bounded_memory_and_slow_nobody() {
         grown < 4096,
         "daemon RSS grew {grown} KiB for 30 idle readers"
     );
-    let status = get(&daemon, "/status");
+    let status = daemon.get("/status");
     assert_eq!(
-        status.matches("\"format\":\"mjpeg\"").count(),
+        status.text().matches("\"format\":\"mjpeg\"").count(),
         31,
         "{status}"
     );

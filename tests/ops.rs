@@ -9,22 +9,6 @@ use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 
-fn get(daemon: &Daemon, path: &str, extra_headers: &str) -> String {
-    daemon.raw_request(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}\r\n").as_bytes())
-}
-
-fn status_code(response: &str) -> u16 {
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-fn body(response: &str) -> &str {
-    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
-}
-
 /// A placeholder is uniformly dark grey at the right edge; the test pattern never is.
 fn is_placeholder(jpeg: &[u8]) -> bool {
     let (w, h, px) = decode_jpeg(jpeg).expect("decodable frame");
@@ -34,24 +18,16 @@ fn is_placeholder(jpeg: &[u8]) -> bool {
 
 #[test]
 fn healthz_metrics_and_snapshot_describe_a_healthy_stream() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--fps",
-        "10",
-    ]);
+    let daemon = TestDaemon::new().size(320, 240).fps(10).start();
     let mut ws = daemon.connect("/stream");
     next_video(&mut ws);
-    let health = get(&daemon, "/healthz", "");
-    assert_eq!(status_code(&health), 200, "{health}");
-    assert!(body(&health).starts_with("{\"status\":\"ok\""), "{health}");
+    let health = daemon.get("/healthz");
+    assert_eq!(health.code, 200, "{health}");
+    assert!(health.text().starts_with("{\"status\":\"ok\""), "{health}");
 
-    let metrics = get(&daemon, "/metrics", "");
-    assert_eq!(status_code(&metrics), 200);
+    let metrics = daemon.get("/metrics");
+    assert_eq!(metrics.code, 200);
+    let metrics = metrics.text();
     for family in [
         "rpi_streamer_video_frames_total{outcome=\"captured\"}",
         "rpi_streamer_video_frames_dropped_total{reason=\"client_skipped\"}",
@@ -63,24 +39,17 @@ fn healthz_metrics_and_snapshot_describe_a_healthy_stream() {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
     }
 
-    let snapshot = daemon.raw_request(b"GET /snapshot.jpg HTTP/1.1\r\n\r\n");
-    assert!(snapshot.starts_with("HTTP/1.1 200 "));
-    assert!(snapshot.contains("Content-Type: image/jpeg"));
-    let raw = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
-        s.write_all(b"GET /snapshot.jpg HTTP/1.1\r\n\r\n").unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).unwrap();
-        out
-    };
-    let start = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let (w, h, _) = decode_jpeg(&raw[start..]).expect("snapshot decodes");
+    let snapshot = daemon.get("/snapshot.jpg");
+    assert!(snapshot.raw.starts_with(b"HTTP/1.1 200 "));
+    assert_eq!(snapshot.header("content-type"), Some("image/jpeg"));
+    let (w, h, _) = decode_jpeg(&snapshot.body).expect("snapshot decodes");
     assert_eq!((w, h), (320, 240));
 
-    let status = get(&daemon, "/status", "");
+    let status = daemon.get("/status");
     assert!(
-        status.contains("\"clients\":[{\"address\":\"127.0.0.1:"),
+        status
+            .text()
+            .contains("\"clients\":[{\"address\":\"127.0.0.1:"),
         "{status}"
     );
 }
@@ -89,28 +58,21 @@ fn healthz_metrics_and_snapshot_describe_a_healthy_stream() {
 fn an_injected_stall_turns_health_red_with_placeholders_and_recovers() {
     let fps = 10.0;
     let interval = 1.0 / fps;
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--fps",
-        "10",
-        "--test-fault",
-        "stall:2:3",
-    ]);
+    let daemon = TestDaemon::new()
+        .size(320, 240)
+        .fps(10)
+        .arg("--test-fault")
+        .arg("stall:2:3")
+        .start();
     let mut ws = daemon.connect("/stream");
     // Poll /healthz from a second thread while this one reads frames.
     let port = daemon.port;
     let poller = std::thread::spawn(move || {
-        let probe = Daemon::probe(port);
         let mut seen = Vec::new();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(9) {
-            let answer = probe("/healthz");
-            seen.push((unix_now(), status_code(&answer), body(&answer).to_string()));
+            let answer = http_get(port, "/healthz", &[]);
+            seen.push((unix_now(), answer.code, answer.text()));
             std::thread::sleep(Duration::from_millis(100));
         }
         seen
@@ -118,9 +80,8 @@ fn an_injected_stall_turns_health_red_with_placeholders_and_recovers() {
     let mut frames = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(9) {
-        if let Media::Video { ts, jpeg, .. } = next_video(&mut ws) {
-            frames.push((ts, is_placeholder(&jpeg)));
-        }
+        let Video { ts, jpeg, .. } = next_video(&mut ws);
+        frames.push((ts, is_placeholder(&jpeg)));
     }
     let health = poller.join().unwrap();
 
@@ -179,30 +140,22 @@ fn an_injected_stall_turns_health_red_with_placeholders_and_recovers() {
 
 #[test]
 fn a_failing_source_is_reopened_and_garbage_frames_are_dropped() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--fps",
-        "10",
-        "--test-fault",
-        "fail:1:2",
-        "--test-fault",
-        "garbage:4:1",
-    ]);
+    let daemon = TestDaemon::new()
+        .size(320, 240)
+        .fps(10)
+        .arg("--test-fault")
+        .arg("fail:1:2")
+        .arg("--test-fault")
+        .arg("garbage:4:1")
+        .start();
     let mut ws = daemon.connect("/stream");
     let start = Instant::now();
     let (mut placeholders, mut live_after) = (0, 0);
     while start.elapsed() < Duration::from_secs(6) {
-        if let Media::Video { jpeg, .. } = next_video(&mut ws) {
-            if is_placeholder(&jpeg) {
-                placeholders += 1;
-            } else if placeholders > 0 {
-                live_after += 1;
-            }
+        if is_placeholder(&next_video(&mut ws).jpeg) {
+            placeholders += 1;
+        } else if placeholders > 0 {
+            live_after += 1;
         }
     }
     assert!(placeholders >= 1, "no placeholder while the source failed");
@@ -213,8 +166,9 @@ fn a_failing_source_is_reopened_and_garbage_frames_are_dropped() {
     let log = daemon.log_text();
     assert!(log.contains("injected failure"), "{log}");
     assert!(log.contains("video source back"), "{log}");
-    let metrics = get(&daemon, "/metrics", "");
-    let errors: f64 = metrics
+    let errors: f64 = daemon
+        .get("/metrics")
+        .text()
         .lines()
         .find(|l| l.starts_with("rpi_streamer_video_frames_dropped_total{reason=\"encode_error\"}"))
         .and_then(|l| l.rsplit(' ').next())
@@ -236,20 +190,13 @@ fn the_watchdog_is_fed_while_capture_lives_and_starved_while_it_hangs() {
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let mut daemon = Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "test",
-            "--fps",
-            "10",
-            "--test-fault",
-            "hang:1:6",
-        ],
-        &[
-            ("NOTIFY_SOCKET", path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "400000"),
-        ],
-    );
+    let mut daemon = TestDaemon::new()
+        .fps(10)
+        .arg("--test-fault")
+        .arg("hang:1:6")
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .env("WATCHDOG_USEC", "400000")
+        .start();
     let mut messages = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(9) {
@@ -294,26 +241,20 @@ fn the_watchdog_is_fed_while_capture_lives_and_starved_while_it_hangs() {
 #[test]
 fn a_token_guards_every_data_endpoint_and_the_stream() {
     let token = "s3cret-token-123";
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", token]);
+    let daemon = TestDaemon::new().arg("--auth-token").arg(token).start();
     for path in ["/status", "/metrics", "/snapshot.jpg"] {
-        let none = get(&daemon, path, "");
-        assert_eq!(status_code(&none), 401, "{path} without token: {none}");
-        let wrong = get(&daemon, path, "Authorization: Bearer s3cret-token-124\r\n");
-        assert_eq!(status_code(&wrong), 401, "{path} with a wrong token");
-        let header = get(&daemon, path, &format!("Authorization: Bearer {token}\r\n"));
-        assert_ne!(status_code(&header), 401, "{path} with the token: {header}");
-        let query = get(&daemon, &format!("{path}?token={token}"), "");
-        assert_ne!(status_code(&query), 401, "{path}?token=");
+        let none = daemon.get(path);
+        assert_eq!(none.code, 401, "{path} without token: {none}");
+        let wrong = daemon.get_with(path, &[("Authorization", "Bearer s3cret-token-124")]);
+        assert_eq!(wrong.code, 401, "{path} with a wrong token");
+        let bearer = format!("Bearer {token}");
+        let header = daemon.get_with(path, &[("Authorization", bearer.as_str())]);
+        assert_ne!(header.code, 401, "{path} with the token: {header}");
+        let query = daemon.get(&format!("{path}?token={token}"));
+        assert_ne!(query.code, 401, "{path}?token=");
     }
-    assert!(matches!(
-        status_code(&get(&daemon, "/healthz", "")),
-        200 | 503
-    ));
-    assert_eq!(
-        status_code(&get(&daemon, "/", "")),
-        200,
-        "the page itself is public"
-    );
+    assert!(matches!(daemon.get("/healthz").code, 200 | 503));
+    assert_eq!(daemon.get("/").code, 200, "the page itself is public");
 
     let refused = tungstenite::connect(daemon.url("/stream"));
     assert!(
@@ -335,15 +276,22 @@ fn a_token_guards_every_data_endpoint_and_the_stream() {
 
 #[test]
 fn basic_credentials_guard_the_page_and_the_stream() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--basic-auth", "viewer:pw"]);
-    let page = get(&daemon, "/", "");
-    assert_eq!(status_code(&page), 401);
-    assert!(page.contains("WWW-Authenticate: Basic"), "{page}");
+    let daemon = TestDaemon::new()
+        .arg("--basic-auth")
+        .arg("viewer:pw")
+        .start();
+    let page = daemon.get("/");
+    assert_eq!(page.code, 401);
+    assert!(
+        page.header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Basic")),
+        "{page}"
+    );
     // viewer:pw
-    let ok = get(&daemon, "/", "Authorization: Basic dmlld2VyOnB3\r\n");
-    assert_eq!(status_code(&ok), 200);
-    let bad = get(&daemon, "/status", "Authorization: Basic dmlld2VyOnB4\r\n");
-    assert_eq!(status_code(&bad), 401);
+    let ok = daemon.get_with("/", &[("Authorization", "Basic dmlld2VyOnB3")]);
+    assert_eq!(ok.code, 200);
+    let bad = daemon.get_with("/status", &[("Authorization", "Basic dmlld2VyOnB4")]);
+    assert_eq!(bad.code, 401);
     let mut req = daemon.url("/stream").into_client_request().unwrap();
     req.headers_mut().insert(
         "Authorization",
@@ -355,14 +303,12 @@ fn basic_credentials_guard_the_page_and_the_stream() {
 
 #[test]
 fn client_limit_and_origin_checks_refuse_clearly() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--max-clients",
-        "2",
-        "--allowed-origin",
-        "http://cam.local:8080",
-    ]);
+    let daemon = TestDaemon::new()
+        .arg("--max-clients")
+        .arg("2")
+        .arg("--allowed-origin")
+        .arg("http://cam.local:8080")
+        .start();
     let mut a = daemon.connect("/stream");
     let mut b = daemon.connect("/stream");
     next_video(&mut a);

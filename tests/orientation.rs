@@ -92,9 +92,7 @@ fn mjpeg_frames(daemon: &Daemon) -> Vec<(usize, usize, Vec<u8>)> {
 }
 
 fn daemon_turned(flags: &[&str]) -> Daemon {
-    let mut args = vec!["--camera-type", "test", "--fps", "30"];
-    args.extend_from_slice(flags);
-    Daemon::start(&args)
+    TestDaemon::new().fps(30).args(flags).start()
 }
 
 #[test]
@@ -125,8 +123,9 @@ fn every_orientation_puts_the_corner_square_where_it_belongs() {
             assert_eq!((*w, *h), size, "{flags:?}");
         }
         assert_eq!(square_corners(&frames), [corner], "{flags:?}");
-        let status =
-            daemon.raw_request(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let status = daemon
+            .get_with("/status", &[("Connection", "close")])
+            .text();
         let sizes = format!("\"width\":{},\"height\":{},", size.0, size.1);
         assert!(status.contains(&sizes), "{flags:?}: {status}");
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Daemon;
+use common::{Daemon, TestDaemon};
 use std::time::Duration;
 
 const TOKEN: &str = "s3cret-token";
@@ -17,7 +17,7 @@ fn request(daemon: &Daemon, target: &str, extra_headers: &str) -> String {
 
 #[test]
 fn absolute_form_targets_reach_their_endpoint_with_their_query() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", TOKEN]);
+    let daemon = TestDaemon::new().arg("--auth-token").arg(TOKEN).start();
     let port = daemon.port;
     // Healthy once the first frames are out; the origin form says when.
     let start = std::time::Instant::now();
@@ -41,7 +41,7 @@ fn absolute_form_targets_reach_their_endpoint_with_their_query() {
 
 #[test]
 fn a_401_says_unauthorized() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", TOKEN]);
+    let daemon = TestDaemon::new().arg("--auth-token").arg(TOKEN).start();
     let denied = request(&daemon, "/status", "");
     assert!(
         denied.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
@@ -51,7 +51,7 @@ fn a_401_says_unauthorized() {
 
 #[test]
 fn auth_schemes_are_accepted_in_any_case() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", TOKEN]);
+    let daemon = TestDaemon::new().arg("--auth-token").arg(TOKEN).start();
     for scheme in ["bearer", "BEARER", "Bearer"] {
         let ok = request(
             &daemon,
@@ -60,7 +60,7 @@ fn auth_schemes_are_accepted_in_any_case() {
         );
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{scheme}: {ok}");
     }
-    let basic = Daemon::start(&["--camera-type", "test", "--basic-auth", "me:pw"]);
+    let basic = TestDaemon::new().arg("--basic-auth").arg("me:pw").start();
     // "me:pw" in base64.
     let ok = request(&basic, "/", "Authorization: basic bWU6cHc=\r\n");
     assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
@@ -68,7 +68,7 @@ fn auth_schemes_are_accepted_in_any_case() {
 
 #[test]
 fn too_many_small_headers_are_refused_as_such_with_431() {
-    let daemon = Daemon::start(&["--camera-type", "test"]);
+    let daemon = TestDaemon::new().start();
     let headers: String = (0..65).map(|i| format!("X-{i}: 1\r\n")).collect();
     let response = request(&daemon, "/healthz", &headers);
     assert!(

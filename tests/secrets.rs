@@ -6,7 +6,7 @@
 mod common;
 
 use base64::Engine as _;
-use common::{exit_output, Daemon};
+use common::{exit_output, Daemon, TestDaemon};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -44,21 +44,6 @@ impl Drop for SecretFile {
     }
 }
 
-fn status_code(response: &str) -> u16 {
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
-}
-
-fn get(daemon: &Daemon, path: &str, authorization: Option<&str>) -> String {
-    let header = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    daemon.raw_request(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{header}\r\n").as_bytes())
-}
-
 /// The daemon's argv as every local user can read it (`ps`), NULs as spaces.
 fn cmdline(daemon: &Daemon) -> String {
     let raw = std::fs::read(format!("/proc/{}/cmdline", daemon.child.id()))
@@ -75,59 +60,87 @@ fn refused(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
 fn a_token_from_a_file_protects_the_data_and_stays_out_of_the_command_line() {
     let token = "t0ken-from-a-file";
     let file = SecretFile::new("token-file", &format!("{token}\n"));
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token-file", file.arg()]);
+    let daemon = TestDaemon::new()
+        .arg("--auth-token-file")
+        .arg(file.arg())
+        .start();
     let argv = cmdline(&daemon);
     assert!(argv.contains(file.arg()), "not the daemon's argv: {argv}");
     assert!(!argv.contains(token), "the token is in argv: {argv}");
-    let denied = get(&daemon, "/status", None);
+    let denied = daemon.get("/status");
     assert!(
-        denied.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        denied.raw.starts_with(b"HTTP/1.1 401 Unauthorized\r\n"),
         "{denied}"
     );
     assert_eq!(
-        status_code(&get(&daemon, "/status", Some("Bearer wrong-token"))),
+        daemon
+            .get_with("/status", &[("Authorization", "Bearer wrong-token")])
+            .code,
         401
     );
     let bearer = format!("Bearer {token}");
-    assert_eq!(status_code(&get(&daemon, "/status", Some(&bearer))), 200);
+    assert_eq!(
+        daemon
+            .get_with("/status", &[("Authorization", bearer.as_str())])
+            .code,
+        200
+    );
     // The trailing newline of the file is not part of the token.
     let query = format!("/status?token={token}");
-    assert_eq!(status_code(&get(&daemon, &query, None)), 200);
-    assert_eq!(
-        status_code(&get(&daemon, "/status?token=t0ken-from-a-file%0A", None)),
-        401
-    );
+    assert_eq!(daemon.get(&query).code, 200);
+    assert_eq!(daemon.get("/status?token=t0ken-from-a-file%0A").code, 401);
 }
 
 #[test]
 fn a_secret_on_the_command_line_still_works_but_is_warned_about() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--auth-token", "s3cret-token"]);
+    let daemon = TestDaemon::new()
+        .arg("--auth-token")
+        .arg("s3cret-token")
+        .start();
     let bearer = "Bearer s3cret-token";
-    assert_eq!(status_code(&get(&daemon, "/status", Some(bearer))), 200);
+    assert_eq!(
+        daemon
+            .get_with("/status", &[("Authorization", bearer)])
+            .code,
+        200
+    );
     let log = daemon.log_text();
     assert!(
         log.contains("--auth-token on the command line is visible to every local user"),
         "{log}"
     );
     let file = SecretFile::new("no-warning", "s3cret-token\n");
-    let quiet = Daemon::start(&["--camera-type", "test", "--auth-token-file", file.arg()]);
+    let quiet = TestDaemon::new()
+        .arg("--auth-token-file")
+        .arg(file.arg())
+        .start();
     assert!(!quiet.log_text().contains("visible to every local user"));
 }
 
 #[test]
 fn basic_credentials_from_a_file_protect_the_page() {
     let file = SecretFile::new("basic-file", "viewer:file-pw\n");
-    let daemon = Daemon::start(&["--camera-type", "test", "--basic-auth-file", file.arg()]);
+    let daemon = TestDaemon::new()
+        .arg("--basic-auth-file")
+        .arg(file.arg())
+        .start();
     assert!(!cmdline(&daemon).contains("file-pw"));
-    assert_eq!(status_code(&get(&daemon, "/", None)), 401);
+    assert_eq!(daemon.get("/").code, 401);
     let good = base64::engine::general_purpose::STANDARD.encode("viewer:file-pw");
     assert_eq!(
-        status_code(&get(&daemon, "/", Some(&format!("Basic {good}")))),
+        daemon
+            .get_with("/", &[("Authorization", format!("Basic {good}").as_str())])
+            .code,
         200
     );
     let newline = base64::engine::general_purpose::STANDARD.encode("viewer:file-pw\n");
     assert_eq!(
-        status_code(&get(&daemon, "/", Some(&format!("Basic {newline}")))),
+        daemon
+            .get_with(
+                "/",
+                &[("Authorization", format!("Basic {newline}").as_str())]
+            )
+            .code,
         401
     );
 }
@@ -135,21 +148,25 @@ fn basic_credentials_from_a_file_protect_the_page() {
 #[test]
 fn secrets_in_the_environment_work_and_stay_out_of_the_command_line() {
     let token = "t0ken-from-the-env";
-    let daemon = Daemon::start_with_env(
-        &["--camera-type", "test"],
-        &[
-            ("RPI_STREAMER_AUTH_TOKEN", token),
-            ("RPI_STREAMER_BASIC_AUTH", "viewer:env-pw"),
-        ],
-    );
+    let daemon = TestDaemon::new()
+        .env("RPI_STREAMER_AUTH_TOKEN", token)
+        .env("RPI_STREAMER_BASIC_AUTH", "viewer:env-pw")
+        .start();
     assert!(!cmdline(&daemon).contains(token));
-    assert_eq!(status_code(&get(&daemon, "/status", None)), 401);
+    assert_eq!(daemon.get("/status").code, 401);
     let bearer = format!("Bearer {token}");
-    assert_eq!(status_code(&get(&daemon, "/status", Some(&bearer))), 200);
-    let basic = base64::engine::general_purpose::STANDARD.encode("viewer:env-pw");
-    assert_eq!(status_code(&get(&daemon, "/", None)), 401);
     assert_eq!(
-        status_code(&get(&daemon, "/", Some(&format!("Basic {basic}")))),
+        daemon
+            .get_with("/status", &[("Authorization", bearer.as_str())])
+            .code,
+        200
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode("viewer:env-pw");
+    assert_eq!(daemon.get("/").code, 401);
+    assert_eq!(
+        daemon
+            .get_with("/", &[("Authorization", format!("Basic {basic}").as_str())])
+            .code,
         200
     );
 }

@@ -25,13 +25,13 @@ fn collect(ws: &mut Client, secs: f64) -> Run {
     while start.elapsed().as_secs_f64() < secs {
         let received = unix_now();
         match next_media(ws) {
-            Media::Video {
+            Media::Video(Video {
                 ts,
                 width,
                 height,
                 jpeg,
-            } => run.videos.push((ts, width, height, jpeg, received)),
-            Media::Audio { ts, pcm } => run.audios.push((ts, pcm.len(), received)),
+            }) => run.videos.push((ts, width, height, jpeg, received)),
+            Media::Audio(Audio { ts, pcm }) => run.audios.push((ts, pcm.len(), received)),
         }
     }
     run
@@ -83,17 +83,7 @@ fn check_stream(run: &Run, width: u32, height: u32, rate: usize, channels: usize
 
 #[test]
 fn every_message_follows_the_seed_format_and_decodes() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--enable-audio",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--fps",
-        "15",
-    ]);
+    let daemon = TestDaemon::new().audio().size(320, 240).fps(15).start();
     let mut ws = daemon.connect("/stream");
     let run = collect(&mut ws, 3.0);
     check_stream(&run, 320, 240, 48_000, 1, 15.0);
@@ -101,21 +91,15 @@ fn every_message_follows_the_seed_format_and_decodes() {
 
 #[test]
 fn stereo_audio_at_a_chosen_rate_has_the_right_byte_rate() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--enable-audio",
-        "--audio-channels",
-        "2",
-        "--audio-samplerate",
-        "44100",
-        "--width",
-        "160",
-        "--height",
-        "120",
-        "--fps",
-        "10",
-    ]);
+    let daemon = TestDaemon::new()
+        .audio()
+        .arg("--audio-channels")
+        .arg("2")
+        .arg("--audio-samplerate")
+        .arg("44100")
+        .size(160, 120)
+        .fps(10)
+        .start();
     let mut ws = daemon.connect("/stream");
     let run = collect(&mut ws, 2.5);
     check_stream(&run, 160, 120, 44_100, 2, 10.0);
@@ -125,7 +109,7 @@ fn stereo_audio_at_a_chosen_rate_has_the_right_byte_rate() {
 fn a_stalled_client_slows_nobody_and_resumes_with_a_fresh_frame() {
     let fps = 15.0;
     let interval = 1.0 / fps;
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "15"]);
+    let daemon = TestDaemon::new().fps(15).start();
     let mut steady = daemon.connect("/stream");
     let mut stalled = daemon.connect("/stream");
     // Kernel buffers on the client's side are out of the server's reach: keep the stalled
@@ -161,9 +145,7 @@ fn a_stalled_client_slows_nobody_and_resumes_with_a_fresh_frame() {
     let mut largest = 0usize;
     let mut first_fresh_age = None;
     for _ in 0..200 {
-        let Media::Video { ts, jpeg, .. } = next_video(&mut stalled) else {
-            unreachable!()
-        };
+        let Video { ts, jpeg, .. } = next_video(&mut stalled);
         let age = unix_now() - ts;
         let message_len = jpeg.len().div_ceil(3) * 4 + 40;
         largest = largest.max(message_len);
@@ -186,19 +168,17 @@ fn a_stalled_client_slows_nobody_and_resumes_with_a_fresh_frame() {
 #[test]
 fn a_late_client_gets_a_fresh_first_frame() {
     let interval = 1.0 / 15.0;
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "15"]);
+    let daemon = TestDaemon::new().fps(15).start();
     std::thread::sleep(Duration::from_secs(3));
     let mut ws = daemon.connect("/stream");
-    let Media::Video { ts, .. } = next_video(&mut ws) else {
-        unreachable!()
-    };
+    let ts = next_video(&mut ws).ts;
     let age = unix_now() - ts;
     assert!(age < 2.0 * interval, "first frame is {age:.3}s old");
 }
 
 #[test]
 fn sigterm_closes_clients_with_1001_and_exits_zero_within_a_second() {
-    let mut daemon = Daemon::start(&["--camera-type", "test", "--enable-audio"]);
+    let mut daemon = TestDaemon::new().audio().start();
     let mut clients = vec![
         daemon.connect("/stream"),
         daemon.connect("/stream?format=binary"),
@@ -228,8 +208,8 @@ fn sigterm_closes_clients_with_1001_and_exits_zero_within_a_second() {
 
 /// A second client keeps streaming while the first misbehaves.
 fn still_serving(daemon: &Daemon, witness: &mut Client) {
-    let before = next_video(witness).ts();
-    let after = next_video(witness).ts();
+    let before = next_video(witness).ts;
+    let after = next_video(witness).ts;
     assert!(after > before, "witness stream stalled");
     let mut fresh = daemon.connect("/stream");
     next_video(&mut fresh);
@@ -237,7 +217,7 @@ fn still_serving(daemon: &Daemon, witness: &mut Client) {
 
 #[test]
 fn hostile_requests_end_only_their_own_connection() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--fps", "20"]);
+    let daemon = TestDaemon::new().fps(20).start();
     let mut witness = daemon.connect("/stream");
 
     let plain = daemon.raw_request(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -255,8 +235,8 @@ fn hostile_requests_end_only_their_own_connection() {
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
     still_serving(&daemon, &mut witness);
 
-    let missing = daemon.raw_request(b"GET /no-such-page HTTP/1.1\r\n\r\n");
-    assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+    let missing = daemon.get("/no-such-page");
+    assert!(missing.raw.starts_with(b"HTTP/1.1 404 "), "{missing}");
 
     // A 1 MiB text frame from a client: that client is closed, nobody else notices.
     let mut loud = daemon.connect("/stream");
@@ -277,7 +257,7 @@ fn hostile_requests_end_only_their_own_connection() {
 
 #[test]
 fn half_sent_heads_time_out_without_blocking_others() {
-    let daemon = Daemon::start(&["--camera-type", "test"]);
+    let daemon = TestDaemon::new().start();
     let mut idle = TcpStream::connect(("127.0.0.1", daemon.port)).unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     let mut witness = daemon.connect("/stream");
@@ -291,15 +271,7 @@ fn half_sent_heads_time_out_without_blocking_others() {
 
 #[test]
 fn binary_clients_get_headers_and_raw_jpeg() {
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "test",
-        "--enable-audio",
-        "--width",
-        "320",
-        "--height",
-        "240",
-    ]);
+    let daemon = TestDaemon::new().audio().size(320, 240).start();
     let mut ws = daemon.connect("/stream?format=binary");
     let (mut video, mut audio) = (0, 0);
     while video < 3 || audio < 3 {
@@ -355,7 +327,7 @@ fn clock_exchange(ws: &mut Client, client_time: &str) -> (f64, f64) {
 
 #[test]
 fn clock_requests_are_answered_in_both_framings_and_other_text_is_ignored() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--enable-audio"]);
+    let daemon = TestDaemon::new().audio().start();
     for path in ["/stream", "/stream?format=binary"] {
         let mut ws = daemon.connect(path);
         // Not commands: ignored, the session goes on.
@@ -392,25 +364,27 @@ fn clock_requests_are_answered_in_both_framings_and_other_text_is_ignored() {
 
 #[test]
 fn status_reports_configuration_and_the_client_page_is_served() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--enable-audio", "--fps", "12"]);
+    let daemon = TestDaemon::new().audio().fps(12).start();
     std::thread::sleep(Duration::from_millis(300));
-    let status = daemon.raw_request(b"GET /status HTTP/1.1\r\n\r\n");
-    assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
-    assert!(status.contains("application/json"));
-    assert!(status.contains("\"fps\":12"), "{status}");
-    assert!(status.contains("\"sample_rate\":48000"), "{status}");
-    let page = daemon.raw_request(b"GET / HTTP/1.1\r\n\r\n");
-    assert!(page.starts_with("HTTP/1.1 200 "));
-    assert!(page.contains("text/html"));
-    let nope = daemon.raw_request(b"GET /../Cargo.toml HTTP/1.1\r\n\r\n");
-    assert!(nope.starts_with("HTTP/1.1 404 "), "{nope}");
+    let status = daemon.get("/status");
+    assert!(status.raw.starts_with(b"HTTP/1.1 200 "), "{status}");
+    let json = status.header("content-type");
+    assert!(json.is_some_and(|t| t.contains("application/json")));
+    assert!(status.text().contains("\"fps\":12"), "{status}");
+    assert!(status.text().contains("\"sample_rate\":48000"), "{status}");
+    let page = daemon.get("/");
+    assert!(page.raw.starts_with(b"HTTP/1.1 200 "));
+    let html = page.header("content-type");
+    assert!(html.is_some_and(|t| t.contains("text/html")));
+    let nope = daemon.get("/../Cargo.toml");
+    assert!(nope.raw.starts_with(b"HTTP/1.1 404 "), "{nope}");
 }
 
 #[test]
 fn no_client_serves_only_the_stream() {
-    let daemon = Daemon::start(&["--camera-type", "test", "--no-client"]);
-    let page = daemon.raw_request(b"GET / HTTP/1.1\r\n\r\n");
-    assert!(page.starts_with("HTTP/1.1 404 "), "{page}");
+    let daemon = TestDaemon::new().arg("--no-client").start();
+    let page = daemon.get("/");
+    assert!(page.raw.starts_with(b"HTTP/1.1 404 "), "{page}");
     let mut ws = daemon.connect("/stream");
     next_video(&mut ws);
 }
@@ -444,26 +418,19 @@ fn bad_flags_exit_2_naming_the_flag_and_help_exits_0() {
 fn an_unavailable_camera_streams_placeholders_instead_of_exiting() {
     // The default build has no USB backend: the daemon must keep serving "NO SIGNAL".
     // (With the backend, /dev/video99 does not exist here either.)
-    let daemon = Daemon::start(&[
-        "--camera-type",
-        "usb",
-        "--device-id",
-        "99",
-        "--width",
-        "320",
-        "--height",
-        "240",
-    ]);
+    let daemon = TestDaemon::new()
+        .camera("usb")
+        .arg("--device-id")
+        .arg("99")
+        .size(320, 240)
+        .start();
     let mut ws = daemon.connect("/stream");
-    let Media::Video {
+    let Video {
         width,
         height,
         jpeg,
         ..
-    } = next_video(&mut ws)
-    else {
-        unreachable!()
-    };
+    } = next_video(&mut ws);
     assert_eq!((width, height), (320, 240));
     let (w, h, _) = decode_jpeg(&jpeg).unwrap();
     assert_eq!((w, h), (320, 240));

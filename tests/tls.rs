@@ -20,13 +20,12 @@ const KEY_FILE: &str = "self-signed-key.pem";
 
 /// Reads WebSocket messages until a text video frame; its parsed form.
 #[cfg(feature = "tls")]
-fn next_video_over_tls(ws: &mut tls::TlsClient) -> Media {
+fn next_video_over_tls(ws: &mut tls::TlsClient) -> Video {
     for _ in 0..200 {
         match ws.read().expect("read a message over WSS") {
             tungstenite::Message::Text(t) => {
-                let media = parse_text(t.as_str()).expect("seed grammar");
-                if matches!(media, Media::Video { .. }) {
-                    return media;
+                if let Media::Video(video) = parse_text(t.as_str()).expect("seed grammar") {
+                    return video;
                 }
             }
             tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
@@ -43,9 +42,12 @@ fn status_of(response: &str) -> &str {
 
 #[cfg(feature = "tls")]
 fn self_signed_daemon(state: &TempDir, extra: &[&str]) -> Daemon {
-    let mut args = vec!["--camera-type", "test", "--fps", "15", "--tls-self-signed"];
-    args.extend_from_slice(extra);
-    Daemon::start_with_env(&args, &[("STATE_DIRECTORY", state.0.to_str().unwrap())])
+    TestDaemon::new()
+        .fps(15)
+        .arg("--tls-self-signed")
+        .args(extra)
+        .env("STATE_DIRECTORY", state.0.to_str().unwrap())
+        .start()
 }
 
 /// The fingerprint the daemon logged at start.
@@ -121,9 +123,7 @@ fn a_self_signed_certificate_serves_every_endpoint_and_is_reused_on_restart() {
 
     let mut ws = tls::websocket(daemon.port, "localhost", &trust, "/stream");
     for _ in 0..3 {
-        let Media::Video { jpeg, width, .. } = next_video_over_tls(&mut ws) else {
-            unreachable!()
-        };
+        let Video { jpeg, width, .. } = next_video_over_tls(&mut ws);
         assert_eq!(width, 640);
         let (w, h, _) = decode_jpeg(&jpeg).expect("a whole JPEG over WSS");
         assert_eq!((w, h), (640, 480));
@@ -257,14 +257,12 @@ fn a_certificate_chain_and_key_from_files_are_served() {
                 None => continue,
             },
         };
-        let daemon = Daemon::start(&[
-            "--camera-type",
-            "test",
-            "--tls-cert",
-            &chain,
-            "--tls-key",
-            &key,
-        ]);
+        let daemon = TestDaemon::new()
+            .arg("--tls-cert")
+            .arg(&chain)
+            .arg("--tls-key")
+            .arg(&key)
+            .start();
         let leaf = &tls::read_certs(std::path::Path::new(&chain))[0];
         assert_eq!(
             logged_fingerprint(&daemon),

@@ -52,6 +52,85 @@ pub fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// Flags and environment for a daemon under test: the synthetic camera at the daemon's own
+/// defaults unless told otherwise, then [`TestDaemon::start`].
+#[derive(Debug, Clone)]
+pub struct TestDaemon {
+    camera: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Default for TestDaemon {
+    fn default() -> TestDaemon {
+        TestDaemon::new()
+    }
+}
+
+impl TestDaemon {
+    /// `--camera-type test`, no other flag.
+    pub fn new() -> TestDaemon {
+        TestDaemon {
+            camera: "test".to_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// `--camera-type kind` instead of `test`.
+    pub fn camera(mut self, kind: &str) -> TestDaemon {
+        self.camera = kind.to_string();
+        self
+    }
+
+    /// `--width w --height h`.
+    pub fn size(self, width: u32, height: u32) -> TestDaemon {
+        self.arg("--width")
+            .arg(width.to_string())
+            .arg("--height")
+            .arg(height.to_string())
+    }
+
+    /// `--fps fps`.
+    pub fn fps(self, fps: u32) -> TestDaemon {
+        self.arg("--fps").arg(fps.to_string())
+    }
+
+    /// `--enable-audio` (the test tone with the synthetic camera).
+    pub fn audio(self) -> TestDaemon {
+        self.arg("--enable-audio")
+    }
+
+    /// Any other flag or flag value, in order.
+    pub fn arg(mut self, arg: impl AsRef<str>) -> TestDaemon {
+        self.args.push(arg.as_ref().to_string());
+        self
+    }
+
+    /// An environment variable for the daemon.
+    pub fn env(mut self, name: &str, value: &str) -> TestDaemon {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// More flags or flag values, in order.
+    pub fn args<S: AsRef<str>>(self, args: impl IntoIterator<Item = S>) -> TestDaemon {
+        args.into_iter().fold(self, TestDaemon::arg)
+    }
+
+    /// Starts the daemon on a free loopback port and waits until it listens.
+    pub fn start(&self) -> Daemon {
+        let mut args = vec!["--camera-type", self.camera.as_str()];
+        args.extend(self.args.iter().map(String::as_str));
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Daemon::start(&args, &env)
+    }
+}
+
 /// A running daemon; killed on drop if still alive.
 pub struct Daemon {
     pub child: Child,
@@ -67,13 +146,9 @@ fn free_port() -> u16 {
 }
 
 impl Daemon {
-    /// Starts the daemon with `args` (plus host/port) and waits until it listens.
-    pub fn start(args: &[&str]) -> Daemon {
-        Daemon::start_with_env(args, &[])
-    }
-
-    /// Like [`Daemon::start`] with extra environment variables.
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    /// Starts the daemon with `args` (plus host/port) and `env`, and waits until it listens;
+    /// tests build both with [`TestDaemon`].
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         for _attempt in 0..5 {
             let port = free_port();
             let mut cmd = daemon_command();
@@ -137,28 +212,28 @@ impl Daemon {
 
     /// Sends a raw request and returns everything the server answered until it closed.
     pub fn raw_request(&self, bytes: &[u8]) -> String {
+        self.send(bytes).raw_text()
+    }
+
+    /// Sends a raw request (any method, any bytes) and parses what came back.
+    pub fn send(&self, bytes: &[u8]) -> Reply {
         use std::io::{Read, Write};
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = s.write_all(bytes);
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
+        Reply::parse(out)
     }
 
-    /// A function that GETs a path from the daemon on `port` (usable from other threads).
-    pub fn probe(port: u16) -> impl Fn(&str) -> String {
-        move |path: &str| {
-            use std::io::{Read, Write};
-            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-                return String::new();
-            };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = s.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
-            let mut out = Vec::new();
-            let _ = s.read_to_end(&mut out);
-            String::from_utf8_lossy(&out).into_owned()
-        }
+    /// GETs `path` from this daemon; see [`http_get`].
+    pub fn get(&self, path: &str) -> Reply {
+        http_get(self.port, path, &[])
+    }
+
+    /// GETs `path` with extra request `headers`; see [`http_get`].
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        http_get(self.port, path, headers)
     }
 
     /// Sends SIGTERM.
@@ -203,6 +278,89 @@ impl Drop for Daemon {
     }
 }
 
+/// An HTTP response as the daemon sent it, until it closed the connection.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    /// The status code; 0 when nothing (or no status line) came back.
+    pub code: u16,
+    /// Header names lower-cased, values trimmed, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Everything received, head and body, for failure messages and raw checks.
+    pub raw: Vec<u8>,
+}
+
+impl Reply {
+    /// Splits a raw response into status code, headers and body.
+    pub fn parse(raw: Vec<u8>) -> Reply {
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
+        let (head, body) = match split {
+            Some(at) => (&raw[..at], raw[at + 4..].to_vec()),
+            None => (&raw[..], Vec::new()),
+        };
+        let head = String::from_utf8_lossy(head);
+        let mut lines = head.lines();
+        let code = lines
+            .next()
+            .and_then(|status| status.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Reply {
+            code,
+            headers,
+            body,
+            raw,
+        }
+    }
+
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The whole response as text (lossy UTF-8).
+    pub fn raw_text(&self) -> String {
+        String::from_utf8_lossy(&self.raw).into_owned()
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.raw_text())
+    }
+}
+
+/// GETs `path` from the daemon on `port` with `Host: x` and extra `headers`; an empty
+/// [`Reply`] (code 0) if it cannot connect. Usable from any thread.
+pub fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Reply::default();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+    for (name, value) in headers {
+        head += &format!("{name}: {value}\r\n");
+    }
+    head += "\r\n";
+    let _ = s.write_all(head.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    Reply::parse(out)
+}
+
 /// Sets the read timeout of a client's socket.
 pub fn set_read_timeout(ws: &Client, d: Duration) {
     if let MaybeTlsStream::Plain(s) = ws.get_ref() {
@@ -210,25 +368,33 @@ pub fn set_read_timeout(ws: &Client, d: Duration) {
     }
 }
 
+/// One video frame of the seed format.
+#[derive(Debug, Clone)]
+pub struct Video {
+    pub ts: f64,
+    pub width: u32,
+    pub height: u32,
+    pub jpeg: Vec<u8>,
+}
+
+/// One audio chunk of the seed format.
+#[derive(Debug, Clone)]
+pub struct Audio {
+    pub ts: f64,
+    pub pcm: Vec<u8>,
+}
+
 /// A parsed seed-format message.
 #[derive(Debug, Clone)]
 pub enum Media {
-    Video {
-        ts: f64,
-        width: u32,
-        height: u32,
-        jpeg: Vec<u8>,
-    },
-    Audio {
-        ts: f64,
-        pcm: Vec<u8>,
-    },
+    Video(Video),
+    Audio(Audio),
 }
 
 impl Media {
     pub fn ts(&self) -> f64 {
         match self {
-            Media::Video { ts, .. } | Media::Audio { ts, .. } => *ts,
+            Media::Video(Video { ts, .. }) | Media::Audio(Audio { ts, .. }) => *ts,
         }
     }
 }
@@ -264,19 +430,19 @@ pub fn parse_text(msg: &str) -> Result<Media, String> {
         let height = parse_dim(parts.next().unwrap_or(""))?;
         let data = parts.next().ok_or("video message without payload")?;
         let jpeg = b64.decode(data).map_err(|e| format!("video base64: {e}"))?;
-        Ok(Media::Video {
+        Ok(Media::Video(Video {
             ts,
             width,
             height,
             jpeg,
-        })
+        }))
     } else if let Some(rest) = msg.strip_prefix("audio:") {
         let (ts, data) = rest
             .split_once(':')
             .ok_or("audio message without payload")?;
         let ts = parse_ts(ts)?;
         let pcm = b64.decode(data).map_err(|e| format!("audio base64: {e}"))?;
-        Ok(Media::Audio { ts, pcm })
+        Ok(Media::Audio(Audio { ts, pcm }))
     } else {
         Err(format!("unknown message {:?}", &msg[..msg.len().min(40)]))
     }
@@ -294,13 +460,21 @@ pub fn next_media(ws: &mut Client) -> Media {
 }
 
 /// Reads messages until a video frame arrives; returns it.
-pub fn next_video(ws: &mut Client) -> Media {
+pub fn next_video(ws: &mut Client) -> Video {
     loop {
-        let m = next_media(ws);
-        if matches!(m, Media::Video { .. }) {
-            return m;
+        if let Media::Video(video) = next_media(ws) {
+            return video;
         }
     }
+}
+
+/// The median of `lags` (seconds), e.g. arrival time minus capture stamp.
+///
+/// # Panics
+/// If `lags` is empty.
+pub fn median_lag(mut lags: Vec<f64>) -> f64 {
+    lags.sort_by(f64::total_cmp);
+    lags[lags.len() / 2]
 }
 
 /// Decodes a JPEG to (width, height, RGB pixels) with zune-jpeg.
