@@ -377,21 +377,12 @@ fn a_missing_camera_index_streams_placeholders_and_says_why() {
 fn the_virtual_cameras_controls_are_listed_and_unknown_ones_refused() {
     virtual_cameras();
     let index = camera_index(BARS_ID);
-    let daemon = Daemon::start_with_env(
-        &[
-            "--camera-type",
-            "rpi",
-            "--camera-index",
-            &index,
-            "--fps",
-            "15",
-            "--no-client",
-            "--camera-control",
-            "AfMode=Continuous",
-            "--hflip",
-        ],
-        &[("LIBCAMERA_LOG_LEVELS", "*:WARN")],
-    );
+    let daemon = TestDaemon::new()
+        .camera("rpi")
+        .args(["--camera-index", &index, "--fps", "15", "--no-client"])
+        .args(["--camera-control", "AfMode=Continuous", "--hflip"])
+        .env("LIBCAMERA_LOG_LEVELS", "*:WARN")
+        .start();
     let refused = "camera control AfMode=\"Continuous\": no control named \"AfMode\"; \
                    this camera offers: no controls";
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -403,25 +394,26 @@ fn the_virtual_cameras_controls_are_listed_and_unknown_ones_refused() {
         "log:\n{}",
         daemon.log_text()
     );
-    let listed =
-        daemon.raw_request(b"GET /controls HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    assert!(listed.ends_with("\r\n\r\n[]"), "{listed}");
+    let listed = daemon.get("/controls");
+    assert_eq!(
+        (listed.code, listed.text().as_str()),
+        (200, "[]"),
+        "{listed}"
+    );
     let body = r#"{"Brightness": 0.1}"#;
-    let answer = daemon.raw_request(
+    let answer = daemon.send(
         format!(
             "POST /controls HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
     );
+    assert_eq!(answer.code, 400, "{answer}");
     assert!(
-        answer.starts_with("HTTP/1.1 400") && answer.contains("this camera offers: no controls"),
+        answer.text().contains("this camera offers: no controls"),
         "{answer}"
     );
     let mut ws = daemon.connect("/stream");
     let first = next_video(&mut ws);
-    assert!(
-        next_video(&mut ws).ts() > first.ts(),
-        "the camera streams on"
-    );
+    assert!(next_video(&mut ws).ts > first.ts, "the camera streams on");
 }
