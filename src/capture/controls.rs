@@ -210,6 +210,21 @@ fn parse_bool(text: &str) -> Option<bool> {
 }
 
 impl ControlInfo {
+    /// A settable float control: `range` inclusive, any step.
+    pub fn float(name: &str, (min, max): (f64, f64), default: f64, value: f64) -> ControlInfo {
+        ControlInfo {
+            name: name.into(),
+            kind: ControlType::Float,
+            min,
+            max,
+            step: 0.0,
+            default: Value::Float(default),
+            value: Value::Float(value),
+            menu: vec![],
+            read_only: false,
+        }
+    }
+
     /// What the control takes, in words: `a number in -1..1`, `one of Manual, Auto`.
     pub fn expects(&self) -> String {
         let (min, max) = (Number(self.min), Number(self.max));
@@ -517,17 +532,7 @@ mod tests {
     use super::*;
 
     fn float(name: &str, min: f64, max: f64, default: f64) -> ControlInfo {
-        ControlInfo {
-            name: name.into(),
-            kind: ControlType::Float,
-            min,
-            max,
-            step: 0.0,
-            default: Value::Float(default),
-            value: Value::Float(default),
-            menu: vec![],
-            read_only: false,
-        }
+        ControlInfo::float(name, (min, max), default, default)
     }
 
     fn awb() -> ControlInfo {

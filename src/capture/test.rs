@@ -7,7 +7,7 @@
 //! bunched: the next frame shown is the one due now.
 #![forbid(unsafe_code)]
 
-use super::controls::{ControlInfo, ControlType, Value};
+use super::controls::{ControlInfo, Value};
 use super::draw::{clock_text, text_width, I420Image, Yuv, BLACK, WHITE};
 use super::{
     AudioBlock, AudioFormat, AudioParams, AudioSource, CaptureError, Frame, VideoParams,
@@ -144,16 +144,8 @@ pub fn controls_at(tone: Option<[f64; 3]>) -> Vec<ControlInfo> {
     TEST_CONTROLS
         .iter()
         .zip(tone)
-        .map(|(&(name, min, max, default), value)| ControlInfo {
-            name: name.into(),
-            kind: ControlType::Float,
-            min,
-            max,
-            step: 0.0,
-            default: Value::Float(default),
-            value: Value::Float(value),
-            menu: vec![],
-            read_only: false,
+        .map(|(&(name, min, max, default), value)| {
+            ControlInfo::float(name, (min, max), default, value)
         })
         .collect()
 }

@@ -44,6 +44,19 @@ impl Orientation {
     /// The rotations `--rotation` accepts.
     pub const ROTATIONS: [u16; 4] = [0, 90, 180, 270];
 
+    /// All 16 combinations of the flags (8 distinct orientations, each twice), for tests.
+    pub fn every() -> impl Iterator<Item = Orientation> {
+        Orientation::ROTATIONS.into_iter().flat_map(|rotation| {
+            [(false, false), (true, false), (false, true), (true, true)]
+                .into_iter()
+                .map(move |(hflip, vflip)| Orientation {
+                    rotation,
+                    hflip,
+                    vflip,
+                })
+        })
+    }
+
     /// Nothing to do.
     pub fn is_identity(&self) -> bool {
         self.map() == Orientation::default().map()
@@ -151,26 +164,19 @@ mod tests {
     #[test]
     fn mirroring_first_then_the_rest_is_the_same_orientation() {
         let src: Vec<u8> = (0..12).collect();
-        for rotation in Orientation::ROTATIONS {
-            for (hflip, vflip) in [(false, false), (true, false), (false, true), (true, true)] {
-                let o = Orientation {
-                    rotation,
-                    hflip,
-                    vflip,
-                };
-                let (h, v, rest) = o.split_mirror();
-                assert!(rest.rotation < 180 && !rest.hflip && !rest.vflip);
-                let (mut want, mut mirrored, mut got) = (vec![], vec![], vec![]);
-                o.turn_plane(&src, 4, 3, 4, &mut want);
-                let mirror = Orientation {
-                    rotation: 0,
-                    hflip: h,
-                    vflip: v,
-                };
-                mirror.turn_plane(&src, 4, 3, 4, &mut mirrored);
-                rest.turn_plane(&mirrored, 4, 3, 4, &mut got);
-                assert_eq!(got, want, "{o:?}");
-            }
+        for o in Orientation::every() {
+            let (h, v, rest) = o.split_mirror();
+            assert!(rest.rotation < 180 && !rest.hflip && !rest.vflip);
+            let (mut want, mut mirrored, mut got) = (vec![], vec![], vec![]);
+            o.turn_plane(&src, 4, 3, 4, &mut want);
+            let mirror = Orientation {
+                rotation: 0,
+                hflip: h,
+                vflip: v,
+            };
+            mirror.turn_plane(&src, 4, 3, 4, &mut mirrored);
+            rest.turn_plane(&mirrored, 4, 3, 4, &mut got);
+            assert_eq!(got, want, "{o:?}");
         }
     }
 

@@ -100,6 +100,20 @@ def stream_url(address: str, fmt: str, video: str, token: Optional[str]) -> str:
     return urllib.parse.urlunsplit((scheme, netloc, path, urllib.parse.urlencode(query), ""))
 
 
+def auth_headers(
+    token: Optional[str], basic_auth: Union[None, str, Tuple[str, str]]
+) -> Dict[str, str]:
+    """The ``Authorization`` header for Basic credentials (``"user:pw"`` or a pair), else for
+    a bearer token; none for neither."""
+    if basic_auth is not None:
+        user, password = basic_auth.split(":", 1) if isinstance(basic_auth, str) else basic_auth
+        pair = f"{user}:{password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+    if token is not None:
+        return {"Authorization": f"Bearer {token}"}
+    return {}
+
+
 def status_url(url: str) -> str:
     """The ``/status`` URL of the daemon serving ``url`` (its token kept, if it has one)."""
     parts = urllib.parse.urlsplit(url)
@@ -129,15 +143,8 @@ class _Plan:
             raise ValueError(f"format must be 'binary' or 'text', not {fmt!r}")
         if video not in ("mjpeg", "h264"):
             raise ValueError(f"video must be 'mjpeg' or 'h264', not {video!r}")
-        self.headers: Dict[str, str] = {}
-        if basic_auth is not None:
-            user, password = (
-                basic_auth.split(":", 1) if isinstance(basic_auth, str) else basic_auth
-            )
-            pair = f"{user}:{password}".encode()
-            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        elif token is not None:
-            self.headers["Authorization"] = f"Bearer {token}"
+        self.headers = auth_headers(token, basic_auth)
+        if basic_auth is None:
             token = None  # sent as a header, kept out of the URL (and logs)
         # With both, Basic takes the header and the token goes in the query.
         self.url = stream_url(address, fmt, video, token)

@@ -14,14 +14,13 @@ lists what is valid, and changes nothing.
 
 from __future__ import annotations
 
-import base64
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from .client import AuthError, StreamError
+from .client import AuthError, StreamError, auth_headers
 
 TIMEOUT_S = 10.0
 
@@ -59,15 +58,7 @@ class CameraControls:
     ) -> None:
         self.url = controls_url(address)
         self.timeout = timeout
-        self.headers: Dict[str, str] = {}
-        if basic_auth is not None:
-            user, password = (
-                basic_auth.split(":", 1) if isinstance(basic_auth, str) else basic_auth
-            )
-            pair = f"{user}:{password}".encode()
-            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        elif token is not None:
-            self.headers["Authorization"] = f"Bearer {token}"
+        self.headers = auth_headers(token, basic_auth)
 
     def _call(self, body: Optional[bytes]) -> List[Control]:
         headers = dict(self.headers)
