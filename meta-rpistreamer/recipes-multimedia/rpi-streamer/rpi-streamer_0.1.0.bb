@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "7c013f0120adbe7c2d5e53f5f15f75e885b9af74"
+SRCREV = "c7f0d557508d10ae864a0d71c38ae3326884a33e"
 
 require ${BPN}-crates.inc
 
