@@ -10,9 +10,9 @@
 //! The [`ControlBoard`] is shared by the capture thread and the server. It holds what the open
 //! camera offers (published when it opens and after every change) and what was asked for, by
 //! name (`--camera-control`, then every accepted `POST /controls`). The capture thread applies
-//! the asked-for values whenever a camera opens — so a replugged camera gets them back — and,
-//! between two frames, whenever they change; the server waits (bounded) for that and answers
-//! with the values the camera then reports.
+//! all asked-for values whenever a camera opens — so a replugged camera gets them back — and,
+//! between two frames, those a request changed; the server waits (bounded) for that and
+//! answers with the values the camera then reports and what it refused of that request.
 #![forbid(unsafe_code)]
 
 use super::VideoSource;
@@ -391,12 +391,22 @@ struct BoardState {
     offered: Option<Vec<ControlInfo>>,
     /// Asked-for values by name (a later one replaces an earlier one of the same name).
     wanted: Vec<(String, Input)>,
+    /// Names changed since the capture thread last applied changes: only these are set
+    /// between frames (a camera that opens gets all of `wanted`).
+    changed: Vec<String>,
     /// Bumped by every accepted change.
     generation: u64,
     /// The generation the open camera has had applied.
     applied: u64,
-    /// What the camera refused when `applied` was applied.
-    refused: Vec<ControlError>,
+    /// What the camera refused of the last values applied, by control name.
+    refused: Vec<(String, ControlError)>,
+}
+
+/// An accepted change, to wait for with [`ControlBoard::outcome`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ticket {
+    generation: u64,
+    names: Vec<String>,
 }
 
 /// The shared state between the server and the capture thread (see the module docs).
@@ -430,14 +440,9 @@ impl ControlBoard {
         self.lock().offered.clone()
     }
 
-    /// The asked-for values, by name, in the order given.
-    pub fn wanted(&self) -> Vec<(String, Input)> {
-        self.lock().wanted.clone()
-    }
-
     /// Checks every change against what the open camera offers and, only if all are good,
-    /// records them for the capture thread; returns the generation to wait for.
-    pub fn request(&self, changes: Vec<(String, Input)>) -> Result<u64, ControlError> {
+    /// records them for the capture thread; returns what to wait for.
+    pub fn request(&self, changes: Vec<(String, Input)>) -> Result<Ticket, ControlError> {
         if changes.len() > MAX_CHANGES {
             return Err(ControlError::TooMany);
         }
@@ -449,36 +454,60 @@ impl ControlBoard {
             info.check(&input)?;
             checked.push((info.name.clone(), input));
         }
+        let names: Vec<String> = checked.iter().map(|(n, _)| n.clone()).collect();
         for (name, input) in checked {
+            if !s.changed.contains(&name) {
+                s.changed.push(name.clone());
+            }
             merge(&mut s.wanted, name, input);
         }
         s.generation += 1;
-        Ok(s.generation)
+        Ok(Ticket {
+            generation: s.generation,
+            names,
+        })
     }
 
-    /// Once `generation` has been applied: what the camera refused of it (usually nothing).
-    pub fn outcome(&self, generation: u64) -> Option<Vec<ControlError>> {
+    /// Once the change has been applied: what the camera refused of it (usually nothing).
+    pub fn outcome(&self, ticket: &Ticket) -> Option<Vec<ControlError>> {
         let s = self.lock();
-        (s.offered.is_some() && s.applied >= generation).then(|| s.refused.clone())
+        (s.offered.is_some() && s.applied >= ticket.generation).then(|| {
+            s.refused
+                .iter()
+                .filter(|(name, _)| ticket.names.contains(name))
+                .map(|(_, e)| e.clone())
+                .collect()
+        })
     }
 
     /// The camera just opened: applies every asked-for value and publishes what it offers.
     pub fn opened(&self, source: &mut dyn VideoSource) {
-        let generation = self.lock().generation;
-        self.apply(source, generation, log::Level::Info);
+        let (generation, wanted) = {
+            let mut s = self.lock();
+            s.changed.clear();
+            (s.generation, s.wanted.clone())
+        };
+        self.apply(source, generation, &wanted, log::Level::Info);
     }
 
-    /// Between frames: applies the asked-for values if they changed since the last time.
+    /// Between frames: applies the values changed since the last time, if any.
     pub fn refresh(&self, source: &mut dyn VideoSource) {
-        let generation = {
-            let s = self.lock();
+        let (generation, changed) = {
+            let mut s = self.lock();
             if s.applied == s.generation && s.offered.is_some() {
                 return;
             }
-            s.generation
+            let names = std::mem::take(&mut s.changed);
+            let changed: Vec<(String, Input)> = s
+                .wanted
+                .iter()
+                .filter(|(n, _)| names.contains(n))
+                .cloned()
+                .collect();
+            (s.generation, changed)
         };
         // A slider in the page sends a change after each answer: not one info line each.
-        self.apply(source, generation, log::Level::Debug);
+        self.apply(source, generation, &changed, log::Level::Debug);
     }
 
     /// The camera is gone: nothing is offered until one opens again.
@@ -486,11 +515,17 @@ impl ControlBoard {
         self.lock().offered = None;
     }
 
-    fn apply(&self, source: &mut dyn VideoSource, generation: u64, level: log::Level) {
-        let wanted = self.wanted();
+    /// Sets `wanted` on the camera, then publishes what it offers as applied at `generation`.
+    fn apply(
+        &self,
+        source: &mut dyn VideoSource,
+        generation: u64,
+        wanted: &[(String, Input)],
+        level: log::Level,
+    ) {
         let mut offered = source.controls();
         let mut refused = Vec::new();
-        for (name, input) in &wanted {
+        for (name, input) in wanted {
             let outcome = find(&offered, name).and_then(|info| {
                 let value = info.check(input)?;
                 source
@@ -503,7 +538,7 @@ impl ControlBoard {
             });
             if let Err(e) = outcome {
                 log::warn!("camera control {name}={input}: {e}");
-                refused.push(e);
+                refused.push((name.clone(), e));
             }
         }
         if !wanted.is_empty() {
@@ -664,13 +699,16 @@ mod tests {
 
         let bad = board.request(vec![("Brightness".into(), Input::Number(3.0))]);
         assert!(matches!(bad, Err(ControlError::Invalid { .. })));
-        let generation = board
+        let ticket = board
             .request(vec![("brightness".into(), Input::Number(-0.5))])
             .unwrap();
-        assert_eq!(board.outcome(generation), None, "not applied yet");
+        assert_eq!(board.outcome(&ticket), None, "not applied yet");
         board.refresh(&mut cam);
-        assert_eq!(board.outcome(generation), Some(vec![]));
+        assert_eq!(board.outcome(&ticket), Some(vec![]));
         assert_eq!(cam.0.value, Value::Float(-0.5));
+        assert_eq!(cam.1.len(), 2, "the change set once");
+        board.refresh(&mut cam);
+        assert_eq!(cam.1.len(), 2, "and not again between frames");
         assert_eq!(board.offered().unwrap()[0].value, Value::Float(-0.5));
 
         board.closed();
@@ -682,5 +720,23 @@ mod tests {
             vec![Value::Float(-0.5)],
             "the live value comes back"
         );
+    }
+
+    #[test]
+    fn a_control_refused_at_open_is_not_set_again_nor_blamed_on_a_later_change() {
+        let board = ControlBoard::new(vec![("Gamma".into(), Input::Text("2".into()))]);
+        let mut cam = Knob(float("Brightness", -1.0, 1.0, 0.0), vec![]);
+        board.opened(&mut cam);
+        assert!(cam.1.is_empty());
+        let ticket = board
+            .request(vec![("Brightness".into(), Input::Number(0.5))])
+            .unwrap();
+        board.refresh(&mut cam);
+        assert_eq!(
+            board.outcome(&ticket),
+            Some(vec![]),
+            "Gamma is not this change's"
+        );
+        assert_eq!(cam.1, vec![Value::Float(0.5)]);
     }
 }

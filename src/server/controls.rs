@@ -291,14 +291,14 @@ async fn post(server: &Server, conn: &Conn, req: &Request) -> Response {
         }
     };
     let board = &server.controls;
-    let generation = match board.request(changes) {
+    let ticket = match board.request(changes) {
         Ok(g) => g,
         Err(e) if e.is_bad_request() => return error(400, &e.to_string()),
         Err(e) => return error(503, &e.to_string()),
     };
     let deadline = Instant::now() + APPLY_WAIT;
     loop {
-        if let Some(refused) = board.outcome(generation) {
+        if let Some(refused) = board.outcome(&ticket) {
             let list = to_json(&board.offered().unwrap_or_default());
             if let Some(e) = refused.first() {
                 return error(409, &e.to_string());
