@@ -46,6 +46,8 @@ pub struct V4lCamera {
     description: String,
     clock_warned: bool,
     errored_buffers: u64,
+    /// The device's controls as found at open: ids and types for setting them by name.
+    known_controls: Vec<v4l_controls::V4lControl>,
 }
 
 /// The device path for the request: `--device PATH`, else `/dev/video<--device-id>`.
@@ -221,6 +223,7 @@ impl V4lCamera {
                 ""
             }
         );
+        let device_fd = device.handle().fd();
         Ok(V4lCamera {
             stream,
             _device: device,
@@ -231,6 +234,10 @@ impl V4lCamera {
             description,
             clock_warned: false,
             errored_buffers: 0,
+            known_controls: v4l_controls::query(device_fd).unwrap_or_else(|e| {
+                log::warn!("listing the controls of {shown}: {e}");
+                Vec::new()
+            }),
         })
     }
 }
@@ -257,21 +264,18 @@ impl VideoSource for V4lCamera {
     }
 
     fn set_control(&mut self, info: &ControlInfo, value: Value) -> Result<(), String> {
-        let fd = self.fd();
-        let list = v4l_controls::query(fd).map_err(|e| e.to_string())?;
-        let c = list
+        let c = self
+            .known_controls
             .iter()
             .find(|c| c.info.name == info.name)
-            .ok_or_else(|| format!("the camera no longer offers {}", info.name))?;
-        v4l_controls::set(fd, c.id, c.kind, v4l_controls::raw_value(value))
+            .ok_or_else(|| format!("the camera did not offer {} when it opened", info.name))?;
+        v4l_controls::set(self.fd(), c.id, c.kind, v4l_controls::raw_value(value))
             .map_err(|e| e.to_string())
     }
 
     fn mirror(&mut self, hflip: bool, vflip: bool) -> bool {
         let fd = self.fd();
-        let Ok(list) = v4l_controls::query(fd) else {
-            return !hflip && !vflip;
-        };
+        let list = &self.known_controls;
         let find = |id| list.iter().find(|c| c.id == id && !c.info.read_only);
         let wanted = [
             (v4l_controls::CID_HFLIP, hflip),
