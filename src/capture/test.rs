@@ -138,9 +138,12 @@ pub const TEST_CONTROLS: [(&str, f64, f64, f64); 3] = [
     ("Saturation", 0.0, 32.0, 1.0),
 ];
 
+/// The defaults of [`TEST_CONTROLS`]: the picture unchanged.
+const NEUTRAL_TONE: [f64; 3] = [TEST_CONTROLS[0].3, TEST_CONTROLS[1].3, TEST_CONTROLS[2].3];
+
 /// The test source's controls with values `tone` (the defaults for `None`).
 pub fn controls_at(tone: Option<[f64; 3]>) -> Vec<ControlInfo> {
-    let tone = tone.unwrap_or(TEST_CONTROLS.map(|(_, _, _, default)| default));
+    let tone = tone.unwrap_or(NEUTRAL_TONE);
     TEST_CONTROLS
         .iter()
         .zip(tone)
@@ -196,7 +199,7 @@ impl TestPattern {
             scene: params.scene,
             still: None,
             noise: 0x9E37_79B9_7F4A_7C15,
-            tone: TEST_CONTROLS.map(|(_, _, _, default)| default),
+            tone: NEUTRAL_TONE,
             maps: None,
         })
     }
@@ -330,8 +333,7 @@ impl VideoSource for TestPattern {
             .position(|(name, ..)| *name == info.name)
             .ok_or_else(|| format!("the test source has no control {}", info.name))?;
         self.tone[i] = value.as_f64();
-        let neutral = TEST_CONTROLS.map(|(_, _, _, default)| default);
-        self.maps = (self.tone != neutral).then(|| tone_maps(self.tone));
+        self.maps = (self.tone != NEUTRAL_TONE).then(|| tone_maps(self.tone));
         Ok(())
     }
 

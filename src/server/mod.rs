@@ -2,9 +2,10 @@
 //!
 //! `/stream` upgrades to the media WebSocket ([`ws`]); `/stream.mjpg` (and mjpg-streamer's
 //! `/?action=stream`) is the multipart MJPEG stream ([`multipart`]); `/controls` lists and
-//! sets the camera's controls ([`controls`]); `/status` reports the configuration and counters; everything else is the browser client's files ([`files`]) or
-//! a 404. With a certificate configured (`--tls-*`, [`crate::tls`]) every connection is TLS
-//! from its first byte, on the same port ([`Conn`], `tls`).
+//! sets the camera's controls ([`controls`]); `/status` reports the configuration and
+//! counters; everything else is the browser client's files ([`files`]) or a 404. With a
+//! certificate configured (`--tls-*`, [`crate::tls`]) every connection is TLS from its first
+//! byte, on the same port ([`Conn`], `tls`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
