@@ -246,8 +246,19 @@ pub struct Access {
     pub basic: Option<String>,
     /// Most simultaneous stream clients.
     pub max_clients: usize,
-    /// Browser origins allowed to open the stream; empty = any.
+    /// Browser origins allowed to open the stream (empty = any) and to change the camera's
+    /// controls (empty = only pages from the daemon itself).
     pub allowed_origins: Vec<String>,
+}
+
+impl Access {
+    /// Is `origin` one of the `--allowed-origin`s (compared ignoring case)?
+    pub fn lists_origin(&self, origin: &str) -> bool {
+        let origin = origin.trim();
+        self.allowed_origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin))
+    }
 }
 
 /// The environment variable that may hold the `--auth-token` value.

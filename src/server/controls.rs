@@ -215,11 +215,7 @@ pub fn check_origin(access: &Access, req: &Request) -> Result<Option<String>, Re
     if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
         return Ok(None);
     }
-    if access
-        .allowed_origins
-        .iter()
-        .any(|o| o.eq_ignore_ascii_case(origin))
-    {
+    if access.lists_origin(origin) {
         return Ok(Some(origin.to_string()));
     }
     Err(error(
@@ -292,25 +288,23 @@ async fn post(server: &Server, conn: &Conn, req: &Request) -> Response {
     };
     let board = &server.controls;
     let ticket = match board.request(changes) {
-        Ok(g) => g,
+        Ok(ticket) => ticket,
         Err(e) if e.is_bad_request() => return error(400, &e.to_string()),
         Err(e) => return error(503, &e.to_string()),
     };
     let deadline = Instant::now() + APPLY_WAIT;
-    loop {
-        if let Some(refused) = board.outcome(&ticket) {
-            let list = to_json(&board.offered().unwrap_or_default());
-            if let Some(e) = refused.first() {
-                return error(409, &e.to_string());
-            }
-            return Response::new(200, "application/json", list);
-        }
-        if Instant::now() >= deadline {
-            let list = to_json(&board.offered().unwrap_or_default());
-            return Response::new(202, "application/json", list);
-        }
-        Timer::after(Duration::from_millis(5)).await;
-    }
+    let status = loop {
+        match board.outcome(&ticket) {
+            Some(refused) => match refused.first() {
+                Some(e) => return error(409, &e.to_string()),
+                None => break 200,
+            },
+            None if Instant::now() >= deadline => break 202,
+            None => Timer::after(Duration::from_millis(5)).await,
+        };
+    };
+    let list = to_json(&board.offered().unwrap_or_default());
+    Response::new(status, "application/json", list)
 }
 
 /// The request's body: `Content-Length` bytes (at most [`MAX_BODY`]), the first of them

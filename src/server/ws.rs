@@ -210,12 +210,7 @@ impl From<FrameError> for Ended {
 pub fn admit(server: &Server, req: &Request) -> Result<(), Response> {
     let access = &server.config.access;
     if let Some(origin) = req.header("origin") {
-        if !access.allowed_origins.is_empty()
-            && !access
-                .allowed_origins
-                .iter()
-                .any(|o| o.eq_ignore_ascii_case(origin.trim()))
-        {
+        if !access.allowed_origins.is_empty() && !access.lists_origin(origin) {
             return Err(Response::text(403, "this origin may not open the stream"));
         }
     }
