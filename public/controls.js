@@ -84,8 +84,9 @@ window.RpiControls = (function () {
           input.type = "range";
           input.min = String(c.min);
           input.max = String(c.max);
-          input.step = c.type === "int" ? String(c.step || 1) : c.step ? String(c.step) : "any";
-          if (c.type === "float" && !c.step) input.step = String((c.max - c.min) / 200 || 0.01);
+          // A float with no step of its own moves in 200 steps over its range.
+          const step = c.step || (c.type === "int" ? 1 : (c.max - c.min) / 200 || 0.01);
+          input.step = String(step);
           readout = document.createElement("output");
           input.addEventListener("input", () => {
             readout.textContent = formatValue(c, Number(input.value));
