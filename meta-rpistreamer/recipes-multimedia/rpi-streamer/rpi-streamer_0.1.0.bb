@@ -22,7 +22,7 @@ RPI_STREAMER_GIT_BRANCH ??= "main"
 RPI_STREAMER_REPO_DIR[vardepvalue] = "rpi-streamer"
 
 SRC_URI = "${RPI_STREAMER_GIT_URI};branch=${RPI_STREAMER_GIT_BRANCH};destsuffix=${BP}"
-SRCREV = "c7f0d557508d10ae864a0d71c38ae3326884a33e"
+SRCREV = "f2167f3be992c26e09947c4cb1056f52e41913c0"
 
 require ${BPN}-crates.inc
 
