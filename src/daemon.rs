@@ -12,7 +12,7 @@ use crate::server::Server;
 use crate::stats::Stats;
 use crate::stream::hub::Hub;
 use async_signal::{Signal, Signals};
-use futures_lite::{future, StreamExt};
+use futures_lite::StreamExt;
 use smol::{Async, LocalExecutor, Timer};
 use std::net::TcpListener;
 use std::rc::Rc;
@@ -157,7 +157,9 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
 
-    let signal = future::block_on(ex.run(async {
+    // smol::block_on drives the reactor on this thread while it would otherwise sleep, so a
+    // socket turning ready wakes the executor directly, not through the async-io thread.
+    let signal = smol::block_on(ex.run(async {
         let signal = signals.next().await;
         // Stop accepting, tell every session to close with 1001, and give them a moment.
         hub.close_all();

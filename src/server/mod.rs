@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod multipart;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod woken;
 pub mod ws;
 pub mod wsframe;
 
@@ -28,8 +29,10 @@ use crate::pipeline::supervisor::SourceKind;
 use crate::stats::{ClientLimit, Stats};
 use crate::stream::hub::Hub;
 use auth::Resource;
+use futures_lite::AsyncWriteExt;
 use http::{json_string, write_response, HeadError, Request, Response};
 use smol::{Async, LocalExecutor, Timer};
+use std::io::IoSlice;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -492,6 +495,67 @@ impl Conn {
         }
     }
 
+    /// Whether a write would be taken now, by the rule a readiness wait uses (for TCP, with
+    /// `TCP_NOTSENT_LOWAT` set: under half of it unsent): one `poll` with no timeout and no
+    /// reactor, much cheaper than a wait. TLS says false: its ciphertext buffer is only
+    /// known to [`Conn::writable`].
+    pub fn writable_now(&self) -> bool {
+        match self {
+            Conn::Plain(tcp) => {
+                use rustix::event::{poll, PollFd, PollFlags};
+                let zero = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                let mut fds = [PollFd::new(tcp.get_ref(), PollFlags::OUT)];
+                matches!(poll(&mut fds, Some(&zero)), Ok(1))
+                    && fds[0].revents().contains(PollFlags::OUT)
+            }
+            #[cfg(feature = "tls")]
+            Conn::Tls(_) => false,
+        }
+    }
+
+    /// Writes all of `parts` in order, in as few system calls as the socket allows.
+    pub async fn write_all_vectored<const N: usize>(
+        &self,
+        mut parts: [&[u8]; N],
+    ) -> std::io::Result<()> {
+        let mut writer = self;
+        while parts.iter().any(|p| !p.is_empty()) {
+            let n = writer.write_vectored(&parts.map(IoSlice::new)).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            advance(&mut parts, n);
+        }
+        Ok(())
+    }
+
+    /// Writes `parts` if the socket takes them now; waits for it only to finish a message it
+    /// took part of (for at most [`ws::WRITE_STALL_LIMIT`]). A client that keeps up costs
+    /// one `sendmsg` per message this way: no readiness wait, and no timer, whose
+    /// registration wakes the reactor thread.
+    pub async fn write_now<const N: usize>(&self, mut parts: [&[u8]; N]) -> std::io::Result<Sent> {
+        let mut writer = self;
+        let slices = parts.map(IoSlice::new);
+        let n = match futures_lite::future::poll_once(writer.write_vectored(&slices)).await {
+            None => return Ok(Sent::Full),
+            Some(n) => n?,
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        advance(&mut parts, n);
+        if parts.iter().all(|p| p.is_empty()) {
+            return Ok(Sent::Whole);
+        }
+        match ws::within(ws::WRITE_STALL_LIMIT, self.write_all_vectored(parts)).await {
+            None => Ok(Sent::Stalled),
+            Some(r) => r.map(|()| Sent::Whole),
+        }
+    }
+
     /// Ends our direction (TLS: with a `close_notify` first, sent within `limit`); the
     /// client can still send, which a lingering reader discards.
     pub async fn shutdown_write(&self, limit: Duration) {
@@ -507,6 +571,26 @@ impl Conn {
         #[cfg(not(feature = "tls"))]
         let _ = limit;
         let _ = self.tcp().get_ref().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// What [`Conn::write_now`] came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// All of it was written.
+    Whole,
+    /// The socket took nothing: it is full.
+    Full,
+    /// It took part, and not the rest within the stall limit.
+    Stalled,
+}
+
+/// Drops the first `n` bytes of `parts`.
+fn advance(parts: &mut [&[u8]], mut n: usize) {
+    for part in parts {
+        let taken = n.min(part.len());
+        *part = &part[taken..];
+        n -= taken;
     }
 }
 

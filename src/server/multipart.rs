@@ -26,12 +26,11 @@
 
 use super::http::{write_response, Request, Response};
 use super::ws::{admit, within, NOTSENT_LOWAT, WRITE_STALL_LIMIT};
-use super::{Conn, Server};
+use super::{Conn, Sent, Server};
 use crate::clock::{format_unix, MonoTime};
 use crate::stats::{ClientLimit, Stats};
 use crate::stream::hub::{ClientHandle, Item};
 use futures_lite::AsyncWriteExt;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -78,7 +77,7 @@ pub fn requested_fps(req: &Request, source_fps: u32) -> Result<Option<u32>, Resp
 
 /// Picks the frames a `?fps=N` client gets: at most N a second, evenly spaced by capture
 /// time (frames are dropped, never re-encoded).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Pacer {
     interval: f64,
     tolerance: f64,
@@ -141,23 +140,6 @@ enum Ended {
     Io(std::io::Error),
 }
 
-/// Writes all of `parts` in order, in as few system calls as the socket allows.
-async fn write_all_vectored(conn: &Conn, mut parts: [&[u8]; 3]) -> std::io::Result<()> {
-    let mut writer = conn;
-    while parts.iter().any(|p| !p.is_empty()) {
-        let mut n = writer.write_vectored(&parts.map(IoSlice::new)).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        for part in &mut parts {
-            let taken = n.min(part.len());
-            *part = &part[taken..];
-            n -= taken;
-        }
-    }
-    Ok(())
-}
-
 /// Writes the client's frames, one part at a time, until shutdown or the socket fails.
 async fn send_parts(
     conn: &Conn,
@@ -174,12 +156,19 @@ async fn send_parts(
             WRITE_STALL_LIMIT.as_secs()
         ))
     };
+    // After a socket that was not ready, wait for it, then take what is newest *now*
+    // (see ws.rs's write_client).
+    let mut blocked = false;
+    let mut waited = false;
     loop {
-        // Wait for the socket first, then take what is newest *now* (see ws.rs).
-        match within(WRITE_STALL_LIMIT, conn.writable()).await {
-            None => return stalled(),
-            Some(Err(e)) => return Ended::Io(e),
-            Some(Ok(())) => {}
+        if blocked {
+            match within(WRITE_STALL_LIMIT, conn.writable()).await {
+                None => return stalled(),
+                Some(Err(e)) => return Ended::Io(e),
+                Some(Ok(())) => {}
+            }
+            blocked = false;
+            waited = true;
         }
         let frame = match slot.take(MonoTime::now().to_unix()) {
             Some(Item::Video(frame)) => frame,
@@ -192,15 +181,29 @@ async fn send_parts(
                 continue;
             }
         };
+        let paced = pacer;
         if !pacer.due(frame.ts) {
             continue;
         }
         let head = part_head(frame.jpeg().len(), frame.ts);
         let parts = [head.as_bytes(), frame.jpeg(), tail.as_bytes()];
-        match within(WRITE_STALL_LIMIT, write_all_vectored(conn, parts)).await {
-            None => return stalled(),
-            Some(Err(e)) => return Ended::Io(e),
-            Some(Ok(())) => {}
+        let ready = std::mem::take(&mut waited) || conn.writable_now();
+        match if ready {
+            conn.write_now(parts).await
+        } else {
+            Ok(Sent::Full)
+        } {
+            Ok(Sent::Whole) => {}
+            Ok(Sent::Full) => {
+                // Not started: after the wait, the newest frame goes instead, paced as
+                // if this one had not been taken.
+                pacer = paced;
+                slot.put_back(Item::Video(frame));
+                blocked = true;
+                continue;
+            }
+            Ok(Sent::Stalled) => return stalled(),
+            Err(e) => return Ended::Io(e),
         }
         Stats::add(&stats.messages_sent, 1);
         Stats::add(&stats.bytes_sent, frame.jpeg().len() as u64);

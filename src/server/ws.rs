@@ -18,10 +18,11 @@
 #![forbid(unsafe_code)]
 
 use super::http::{write_response, Request, Response};
+use super::woken::WokenOnly;
 use super::wsframe::{
     self, ClientEvent, ClientFrames, FrameError, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
 };
-use super::{Conn, Server};
+use super::{Conn, Sent, Server};
 use crate::clock::MonoTime;
 use crate::encode::demand::Codec;
 use crate::encode::h264::H264Encoder;
@@ -34,7 +35,6 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::Timer;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -313,20 +313,39 @@ pub(crate) async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> Op
 /// Writes one frame: our header, then `payload` straight from the shared buffer.
 async fn write_frame(conn: &Conn, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
     let (header, header_len) = wsframe::header(opcode, payload.len());
-    let mut writer = conn;
-    let (mut head, mut body) = (&header[..header_len], payload);
-    while !head.is_empty() || !body.is_empty() {
-        let n = writer
-            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-            .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let from_head = n.min(head.len());
-        head = &head[from_head..];
-        body = &body[n - from_head..];
+    conn.write_all_vectored([&header[..header_len], payload])
+        .await
+}
+
+/// Sends one frame if the socket takes it now ([`Conn::write_now`]): `Ok(false)` if it took
+/// nothing (it is full: the caller waits for it and takes what is newest then).
+async fn try_send_frame(conn: &Conn, opcode: u8, payload: &[u8]) -> Result<bool, Ended> {
+    let (header, header_len) = wsframe::header(opcode, payload.len());
+    match conn.write_now([&header[..header_len], payload]).await {
+        Ok(Sent::Whole) => Ok(true),
+        Ok(Sent::Full) => Ok(false),
+        Ok(Sent::Stalled) => Err(stalled_mid_message()),
+        Err(e) => Err(Ended::Io(e)),
     }
-    Ok(())
+}
+
+/// Writes a control frame (or a clock reply), within the stall limit.
+async fn send_control(conn: &Conn, opcode: u8, payload: &[u8]) -> Result<(), Ended> {
+    match within(WRITE_STALL_LIMIT, write_frame(conn, opcode, payload)).await {
+        None => Err(stalled_mid_message()),
+        Some(Err(e)) => Err(Ended::Io(e)),
+        Some(Ok(())) => Ok(()),
+    }
+}
+
+fn stalled_mid_message() -> Ended {
+    Ended::limit(
+        ClientLimit::WriteStalled,
+        format!(
+            "took more than {} s for one message",
+            WRITE_STALL_LIMIT.as_secs()
+        ),
+    )
 }
 
 /// Reads the client's frames until it closes, breaks a bound or goes away.
@@ -423,30 +442,40 @@ async fn write_client(
     let stats = &server.stats;
     let ping_interval = server.config.ping_interval;
     let mut next_ping = Instant::now() + ping_interval;
+    // One timer for the pings, kept registered across waits: a timer made per wait would
+    // cost a reactor wakeup per message.
+    let mut ping_timer = Timer::at(next_ping);
+    // Set when the socket was not ready for a message: wait for it, then take what is
+    // newest *now* (a frame picked before a stall would be stale by the time it could be
+    // written). `waited` says the wait just ended, so the socket need not be asked again.
+    let mut blocked = false;
+    let mut waited = false;
     loop {
-        // Wait for the socket first, then take what is newest *now*: a frame picked before a
-        // stall would be stale by the time it could be written.
-        match within(WRITE_STALL_LIMIT, conn.writable()).await {
-            None => {
-                return Ended::limit(
-                    ClientLimit::WriteStalled,
-                    format!("accepted nothing for {} s", WRITE_STALL_LIMIT.as_secs()),
-                )
+        if blocked {
+            match within(WRITE_STALL_LIMIT, conn.writable()).await {
+                None => {
+                    return Ended::limit(
+                        ClientLimit::WriteStalled,
+                        format!("accepted nothing for {} s", WRITE_STALL_LIMIT.as_secs()),
+                    )
+                }
+                Some(Err(e)) => return Ended::Io(e),
+                Some(Ok(())) => {}
             }
-            Some(Err(e)) => return Ended::Io(e),
-            Some(Ok(())) => {}
+            blocked = false;
+            waited = true;
         }
         let pong = shared.pong.borrow_mut().take();
         if let Some(payload) = pong {
-            if let Err(e) = write_frame(conn, OP_PONG, &payload).await {
-                return Ended::Io(e);
+            if let Err(e) = send_control(conn, OP_PONG, &payload).await {
+                return e;
             }
             continue;
         }
         if let Some((client_time, received)) = shared.clock.take() {
             let reply = clock_reply(client_time, received, MonoTime::now().to_unix());
-            if let Err(e) = write_frame(conn, OP_TEXT, reply.as_bytes()).await {
-                return Ended::Io(e);
+            if let Err(e) = send_control(conn, OP_TEXT, reply.as_bytes()).await {
+                return e;
             }
             continue;
         }
@@ -458,10 +487,11 @@ async fn write_client(
                     format!("no answer to pings for {} s", silent.as_secs()),
                 );
             }
-            if let Err(e) = write_frame(conn, OP_PING, &[]).await {
-                return Ended::Io(e);
+            if let Err(e) = send_control(conn, OP_PING, &[]).await {
+                return e;
             }
             next_ping = Instant::now() + ping_interval;
+            ping_timer.set_at(next_ping);
             continue;
         }
         if slot.behind_for() > SLOW_CLIENT_LIMIT {
@@ -482,7 +512,7 @@ async fn write_client(
                         Some(true)
                     },
                     async {
-                        Timer::at(next_ping).await;
+                        (&mut ping_timer).await;
                         Some(true)
                     },
                 ),
@@ -498,23 +528,22 @@ async fn write_client(
             Item::Video(v) => v.payload(slot.format),
             Item::H264(u) => u.payload(slot.format),
         };
-        match within(
-            WRITE_STALL_LIMIT,
-            write_frame(conn, slot.format.opcode(), payload),
-        )
-        .await
-        {
-            None => {
-                return Ended::limit(
-                    ClientLimit::WriteStalled,
-                    format!(
-                        "took more than {} s for one message",
-                        WRITE_STALL_LIMIT.as_secs()
-                    ),
-                )
+        // Asked without the reactor, by the readiness wait's rule: the kernel holds few
+        // enough unsent bytes (NOTSENT_LOWAT), so a slow client skips frames here instead
+        // of queueing them in its socket.
+        if !std::mem::take(&mut waited) && !conn.writable_now() {
+            slot.put_back(item);
+            blocked = true;
+            continue;
+        }
+        match try_send_frame(conn, slot.format.opcode(), payload).await {
+            Err(ended) => return ended,
+            Ok(true) => {}
+            Ok(false) => {
+                slot.put_back(item);
+                blocked = true;
+                continue;
             }
-            Some(Err(e)) => return Ended::Io(e),
-            Some(Ok(())) => {}
         }
         Stats::add(&stats.messages_sent, 1);
         Stats::add(&stats.bytes_sent, payload.len() as u64);
@@ -597,8 +626,9 @@ pub async fn run(stream: Conn, req: Request, peer: SocketAddr, server: Rc<Server
         wake_tx,
         wake_rx,
     };
+    // The reader is polled only when the socket woke it, not on every frame sent.
     let ended = future::or(
-        read_client(&stream, &req.leftover, &shared, &client.slot),
+        WokenOnly::new(read_client(&stream, &req.leftover, &shared, &client.slot)),
         write_client(&stream, &client, &shared, &server),
     )
     .await;

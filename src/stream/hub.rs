@@ -256,6 +256,22 @@ impl ClientSlot {
         item
     }
 
+    /// Returns an item just taken that the socket could not start to take, so that the
+    /// next [`take`](Self::take), after the socket drains, picks what is newest then: a newer
+    /// frame replaces it, a chunk or unit goes back in front of its queue.
+    pub fn put_back(&self, item: Item) {
+        let mut p = self.pending.borrow_mut();
+        match item {
+            Item::Video(v) => {
+                if p.video.is_none() {
+                    p.video = Some(v);
+                }
+            }
+            Item::Audio(a) => p.audio.push_front(a),
+            Item::H264(u) => p.h264.push_front(u),
+        }
+    }
+
     /// How long the client has been losing audio to the age bound without catching up.
     pub fn behind_for(&self) -> Duration {
         self.behind_since
@@ -607,6 +623,22 @@ mod tests {
         }
         assert_eq!(drain(&client.slot, NOW), vec![("video", NOW - 0.5)]);
         assert_eq!(client.slot.video_skipped.get(), 4);
+    }
+
+    #[test]
+    fn a_message_put_back_is_taken_again_unless_a_newer_frame_came() {
+        let hub = hub(10);
+        let client = hub.register(addr(), WireFormat::Binary);
+        hub.publish_audio(chunk(NOW - 0.3));
+        hub.publish_video(frame(NOW - 0.2));
+        let audio = client.slot.take(NOW).expect("the chunk");
+        client.slot.put_back(audio);
+        let again = client.slot.take(NOW + 0.01).expect("the chunk again");
+        assert!(matches!(again, Item::Audio(_)), "the chunk stays first");
+        let video = client.slot.take(NOW).expect("the frame");
+        client.slot.put_back(video);
+        hub.publish_video(frame(NOW - 0.1));
+        assert_eq!(drain(&client.slot, NOW), vec![("video", NOW - 0.1)]);
     }
 
     #[test]
