@@ -151,6 +151,10 @@ pub struct Args {
     /// read the --basic-auth value from this file (trailing whitespace ignored), so that it stays out of `ps`
     #[argh(option)]
     pub basic_auth_file: Option<PathBuf>,
+    /// threads encoding JPEG frames from raw cameras in parallel, 1-16 (default: one per
+    /// core, at most 4)
+    #[argh(option)]
+    pub encoder_threads: Option<u32>,
     /// most simultaneous stream clients, 1-1000 (default 16)
     #[argh(option, default = "16")]
     pub max_clients: u32,
@@ -209,6 +213,8 @@ pub struct Config {
     pub video: VideoParams,
     /// JPEG quality 1-100.
     pub quality: u8,
+    /// Threads encoding JPEG frames (1: the capture thread does it).
+    pub encoder_threads: usize,
     /// How pictures are turned before encoding (`--rotation`, `--hflip`, `--vflip`).
     pub orientation: Orientation,
     /// Camera controls to set when the camera opens (`--camera-control` and the aliases).
@@ -610,6 +616,11 @@ fn invalid(flag: &'static str, message: String) -> ConfigError {
     ConfigError { flag, message }
 }
 
+/// One JPEG encoder thread per core, at most 4 (a Pi 4's or 5's cores); 1 on a single core.
+fn default_encoder_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 fn in_range(flag: &'static str, value: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
     if (min..=max).contains(&value) {
         Ok(value)
@@ -816,6 +827,10 @@ impl Args {
         }
         .choose()?;
         let max_clients = in_range("--max-clients", self.max_clients, 1, 1000)? as usize;
+        let encoder_threads = match self.encoder_threads {
+            Some(n) => in_range("--encoder-threads", n, 1, 16)? as usize,
+            None => default_encoder_threads(),
+        };
         for origin in &self.allowed_origin {
             if !(origin.starts_with("http://") || origin.starts_with("https://"))
                 || origin.ends_with('/')
@@ -882,6 +897,7 @@ impl Args {
                 },
             },
             quality,
+            encoder_threads,
             orientation,
             camera_controls,
             audio: self.enable_audio.then(|| AudioParams {

@@ -20,6 +20,9 @@ pub struct Stats {
     pub video_corrupt_dropped: AtomicU64,
     /// Frames pushed out of the capture→server queue because the server was behind.
     pub video_queue_dropped: AtomicU64,
+    /// Frames the encoder pool dropped: replaced by a newer one while every thread was
+    /// busy, or finished after a newer one was sent.
+    pub video_encoder_dropped: AtomicU64,
     /// Total encode time in microseconds (with `video_captured`: the mean).
     pub video_encode_micros: AtomicU64,
     /// Audio chunks captured.
@@ -109,6 +112,13 @@ pub const COUNTERS: &[Counter] = &[
         labels: "{reason=\"queue_full\"}",
         help: "Video frames dropped, by reason.",
         get: |s| &s.video_queue_dropped,
+    },
+    Counter {
+        status_key: "video_encoder_dropped",
+        metric: "video_frames_dropped_total",
+        labels: "{reason=\"encoders_busy\"}",
+        help: "Video frames dropped, by reason.",
+        get: |s| &s.video_encoder_dropped,
     },
     Counter {
         status_key: "client_video_skipped",

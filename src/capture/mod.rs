@@ -211,6 +211,91 @@ impl Picture<'_> {
     }
 }
 
+/// A copy of a [`Picture`] that another thread can own (the encoder pool's frames): the
+/// same layout, planes in reusable buffers.
+#[derive(Debug, Default)]
+pub struct OwnedPicture {
+    kind: PictureKind,
+    width: u32,
+    height: u32,
+    planes: [Vec<u8>; 3],
+    strides: [usize; 3],
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum PictureKind {
+    #[default]
+    I420,
+    Nv12,
+    Yuyv,
+    Jpeg,
+}
+
+impl OwnedPicture {
+    /// Copies `picture` in, reusing the buffers' room.
+    pub fn copy_from(&mut self, picture: &Picture<'_>) {
+        let (kind, planes, strides): (_, &[&[u8]], [usize; 3]) = match *picture {
+            Picture::I420 {
+                ref planes,
+                strides,
+                ..
+            } => (PictureKind::I420, planes, strides),
+            Picture::Nv12 {
+                ref planes,
+                strides: [y, uv],
+                ..
+            } => (PictureKind::Nv12, planes, [y, uv, 0]),
+            Picture::Yuyv {
+                ref data, stride, ..
+            } => (PictureKind::Yuyv, std::slice::from_ref(data), [stride, 0, 0]),
+            Picture::Jpeg { ref data, .. } => {
+                (PictureKind::Jpeg, std::slice::from_ref(data), [0; 3])
+            }
+        };
+        (self.width, self.height) = picture.size();
+        self.kind = kind;
+        self.strides = strides;
+        for (k, dst) in self.planes.iter_mut().enumerate() {
+            dst.clear();
+            if let Some(src) = planes.get(k) {
+                dst.extend_from_slice(src);
+            }
+        }
+    }
+
+    /// The copy, as the encoders take pictures.
+    pub fn picture(&self) -> Picture<'_> {
+        let (width, height) = (self.width, self.height);
+        let [a, b, c] = &self.planes;
+        let [sa, sb, sc] = self.strides;
+        match self.kind {
+            PictureKind::I420 => Picture::I420 {
+                width,
+                height,
+                planes: [a, b, c],
+                strides: [sa, sb, sc],
+            },
+            PictureKind::Nv12 => Picture::Nv12 {
+                width,
+                height,
+                planes: [a, b],
+                strides: [sa, sb],
+            },
+            PictureKind::Yuyv => Picture::Yuyv {
+                width,
+                height,
+                data: a,
+                stride: sa,
+            },
+            PictureKind::Jpeg => Picture::Jpeg {
+                width,
+                height,
+                data: a,
+            },
+        }
+    }
+}
+
 /// A picture and the instant its exposure was captured.
 #[derive(Clone, Copy, Debug)]
 pub struct Frame<'a> {

@@ -15,6 +15,7 @@ pub mod h264_stage;
 pub mod jpeg;
 pub mod mjpeg;
 pub mod orient;
+pub mod pool;
 pub mod scale;
 
 pub use demand::Demand;

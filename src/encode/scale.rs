@@ -112,6 +112,19 @@ impl FrameShaper {
         self.orientation = orientation;
     }
 
+    /// The turn this shaper does.
+    pub fn orientation(&self) -> Orientation {
+        self.orientation
+    }
+
+    /// True when [`shape`](Self::shape) would send `picture` as it came (a camera JPEG at
+    /// the output size, not turned): nothing to encode.
+    pub fn passes_through(&self, picture: &Picture<'_>, out: (u32, u32)) -> bool {
+        matches!(picture, Picture::Jpeg { .. })
+            && picture.size() == out
+            && self.orientation.is_identity()
+    }
+
     /// The JPEG to send for `picture` at `out` (width, height), and the path it took.
     pub fn shape(
         &mut self,

@@ -22,6 +22,7 @@ use crate::encode::demand::{Codec, Demand};
 use crate::encode::h264_stage::{H264Stage, Job};
 use crate::encode::jpeg::Encoder;
 use crate::encode::orient::Orientation;
+use crate::encode::pool::{EncoderPool, JpegSink, Job as JpegJob};
 use crate::encode::scale::{FrameShaper, ShapeError};
 use crate::stats::{RecentRate, Stats};
 use crate::stream::media::{AudioChunk, H264Unit, VideoFrame};
@@ -71,14 +72,32 @@ impl Pipelines {
             stats.clone(),
             out.h264,
         )?;
+        let jpeg = Arc::new(JpegOut {
+            tx: out.video,
+            size: config
+                .orientation
+                .turned_size((config.video.width, config.video.height)),
+            rate: Default::default(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+        });
+        let pool = match config.encoder_threads {
+            0 | 1 => None,
+            n => Some(EncoderPool::start(
+                n,
+                config.quality,
+                crate::stream::media::BINARY_HEADER_LEN,
+                jpeg.clone(),
+            )?),
+        };
         let video = VideoLoop {
             config: config.clone(),
             epoch,
-            tx: out.video,
+            jpeg,
+            pool,
             h264,
             demand: out.demand,
             controls: out.controls,
-            jpeg_rate: Default::default(),
             stats: stats.clone(),
             stop: stop.clone(),
         };
@@ -116,14 +135,76 @@ impl Pipelines {
     }
 }
 
+/// Where JPEG frames go, from the video thread or the encoder pool's threads.
+struct JpegOut {
+    tx: Sender<Arc<VideoFrame>>,
+    /// What clients are sent: `--width`x`--height`, turned by the orientation.
+    size: (u32, u32),
+    rate: std::sync::Mutex<RecentRate>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl JpegOut {
+    fn publish(&self, frame: VideoFrame) {
+        let counters = self.stats.codec(Codec::Jpeg);
+        Stats::add(&counters.units, 1);
+        Stats::add(&counters.bytes, frame.jpeg().len() as u64);
+        if let Ok(mut rate) = self.rate.lock() {
+            rate.record(frame.jpeg().len(), &counters.recent_bps);
+        }
+        match self.tx.force_send(Arc::new(frame)) {
+            Ok(None) => {}
+            Ok(Some(_displaced)) => Stats::add(&self.stats.video_queue_dropped, 1),
+            Err(_) => self.stop.store(true, Ordering::SeqCst),
+        }
+    }
+
+    fn record_encode(&self, took: Duration) {
+        self.stats.record_encode(took.as_secs_f64());
+        Stats::add(
+            &self.stats.codec(Codec::Jpeg).encode_micros,
+            took.as_micros() as u64,
+        );
+    }
+}
+
+impl JpegSink for JpegOut {
+    fn encoded(&self, ts: f64, jpeg: Vec<u8>, took: Duration) {
+        self.record_encode(took);
+        let (w, h) = self.size;
+        self.publish(VideoFrame::behind_header(ts, w, h, jpeg, false));
+    }
+
+    fn failed(&self, error: ShapeError) {
+        count_refused(&self.stats, &error);
+    }
+
+    fn dropped(&self) {
+        Stats::add(&self.stats.video_encoder_dropped, 1);
+    }
+}
+
+/// Counts (and logs) a frame the shaper refused.
+fn count_refused(stats: &Stats, error: &ShapeError) {
+    if let ShapeError::Corrupt(e) = error {
+        Stats::add(&stats.video_corrupt_dropped, 1);
+        log::debug!("dropping a corrupt camera frame: {e}");
+    } else {
+        Stats::add(&stats.video_encode_errors, 1);
+        log::warn!("dropping a frame the encoder refused: {error}");
+    }
+}
+
 struct VideoLoop {
     config: Config,
     epoch: MonoTime,
-    tx: Sender<Arc<VideoFrame>>,
+    jpeg: Arc<JpegOut>,
+    /// `--encoder-threads` above 1: raw pictures are encoded there, in parallel.
+    pool: Option<EncoderPool>,
     h264: H264Stage,
     demand: Arc<Demand>,
     controls: Arc<ControlBoard>,
-    jpeg_rate: std::sync::Mutex<RecentRate>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
 }
@@ -137,20 +218,6 @@ impl VideoLoop {
     /// No frame for this long: the source is treated as gone and reopened.
     fn reopen_after(&self) -> Duration {
         (self.config.video.frame_interval() * 4).max(Duration::from_secs(2))
-    }
-
-    fn publish(&self, frame: VideoFrame) {
-        let counters = self.stats.codec(Codec::Jpeg);
-        Stats::add(&counters.units, 1);
-        Stats::add(&counters.bytes, frame.jpeg().len() as u64);
-        if let Ok(mut rate) = self.jpeg_rate.lock() {
-            rate.record(frame.jpeg().len(), &counters.recent_bps);
-        }
-        match self.tx.force_send(Arc::new(frame)) {
-            Ok(None) => {}
-            Ok(Some(_displaced)) => Stats::add(&self.stats.video_queue_dropped, 1),
-            Err(_) => self.stop.store(true, Ordering::SeqCst),
-        }
     }
 
     /// The thread produced a picture (captured, or a placeholder when `!live`), whether or
@@ -176,7 +243,7 @@ impl VideoLoop {
 
     fn placeholder(&self, encoder: &mut Encoder, stamps: &mut MonotonicStamps, reason: &str) {
         // Drawn upright at the turned size: its text stays readable.
-        let (width, height) = self.out_size();
+        let (width, height) = self.jpeg.size;
         let now = MonoTime::now();
         let unix = now.to_unix();
         let image = placeholder::render(width, height, unix, reason);
@@ -185,7 +252,9 @@ impl VideoLoop {
         let ts = stamps.next(unix);
         if self.demand.wants(Codec::Jpeg, now) {
             match encoder.encode(&image.picture()) {
-                Ok(wire) => self.publish(VideoFrame::behind_header(ts, width, height, wire, true)),
+                Ok(wire) => self
+                    .jpeg
+                    .publish(VideoFrame::behind_header(ts, width, height, wire, true)),
                 Err(e) => log::error!("placeholder: {e}"),
             }
         }
@@ -252,16 +321,8 @@ impl VideoLoop {
                         .and_then(|()| {
                             self.offer_h264(&mut shaper, &frame.picture, frame.captured, ts, now)
                         });
-                    match result {
-                        Ok(()) => {}
-                        Err(ShapeError::Corrupt(e)) => {
-                            Stats::add(&self.stats.video_corrupt_dropped, 1);
-                            log::debug!("dropping a corrupt camera frame: {e}");
-                        }
-                        Err(e) => {
-                            Stats::add(&self.stats.video_encode_errors, 1);
-                            log::warn!("dropping a frame the encoder refused: {e}");
-                        }
+                    if let Err(e) = result {
+                        count_refused(&self.stats, &e);
                     }
                     // Only a stall that was reported (placeholder sent) is news when it
                     // ends; a merely slow frame is not.
@@ -294,7 +355,8 @@ impl VideoLoop {
 
 impl VideoLoop {
     /// JPEG for the frame, if anyone wants it: camera JPEGs pass through (repaired) or are
-    /// scaled, raw pictures are encoded.
+    /// scaled, raw pictures are encoded; with an encoder pool, everything but a passthrough
+    /// is copied and encoded there.
     fn encode_jpeg(
         &self,
         shaper: &mut FrameShaper,
@@ -307,17 +369,20 @@ impl VideoLoop {
             return Ok(());
         }
         let out_size = (self.config.video.width, self.config.video.height);
+        if let Some(pool) = self.pool.as_ref().filter(|_| !shaper.passes_through(picture, out_size)) {
+            let mut copy = pool.buffer();
+            copy.copy_from(picture);
+            pool.submit(JpegJob {
+                picture: copy,
+                ts,
+                out: out_size,
+                orientation: shaper.orientation(),
+            });
+            return Ok(());
+        }
         let started = Instant::now();
         let (jpeg, _path) = shaper.shape(encoder, picture, out_size)?;
-        let out_size = self.out_size();
-        let took = started.elapsed();
-        self.stats.record_encode(took.as_secs_f64());
-        Stats::add(
-            &self.stats.codec(Codec::Jpeg).encode_micros,
-            took.as_micros() as u64,
-        );
-        let (w, h) = out_size;
-        self.publish(VideoFrame::behind_header(ts, w, h, jpeg, false));
+        self.jpeg.encoded(ts, jpeg, started.elapsed());
         Ok(())
     }
 
@@ -341,14 +406,6 @@ impl VideoLoop {
             }
             wanted
         }
-    }
-
-    /// The size of what clients are sent: `--width`x`--height`, turned by the orientation.
-    fn out_size(&self) -> (u32, u32) {
-        let video = &self.config.video;
-        self.config
-            .orientation
-            .turned_size((video.width, video.height))
     }
 
     /// The frame as I420 at the output size to the H.264 stage, if anyone wants H.264.
