@@ -9,6 +9,9 @@
 //! release binaries first).
 //!
 //! Flags: `--seconds N` (default 10), `--sizes 640x480,1280x720`, `--clients 1,8,32,16+16`,
+//! `--framings text,binary` (default both), `--large 1920x1080:16` (or `none`) with
+//! `--encoder-threads 1,2,N` (default 1, 2 and the core count): the large rows run that size
+//! with that many clients once per encoder thread count,
 //! `--fps 30`, `--quality 70`, `--transports plain,tls` (default both: every row is run over
 //! plain TCP and again with the same clients over TLS, the daemon on `--tls-self-signed`,
 //! and each size ends with the per-client cost of both: the slope of daemon CPU per produced
@@ -93,6 +96,40 @@ impl Transport {
     }
 }
 
+/// How the WebSocket clients ask for their messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// The seed's text messages (`/stream`).
+    Text,
+    /// The opt-in binary ones (`/stream?format=binary`).
+    Binary,
+}
+
+impl Framing {
+    fn as_str(self) -> &'static str {
+        match self {
+            Framing::Text => "text",
+            Framing::Binary => "bin",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Framing, String> {
+        match s {
+            "text" => Ok(Framing::Text),
+            "binary" | "bin" => Ok(Framing::Binary),
+            other => Err(format!("{other:?}: want text or binary")),
+        }
+    }
+}
+
+/// The large-frame rows: one size and client count, run with each encoder thread count.
+#[derive(Clone)]
+struct Large {
+    size: (u32, u32),
+    clients: usize,
+    threads: Vec<usize>,
+}
+
 struct Options {
     seconds: f64,
     sizes: Vec<(u32, u32)>,
@@ -100,6 +137,16 @@ struct Options {
     fps: u32,
     quality: u8,
     transports: Vec<Transport>,
+    framings: Vec<Framing>,
+    large: Option<Large>,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once('x').ok_or("want WxH")?;
+    Ok((
+        w.parse().map_err(|e| format!("{w:?}: {e}"))?,
+        h.parse().map_err(|e| format!("{h:?}: {e}"))?,
+    ))
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -117,6 +164,12 @@ fn parse_options() -> Result<Options, String> {
         } else {
             vec![Transport::Plain]
         },
+        framings: vec![Framing::Text, Framing::Binary],
+        large: Some(Large {
+            size: (1920, 1080),
+            clients: 16,
+            threads: default_encoder_threads(),
+        }),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -142,19 +195,50 @@ fn parse_options() -> Result<Options, String> {
             "--sizes" => {
                 o.sizes = value
                     .split(',')
-                    .map(|s| {
-                        let (w, h) = s.split_once('x').ok_or(bad(&"want WxH"))?;
-                        Ok((
-                            w.parse().map_err(|e| bad(&e))?,
-                            h.parse().map_err(|e| bad(&e))?,
-                        ))
-                    })
+                    .map(|s| parse_size(s).map_err(|e| bad(&e)))
                     .collect::<Result<_, String>>()?
+            }
+            "--framings" => {
+                o.framings = value
+                    .split(',')
+                    .map(|f| Framing::parse(f).map_err(|e| bad(&e)))
+                    .collect::<Result<_, _>>()?
+            }
+            "--large" if value == "none" => o.large = None,
+            "--large" => {
+                let (size, clients) = value.split_once(':').ok_or(bad(&"want WxH:CLIENTS"))?;
+                let threads = o
+                    .large
+                    .take()
+                    .map_or_else(default_encoder_threads, |l| l.threads);
+                o.large = Some(Large {
+                    size: parse_size(size).map_err(|e| bad(&e))?,
+                    clients: clients.parse().map_err(|e| bad(&e))?,
+                    threads,
+                });
+            }
+            "--encoder-threads" => {
+                let threads = value
+                    .split(',')
+                    .map(|t| t.parse::<usize>().map_err(|e| bad(&e)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(large) = o.large.as_mut() {
+                    large.threads = threads;
+                }
             }
             other => return Err(format!("unknown flag {other}")),
         }
     }
     Ok(o)
+}
+
+/// 1, 2 and the core count (each once).
+fn default_encoder_threads() -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut threads = vec![1, 2, cores];
+    threads.dedup();
+    threads.retain(|&t| t <= cores.max(2));
+    threads
 }
 
 fn unix_now() -> f64 {
@@ -164,24 +248,84 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// CPU time of a process in milliseconds: nanosecond run times of its threads from
-/// schedstat, or utime + stime (10 ms ticks) where schedstat is missing.
-fn process_cpu_ms(pid: u32) -> f64 {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
-    let schedstat_ns: Option<u64> = tasks.ok().map(|dir| {
-        dir.filter_map(Result::ok)
-            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-            .filter_map(|s| {
-                s.split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-            .sum()
-    });
-    if let Some(ns) = schedstat_ns.filter(|ns| *ns > 0) {
+/// A process's CPU time in milliseconds, split by what its threads do (from their names).
+#[derive(Clone, Copy, Default)]
+struct ThreadCpu {
+    /// The main thread: the executor (HTTP, WebSocket fan-out).
+    executor: f64,
+    /// `async-io`: the reactor thread.
+    reactor: f64,
+    /// `video-capture`, `audio-capture`, `libcamera`: sources (and inline JPEG encoding).
+    capture: f64,
+    /// `jpeg-encode-N`, `h264-encode`: encoder threads.
+    encoders: f64,
+    /// Everything else (blocking pool threads for files, TLS setup...).
+    other: f64,
+}
+
+impl ThreadCpu {
+    fn total(&self) -> f64 {
+        self.executor + self.reactor + self.capture + self.encoders + self.other
+    }
+
+    fn since(&self, before: &ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            executor: self.executor - before.executor,
+            reactor: self.reactor - before.reactor,
+            capture: self.capture - before.capture,
+            encoders: self.encoders - before.encoders,
+            other: self.other - before.other,
+        }
+    }
+
+    fn per(&self, frames: u64) -> ThreadCpu {
+        let n = frames.max(1) as f64;
+        ThreadCpu {
+            executor: self.executor / n,
+            reactor: self.reactor / n,
+            capture: self.capture / n,
+            encoders: self.encoders / n,
+            other: self.other / n,
+        }
+    }
+
+    /// Nanosecond run times from each thread's schedstat (or utime + stime in 10 ms ticks
+    /// where schedstat is missing), by thread name. Threads that ended are not counted.
+    fn of(pid: u32) -> ThreadCpu {
+        let mut cpu = ThreadCpu::default();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return cpu;
+        };
+        for task in tasks.filter_map(Result::ok) {
+            let path = task.path();
+            let tid: u32 = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let ms = thread_cpu_ms(&path);
+            let bucket = match name.trim() {
+                _ if tid == pid => &mut cpu.executor,
+                "async-io" => &mut cpu.reactor,
+                "video-capture" | "audio-capture" | "libcamera" => &mut cpu.capture,
+                n if n.starts_with("jpeg-encode") || n == "h264-encode" => &mut cpu.encoders,
+                _ => &mut cpu.other,
+            };
+            *bucket += ms;
+        }
+        cpu
+    }
+}
+
+/// One thread's CPU time in ms (`path` is its /proc/<pid>/task/<tid>).
+fn thread_cpu_ms(path: &std::path::Path) -> f64 {
+    let schedstat = std::fs::read_to_string(path.join("schedstat")).ok();
+    let ns = schedstat.and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+    if let Some(ns) = ns.filter(|ns| *ns > 0) {
         return ns as f64 / 1e6;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -274,17 +418,17 @@ fn trust_daemon(state: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, St
     ))
 }
 
-fn start_daemon(
-    o: &Options,
-    size: (u32, u32),
-    clients: usize,
-    transport: Transport,
-) -> Result<(Child, Net), String> {
+fn start_daemon(o: &Options, row: &Row) -> Result<(Child, Net), String> {
+    let (size, transport) = (row.size, row.transport);
     // Room for every client of the run (the default cap is 16).
-    let max_clients = clients.max(16).to_string();
+    let max_clients = row.clients.total().max(16).to_string();
     let mut extra = vec!["--max-clients", &max_clients];
     if transport == Transport::Tls {
         extra.push("--tls-self-signed");
+    }
+    let threads = row.threads.map(|t| t.to_string());
+    if let Some(threads) = &threads {
+        extra.extend(["--encoder-threads", threads]);
     }
     let state = tls_state_dir();
     let state_env = [("STATE_DIRECTORY", state.to_str().unwrap_or_default())];
@@ -316,6 +460,7 @@ struct ClientTally {
 
 fn run_client(
     net: Net,
+    framing: Framing,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<ClientTally>>,
@@ -323,27 +468,32 @@ fn run_client(
     let Some(stream) = net.open(Duration::from_secs(2)) else {
         return;
     };
-    let Ok((mut ws, _)) = tungstenite::client("ws://localhost/stream", stream) else {
+    let url = match framing {
+        Framing::Text => "ws://localhost/stream",
+        Framing::Binary => "ws://localhost/stream?format=binary",
+    };
+    let Ok((mut ws, _)) = tungstenite::client(url, stream) else {
         return;
     };
     tally.lock().unwrap_or_else(|e| e.into_inner()).connected = true;
     while !stop.load(Ordering::Relaxed) {
         let Ok(msg) = ws.read() else { break };
         let received = unix_now();
-        if let tungstenite::Message::Text(text) = msg {
-            let text = text.as_str();
-            if let Some(rest) = text.strip_prefix("video:") {
-                let ts: f64 = rest
-                    .split(':')
-                    .next()
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0.0);
-                if measuring.load(Ordering::Relaxed) {
-                    let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-                    t.frames += 1;
-                    t.latencies_ms.push((received - ts) * 1000.0);
-                }
+        // A picture's capture timestamp, in either framing (docs/client.md).
+        let ts = match &msg {
+            tungstenite::Message::Text(text) => text
+                .as_str()
+                .strip_prefix("video:")
+                .and_then(|rest| rest.split(':').next()?.parse::<f64>().ok()),
+            tungstenite::Message::Binary(b) if b.len() > 12 && b[0] == 1 => {
+                b[4..12].try_into().ok().map(f64::from_le_bytes)
             }
+            _ => None,
+        };
+        if let (Some(ts), true) = (ts, measuring.load(Ordering::Relaxed)) {
+            let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
+            t.frames += 1;
+            t.latencies_ms.push((received - ts) * 1000.0);
         }
     }
     let _ = ws.close(None);
@@ -400,11 +550,22 @@ fn run_mjpeg_client(
     }
 }
 
-struct Scenario {
+/// What one run measures.
+#[derive(Clone, Copy)]
+struct Row {
     size: (u32, u32),
     clients: Mix,
     transport: Transport,
+    framing: Framing,
+    /// `--encoder-threads` for the daemon (its default when `None`).
+    threads: Option<usize>,
+}
+
+struct Scenario {
+    row: Row,
     produced: u64,
+    /// Daemon CPU ms per produced frame, by thread.
+    split: ThreadCpu,
     cpu_per_produced: f64,
     cpu_per_delivered: f64,
     rss_mib: f64,
@@ -423,13 +584,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn run_scenario(
-    o: &Options,
-    size: (u32, u32),
-    clients: Mix,
-    transport: Transport,
-) -> Result<Scenario, String> {
-    let (mut child, net) = start_daemon(o, size, clients.total(), transport)?;
+fn run_scenario(o: &Options, row: Row) -> Result<Scenario, String> {
+    let clients = row.clients;
+    let (mut child, net) = start_daemon(o, &row)?;
     let pid = child.id();
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -447,22 +604,23 @@ fn run_scenario(
                 if mjpeg {
                     run_mjpeg_client(net, m, s, t)
                 } else {
-                    run_client(net, m, s, t)
+                    run_client(net, row.framing, m, s, t)
                 }
             })
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     let produced_before = status_counter(&net, "video_captured").unwrap_or(0);
-    let cpu_before = process_cpu_ms(pid);
-    let clients_cpu_before = process_cpu_ms(std::process::id());
+    let cpu_before = ThreadCpu::of(pid);
+    let clients_cpu_before = ThreadCpu::of(std::process::id()).total();
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(o.seconds));
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = process_cpu_ms(pid) - cpu_before;
-    let clients_cpu = process_cpu_ms(std::process::id()) - clients_cpu_before;
+    let split = ThreadCpu::of(pid).since(&cpu_before);
+    let cpu = split.total();
+    let clients_cpu = ThreadCpu::of(std::process::id()).total() - clients_cpu_before;
     let produced = status_counter(&net, "video_captured").unwrap_or(0) - produced_before;
     let rss = peak_rss_kib(pid);
     stop.store(true, Ordering::Relaxed);
@@ -485,10 +643,9 @@ fn run_scenario(
     }
     latencies.sort_by(f64::total_cmp);
     Ok(Scenario {
-        size,
-        clients,
-        transport,
+        row,
         produced,
+        split: split.per(produced),
         cpu_per_produced: cpu / produced.max(1) as f64,
         cpu_per_delivered: cpu / delivered.max(1) as f64,
         rss_mib: rss as f64 / 1024.0,
@@ -501,9 +658,18 @@ fn run_scenario(
     })
 }
 
-/// CPU ms per frame to JPEG-encode and base64 the synthetic frames in this thread, and the
-/// CPU ms the synthetic source spends drawing each one (part of the pipeline, not the floor).
-fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64), String> {
+/// What [`floor_ms`] measured, per frame.
+struct Floor {
+    /// CPU ms to JPEG-encode and base64 a frame.
+    encode: f64,
+    /// CPU ms the synthetic source spends drawing one (part of the pipeline, not the floor).
+    render: f64,
+    /// Mean size of a binary video message, bytes.
+    message: usize,
+}
+
+/// The floor of the synthetic frames, encoded in this thread.
+fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<Floor, String> {
     let params = VideoParams::at(w, h, o.fps);
     let mut source = TestPattern::unpaced(&params).map_err(|e| e.to_string())?;
     let mut encoder = Encoder::new(o.quality)
@@ -512,6 +678,7 @@ fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64)
     let mut cpu = Duration::ZERO;
     let mut render = Duration::ZERO;
     let mut bytes = 0usize;
+    let mut binary = 0usize;
     for _ in 0..frames {
         let r0 = clock_gettime(ClockId::ThreadCPUTime);
         let frame = source
@@ -523,12 +690,17 @@ fn floor_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<(f64, f64)
         let jpeg = encoder.encode(&frame.picture).map_err(|e| e.to_string())?;
         let framed = VideoFrame::behind_header(0.0, w, h, jpeg, false);
         bytes += framed.text().len();
+        binary += framed.binary().len();
         let t1 = clock_gettime(ClockId::ThreadCPUTime);
         cpu += cpu_between(t0, t1);
     }
     std::hint::black_box(bytes);
     let per_frame = |d: Duration| d.as_secs_f64() * 1000.0 / frames as f64;
-    Ok((per_frame(cpu), per_frame(render)))
+    Ok(Floor {
+        encode: per_frame(cpu),
+        render: per_frame(render),
+        message: binary / frames.max(1),
+    })
 }
 
 /// Removes the Huffman tables from a JPEG, as MJPEG webcams send their frames.
@@ -629,26 +801,192 @@ fn usb_paths_ms(o: &Options, (w, h): (u32, u32), frames: usize) -> Result<[f64; 
     Ok([passthrough, encoded, scaled])
 }
 
-/// Daemon CPU per produced frame added by each WebSocket client over `transport`: the slope
-/// between the WebSocket-only rows with the fewest and the most clients, and those counts.
-fn per_client_cost(rows: &[Scenario], transport: Transport) -> Option<(f64, usize, usize)> {
-    let ws_only = || {
-        rows.iter()
-            .filter(move |r| r.transport == transport && r.clients.mjpeg == 0)
+/// Daemon CPU per produced frame added by each WebSocket client over `transport` with
+/// `framing`: the least-squares slope over the WebSocket-only rows, and the fewest and most
+/// clients it spans.
+fn per_client_cost(
+    rows: &[Scenario],
+    transport: Transport,
+    framing: Framing,
+) -> Option<(f64, usize, usize)> {
+    let points: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.row.transport == transport && r.row.framing == framing)
+        .filter(|r| r.row.clients.mjpeg == 0 && r.row.threads.is_none())
+        .map(|r| (r.row.clients.websocket as f64, r.cpu_per_produced))
+        .collect();
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let fewest = points.iter().map(|p| p.0 as usize).min()?;
+    let most = points.iter().map(|p| p.0 as usize).max()?;
+    (points.len() >= 2 && sxx > 0.0).then_some((sxy / sxx, fewest, most))
+}
+
+/// Column headings of [`print_row`].
+fn print_heading() {
+    println!(
+        "{:>9} {:>7} {:>5} {:>4} {:>3} {:>6} {:>9} {:>9} {:>6} {:>5} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>7} {:>5}",
+        "size", "clients", "via", "fmt", "thr", "frames", "cpu/prod", "cpu/deliv", "floor",
+        "ratio", "exec", "react", "capt", "enc", "rss MiB", "p50 ms", "p99 ms", "fps/cl",
+        "min fps", "bench%"
+    );
+}
+
+fn print_row(s: &Scenario, floor: f64) {
+    let r = &s.row;
+    println!(
+        "{:>9} {:>7} {:>5} {:>4} {:>3} {:>6} {:>9.3} {:>9.3} {:>6.3} {:>5.2} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>7.1} {:>7.1} {:>7.1} {:>6.1} {:>7.1} {:>5.0}",
+        format!("{}x{}", r.size.0, r.size.1),
+        r.clients.label(),
+        r.transport.as_str(),
+        r.framing.as_str(),
+        r.threads.map_or("-".to_string(), |t| t.to_string()),
+        s.produced,
+        s.cpu_per_produced,
+        s.cpu_per_delivered,
+        floor,
+        s.cpu_per_produced / floor,
+        s.split.executor,
+        s.split.reactor,
+        s.split.capture,
+        s.split.encoders,
+        s.rss_mib,
+        s.p50,
+        s.p99,
+        s.fps_per_client,
+        s.min_fps,
+        s.clients_cpu_pct
+    );
+}
+
+/// Runs one row and prints it; `None` (and one line on stderr) if it failed.
+fn run_and_print(o: &Options, row: Row, floor: f64) -> Option<Scenario> {
+    let what = format!(
+        "{}x{} with {} clients",
+        row.size.0,
+        row.size.1,
+        row.clients.label()
+    );
+    match run_scenario(o, row) {
+        Ok(s) if s.connected < row.clients.total() => {
+            eprintln!(
+                "{what}: only {} of {} clients connected",
+                s.connected,
+                row.clients.total()
+            );
+            None
+        }
+        Ok(s) => {
+            print_row(&s, floor);
+            Some(s)
+        }
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            None
+        }
+    }
+}
+
+/// The size's floor line; the floor, or `None` (and one line on stderr) if it failed.
+fn print_floor(o: &Options, size: (u32, u32)) -> Option<Floor> {
+    let label = format!("{}x{}", size.0, size.1);
+    match floor_ms(o, size, 200) {
+        Ok(floor) => {
+            println!(
+                "{label:>9}: floor (encode + base64) {:.3} ms/frame, test-pattern drawing {:.3} ms/frame, {} bytes a message",
+                floor.encode, floor.render, floor.message
+            );
+            Some(floor)
+        }
+        Err(e) => {
+            eprintln!("floor {label}: {e}");
+            None
+        }
+    }
+}
+
+/// CPU ms per frame this thread spends writing a `len`-byte message to each of `clients`
+/// loopback sockets whose readers sleep in `read`, as the benchmark's clients do: one
+/// `write` each, the floor of any fan-out here (on loopback the sender's system call also
+/// runs the receiving side's TCP and wakes the reader). `frames` rounds, 5 ms apart.
+fn send_floor_ms(len: usize, clients: usize, frames: usize) -> Result<f64, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut senders = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let mut reader = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        let (sender, _) = listener.accept().map_err(|e| e.to_string())?;
+        senders.push(sender);
+        readers.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+        }));
+    }
+    let message = vec![0x55u8; len];
+    let mut cpu = Duration::ZERO;
+    for _ in 0..frames {
+        let t0 = clock_gettime(ClockId::ThreadCPUTime);
+        for s in &mut senders {
+            s.write_all(&message).map_err(|e| e.to_string())?;
+        }
+        cpu += cpu_between(t0, clock_gettime(ClockId::ThreadCPUTime));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(senders);
+    for r in readers {
+        let _ = r.join();
+    }
+    Ok(cpu.as_secs_f64() * 1000.0 / frames.max(1) as f64)
+}
+
+/// The per-client slopes of a size's rows, and fan-out against encode at the most clients.
+fn print_costs(o: &Options, size: (u32, u32), rows: &[Scenario], floor: &Floor) {
+    let label = format!("{}x{}", size.0, size.1);
+    let mut costs = Vec::new();
+    for &t in &o.transports {
+        for &f in &o.framings {
+            if let Some((ms, from, to)) = per_client_cost(rows, t, f) {
+                costs.push(format!(
+                    "{} {} {ms:.4} ms/frame ({from}..{to} clients)",
+                    t.as_str(),
+                    f.as_str()
+                ));
+            }
+        }
+    }
+    if !costs.is_empty() {
+        println!(
+            "{label:>9}: per-client cost (WebSocket): {}",
+            costs.join(", ")
+        );
+    }
+    let most = rows
+        .iter()
+        .filter(|r| r.row.transport == Transport::Plain && r.row.clients.mjpeg == 0)
+        .max_by_key(|r| r.row.clients.websocket);
+    let Some(m) = most else { return };
+    let n = m.row.clients.websocket;
+    let fan_out = m.split.executor + m.split.reactor;
+    let sends = send_floor_ms(floor.message, n, 100).and_then(|all| {
+        let one = send_floor_ms(floor.message, 1, 100)?;
+        Ok((all, (all - one) / (n.max(2) - 1) as f64))
+    });
+    let sends = match sends {
+        Ok((all, slope)) => format!(
+            "; the send floor (one write of {} bytes per reader) {all:.3} ms/frame for {n} readers, {slope:.4} ms per reader",
+            floor.message
+        ),
+        Err(e) => format!("; send floor: {e}"),
     };
-    let fewest = ws_only().min_by_key(|r| r.clients.websocket)?;
-    let most = ws_only().max_by_key(|r| r.clients.websocket)?;
-    let added = most
-        .clients
-        .websocket
-        .checked_sub(fewest.clients.websocket)?;
-    (added > 0).then(|| {
-        (
-            (most.cpu_per_produced - fewest.cpu_per_produced) / added as f64,
-            fewest.clients.websocket,
-            most.clients.websocket,
-        )
-    })
+    println!(
+        "{label:>9}: fan-out at {n} clients ({}): executor + reactor {fan_out:.3} ms/frame, encode (floor) {:.3} ms/frame{sends}",
+        m.row.framing.as_str(),
+        floor.encode
+    );
 }
 
 fn cpu_between(a: rustix::time::Timespec, b: rustix::time::Timespec) -> Duration {
@@ -678,37 +1016,13 @@ fn main() {
         "rpi-streamer benchmark: test source @ {} fps q{}, {:.0} s per run; {cpu_model}, {cores} cores",
         o.fps, o.quality, o.seconds
     );
-    println!(
-        "{:>9} {:>7} {:>5} {:>8} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>8}",
-        "size",
-        "clients",
-        "via",
-        "frames",
-        "cpu/prod",
-        "cpu/deliv",
-        "floor",
-        "ratio",
-        "rss MiB",
-        "p50 ms",
-        "p99 ms",
-        "fps/cl",
-        "min fps",
-        "bench %"
-    );
+    print_heading();
     let mut failed = false;
     for &size in &o.sizes {
-        let (floor, render) = match floor_ms(&o, size, 200) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("floor {}x{}: {e}", size.0, size.1);
-                failed = true;
-                continue;
-            }
+        let Some(floor) = print_floor(&o, size) else {
+            failed = true;
+            continue;
         };
-        println!(
-            "{:>9}: floor (encode + base64) {floor:.3} ms/frame, test-pattern drawing {render:.3} ms/frame",
-            format!("{}x{}", size.0, size.1)
-        );
         match usb_paths_ms(&o, size, 100) {
             Ok([passthrough, encoded, scaled]) => println!(
                 "{:>9}: usb paths: MJPEG passthrough {passthrough:.3} ms/frame, YUYV encode \
@@ -721,78 +1035,56 @@ fn main() {
             }
         }
         let mut rows = Vec::new();
-        for (&clients, &transport) in o
-            .clients
-            .iter()
-            .flat_map(|c| o.transports.iter().map(move |t| (c, t)))
-        {
-            match run_scenario(&o, size, clients, transport) {
-                Ok(s) if s.connected < s.clients.total() => {
-                    eprintln!(
-                        "{}x{}: only {} of {} clients connected",
-                        size.0,
-                        size.1,
-                        s.connected,
-                        s.clients.total()
-                    );
-                    failed = true;
-                }
-                Ok(s) => {
-                    println!(
-                    "{:>9} {:>7} {:>5} {:>8} {:>10.3} {:>10.3} {:>8.3} {:>8.2} {:>8.1} {:>9.1} {:>8.1} {:>7.1} {:>7.1} {:>8.0}",
-                    format!("{}x{}", s.size.0, s.size.1),
-                    s.clients.label(),
-                    s.transport.as_str(),
-                    s.produced,
-                    s.cpu_per_produced,
-                    s.cpu_per_delivered,
-                    floor,
-                    s.cpu_per_produced / floor,
-                    s.rss_mib,
-                    s.p50,
-                    s.p99,
-                    s.fps_per_client,
-                    s.min_fps,
-                    s.clients_cpu_pct
-                );
-                    rows.push(s);
-                }
-                Err(e) => {
-                    eprintln!(
-                        "{}x{} with {} clients: {e}",
-                        size.0,
-                        size.1,
-                        clients.label()
-                    );
-                    failed = true;
+        for &clients in &o.clients {
+            for &transport in &o.transports {
+                for &framing in &o.framings {
+                    let row = Row {
+                        size,
+                        clients,
+                        transport,
+                        framing,
+                        threads: None,
+                    };
+                    match run_and_print(&o, row, floor.encode) {
+                        Some(s) => rows.push(s),
+                        None => failed = true,
+                    }
                 }
             }
         }
-        let costs: Vec<String> = o
-            .transports
-            .iter()
-            .filter_map(|&t| per_client_cost(&rows, t).map(|c| (t, c)))
-            .map(|(t, (ms, from, to))| {
-                format!("{} {ms:.3} ms/frame ({from} → {to} clients)", t.as_str())
-            })
-            .collect();
-        if !costs.is_empty() {
-            println!(
-                "{:>9}: per-client cost (WebSocket): {}",
-                format!("{}x{}", size.0, size.1),
-                costs.join(", ")
-            );
+        print_costs(&o, size, &rows, &floor);
+    }
+    if let Some(large) = &o.large {
+        match print_floor(&o, large.size) {
+            None => failed = true,
+            Some(floor) => {
+                for &threads in &large.threads {
+                    let row = Row {
+                        size: large.size,
+                        clients: Mix {
+                            websocket: large.clients,
+                            mjpeg: 0,
+                        },
+                        transport: Transport::Plain,
+                        framing: Framing::Text,
+                        threads: Some(threads),
+                    };
+                    failed |= run_and_print(&o, row, floor.encode).is_none();
+                }
+            }
         }
     }
     let _ = std::fs::remove_dir_all(tls_state_dir());
     println!(
         "cpu/prod, cpu/deliv: daemon CPU ms per produced / per delivered frame; floor: CPU ms to \
-         encode + base64 one frame in-process; ratio = cpu/prod / floor; latency = receive time − \
-         capture timestamp; fps/cl, min fps: mean and slowest client's delivered fps; bench %: CPU \
-         the benchmark's clients used (100 % = one core); clients N+M: N WebSocket beside M \
-         multipart MJPEG clients; via: plain TCP or TLS (--tls-self-signed, the clients rustls); \
-         per-client cost: the rise in cpu/prod per added WebSocket client between the fewest \
-         and the most."
+         encode + base64 one frame in-process; ratio = cpu/prod / floor; exec, react, capt, enc: \
+         cpu/prod split by thread (executor = main thread, reactor = async-io, capture threads, \
+         encoder threads); latency = receive time − capture timestamp; fps/cl, min fps: mean and \
+         slowest client's delivered fps; bench%: CPU the benchmark's clients used (100 % = one \
+         core); clients N+M: N WebSocket beside M multipart MJPEG clients; via: plain TCP or TLS \
+         (--tls-self-signed, the clients rustls); fmt: text or binary WebSocket messages; thr: \
+         the daemon's --encoder-threads (- = its default); per-client cost: the least-squares \
+         slope of cpu/prod over the WebSocket-only rows' client counts."
     );
     if failed {
         std::process::exit(1);

@@ -7,8 +7,12 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The daemon built alongside this example (`target/<profile>/rpi-streamer`).
+/// The daemon built alongside this example (`target/<profile>/rpi-streamer`), or the one
+/// `RPI_STREAMER_DAEMON` names (to measure another build with the same benchmark).
 pub fn release_daemon() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("RPI_STREAMER_DAEMON") {
+        return Ok(PathBuf::from(path));
+    }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let daemon = exe
         .parent()
