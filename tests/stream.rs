@@ -440,3 +440,60 @@ fn an_unavailable_camera_streams_placeholders_instead_of_exiting() {
         daemon.log_text()
     );
 }
+
+/// Names of the daemon's threads, from /proc.
+fn thread_names(daemon: &Daemon) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", daemon.child.id())).expect("/proc");
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn every_encoder_thread_count_sends_decodable_frames_in_capture_order() {
+    for threads in [1, 3] {
+        let daemon = TestDaemon::new()
+            .size(640, 480)
+            .fps(15)
+            .args(["--encoder-threads", &threads.to_string()])
+            .start();
+        let mut ws = daemon.connect("/stream");
+        let run = collect(&mut ws, 2.0);
+        assert!(run.videos.len() >= 10, "{threads} threads: frames arrive");
+        for (ts, w, h, jpeg, received) in &run.videos {
+            assert_eq!((*w, *h), (640, 480));
+            let (dw, dh, _) = decode_jpeg(jpeg).expect("JPEG decodes");
+            assert_eq!((dw, dh), (640, 480));
+            assert!((received - ts).abs() < 1.0, "ts {ts} vs now {received}");
+        }
+        for pair in run.videos.windows(2) {
+            assert!(pair[1].0 > pair[0].0, "{threads} threads: in capture order");
+        }
+        let span = run.videos.last().unwrap().0 - run.videos[0].0;
+        let fps = (run.videos.len() - 1) as f64 / span;
+        assert!(
+            (fps - 15.0).abs() / 15.0 < 0.25,
+            "{threads} threads: {fps:.1} fps, want 15"
+        );
+        let encoders = thread_names(&daemon)
+            .into_iter()
+            .filter(|n| n.starts_with("jpeg-encode"))
+            .count();
+        // One thread: the capture thread encodes, no pool.
+        assert_eq!(encoders, if threads == 1 { 0 } else { threads });
+        let status = daemon.get("/status").text();
+        assert!(status.contains("\"video_encoder_dropped\":"), "{status}");
+    }
+    let out = daemon_command()
+        .args(["--camera-type", "test", "--encoder-threads", "17"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--encoder-threads: must be between 1 and 16 (got 17)"),
+        "{err}"
+    );
+}
