@@ -247,9 +247,17 @@ mod tests {
             frames.windows(2).all(|w| w[0].0 < w[1].0),
             "in capture order"
         );
-        assert_eq!(frames.len() as u32 + dropped, 60, "each frame sent or counted");
+        assert_eq!(
+            frames.len() as u32 + dropped,
+            60,
+            "each frame sent or counted"
+        );
         for (_, jpeg) in frames.iter() {
-            assert_eq!(&jpeg[16..18], &[0xFF, 0xD8], "a JPEG behind 16 reserved bytes");
+            assert_eq!(
+                &jpeg[16..18],
+                &[0xFF, 0xD8],
+                "a JPEG behind 16 reserved bytes"
+            );
         }
     }
 

@@ -22,7 +22,7 @@ use crate::encode::demand::{Codec, Demand};
 use crate::encode::h264_stage::{H264Stage, Job};
 use crate::encode::jpeg::Encoder;
 use crate::encode::orient::Orientation;
-use crate::encode::pool::{EncoderPool, JpegSink, Job as JpegJob};
+use crate::encode::pool::{EncoderPool, Job as JpegJob, JpegSink};
 use crate::encode::scale::{FrameShaper, ShapeError};
 use crate::stats::{RecentRate, Stats};
 use crate::stream::media::{AudioChunk, H264Unit, VideoFrame};
@@ -369,7 +369,11 @@ impl VideoLoop {
             return Ok(());
         }
         let out_size = (self.config.video.width, self.config.video.height);
-        if let Some(pool) = self.pool.as_ref().filter(|_| !shaper.passes_through(picture, out_size)) {
+        if let Some(pool) = self
+            .pool
+            .as_ref()
+            .filter(|_| !shaper.passes_through(picture, out_size))
+        {
             let mut copy = pool.buffer();
             copy.copy_from(picture);
             pool.submit(JpegJob {
