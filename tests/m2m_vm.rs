@@ -117,6 +117,7 @@ fn open_vicodec(keyframe_interval: u32) -> Encoder {
     settings.keyframe_interval = Some(keyframe_interval);
     // vicodec offers a GOP size, but none of the H.264, bitrate or JPEG controls.
     settings.bitrate = Some(1_000_000);
+    settings.fps = Some(30);
     let encoder = Encoder::open(&device, &settings).expect("open vicodec's encoder");
     eprintln!(
         "layout {:?}; controls set: {:?}; not offered: {:?}",
@@ -125,7 +126,7 @@ fn open_vicodec(keyframe_interval: u32) -> Encoder {
         encoder.not_offered()
     );
     assert_eq!(encoder.applied(), ["video_gop_size=5".to_owned()]);
-    assert_eq!(encoder.not_offered(), ["bitrate"]);
+    assert_eq!(encoder.not_offered(), ["bitrate", "frame rate"]);
     encoder
 }
 
@@ -335,4 +336,32 @@ fn unbinding_vicodec_mid_stream_is_an_error_not_a_hang() {
         .encode(&yu12, 0, WAIT)
         .expect("a unit after the rebind");
     check_fwht(&unit, 0);
+}
+
+#[test]
+#[ignore = "needs vicodec: run in scripts/vm/run --module vicodec"]
+fn vicodec_encodes_nv12_laid_out_by_the_drivers_strides() {
+    let device = m2m::find(Codec::Fwht).expect("an FWHT encoder");
+    let settings = Settings::new(Codec::Fwht, WIDTH, HEIGHT, m2m::PIX_FMT_NV12);
+    let mut encoder = Encoder::open(&device, &settings).expect("open vicodec for NV12");
+    let layout = encoder.layout().clone();
+    eprintln!("NV12 layout {layout:?}");
+    assert_eq!(layout.fourcc, m2m::PIX_FMT_NV12);
+    for n in 0..5 {
+        let nv12 = layout.from_i420(&picture(n)).expect("an NV12 picture");
+        let unit = encoder
+            .encode(&nv12, i64::from(n), WAIT)
+            .expect("an NV12 unit");
+        check_fwht(&unit, n);
+        // Three components, 4:2:0 (neither chroma full width nor full height), YUV.
+        let flags = fwht_header(&unit.data).flags;
+        assert_eq!((flags >> 16) & 7, 2, "unit {n}: components - 1");
+        assert_eq!(flags & (3 << 7), 0, "unit {n}: 4:2:0 chroma");
+        assert_eq!((flags >> 19) & 3, 1, "unit {n}: YUV pixel encoding");
+    }
+    let wrong = vec![0u8; layout.picture_len() - 1];
+    assert!(matches!(
+        encoder.queue_picture(&wrong, 0, WAIT),
+        Err(M2mError::PictureSize { .. })
+    ));
 }

@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use v4l::v4l2::{self, vidioc};
 use v4l::v4l_sys::{
-    v4l2_buffer, v4l2_capability, v4l2_encoder_cmd, v4l2_fmtdesc, v4l2_format, v4l2_frmsizeenum,
-    v4l2_plane, v4l2_requestbuffers,
+    v4l2_buffer, v4l2_capability, v4l2_encoder_cmd, v4l2_fmtdesc, v4l2_format, v4l2_fract,
+    v4l2_frmsizeenum, v4l2_plane, v4l2_requestbuffers, v4l2_streamparm,
 };
 
 /// A V4L2 pixel or coded format code, `v4l2_fourcc(a, b, c, d)` (linux/videodev2.h).
@@ -128,6 +128,7 @@ const ENODEV: i32 = 19;
 const ENXIO: i32 = 6;
 const EAGAIN: i32 = 11;
 const EPIPE: i32 = 32;
+const ENOTTY: i32 = 25;
 /// Longest single poll: an unbound device may not wake a sleeping poll, the next one sees it.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
@@ -503,6 +504,8 @@ pub struct Settings {
     pub repeat_sequence_header: bool,
     /// JPEG quality 1..100 (`V4L2_CID_JPEG_COMPRESSION_QUALITY`).
     pub quality: Option<u8>,
+    /// Pictures per second, for the driver's rate control (`VIDIOC_S_PARM` on OUTPUT).
+    pub fps: Option<u32>,
     /// Buffers asked for on each queue (the driver may give more).
     pub buffers: u32,
 }
@@ -522,6 +525,7 @@ impl Settings {
             h264_level: None,
             repeat_sequence_header: true,
             quality: None,
+            fps: None,
             buffers: 4,
         }
     }
@@ -729,6 +733,9 @@ impl Encoder {
             drained: false,
         };
         encoder.set_controls(settings)?;
+        if let Some(fps) = settings.fps {
+            encoder.set_frame_rate(fps)?;
+        }
         // On an error below, dropping `encoder` unmaps what was mapped and frees the buffers.
         encoder.output =
             encoder.map_buffers(queues.output, settings.buffers, PROT_READ | PROT_WRITE)?;
@@ -1082,6 +1089,35 @@ impl Encoder {
         Ok(())
     }
 
+    /// The frame rate rate control aims at: `VIDIOC_S_PARM`'s time per frame on OUTPUT.
+    fn set_frame_rate(&mut self, fps: u32) -> Result<(), M2mError> {
+        let mut parm = v4l2_streamparm {
+            type_: self.queues.output,
+            ..zeroed()
+        };
+        parm.parm.output.timeperframe = v4l2_fract {
+            numerator: 1,
+            denominator: fps,
+        };
+        // SAFETY: VIDIOC_S_PARM reads and writes one v4l2_streamparm, which `parm` is.
+        let set = unsafe {
+            v4l2::ioctl(
+                self.fd.as_raw_fd(),
+                vidioc::VIDIOC_S_PARM,
+                &mut parm as *mut _ as *mut c_void,
+            )
+        };
+        match set {
+            Ok(()) => self.applied.push(format!("frame_rate={fps}")),
+            // vicodec has no S_PARM at all (ENOTTY); some drivers refuse the OUTPUT type.
+            Err(e) if matches!(e.raw_os_error(), Some(ENOTTY) | Some(EINVAL)) => {
+                self.not_offered.push("frame rate")
+            }
+            Err(e) => return Err(self.error("setting the frame rate", e)),
+        }
+        Ok(())
+    }
+
     /// REQBUFS `count` MMAP buffers on queue `kind` and maps every plane of each.
     fn map_buffers(&self, kind: u32, count: u32, protection: i32) -> Result<Vec<Mapped>, M2mError> {
         let mut request = v4l2_requestbuffers {
@@ -1421,6 +1457,7 @@ impl Zeroable for v4l2_fmtdesc {}
 impl Zeroable for v4l2_format {}
 impl Zeroable for v4l2_frmsizeenum {}
 impl Zeroable for v4l2_requestbuffers {}
+impl Zeroable for v4l2_streamparm {}
 
 /// The fd, for callers that poll it with other sources.
 impl AsFd for Encoder {
@@ -1506,6 +1543,7 @@ mod tests {
             (vidioc::VIDIOC_DQBUF, 0xc058_5611, "VIDIOC_DQBUF"),
             (vidioc::VIDIOC_STREAMON, 0x4004_5612, "VIDIOC_STREAMON"),
             (vidioc::VIDIOC_STREAMOFF, 0x4004_5613, "VIDIOC_STREAMOFF"),
+            (vidioc::VIDIOC_S_PARM, 0xc0cc_5616, "VIDIOC_S_PARM"),
             (
                 vidioc::VIDIOC_S_EXT_CTRLS,
                 0xc020_5648,
