@@ -250,6 +250,15 @@ fn vicodec_encodes_fwht_frames_with_keyframes_and_drains() {
         .expect("after the drain")
         .is_none());
     assert!(t.elapsed() < Duration::from_secs(2));
+
+    // V4L2_ENC_CMD_START: the same encoder encodes again.
+    encoder.restart().expect("restart after the drain");
+    let yu12 = layout.from_i420(&picture(0)).unwrap();
+    let unit = encoder
+        .encode(&yu12, 7_000_000, WAIT)
+        .expect("a unit after the restart");
+    check_fwht(&unit, 0);
+    assert!(!unit.last);
 }
 
 #[test]

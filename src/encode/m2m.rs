@@ -93,6 +93,8 @@ pub const BUF_FLAG_ERROR: u32 = 0x0000_0040;
 pub const BUF_FLAG_LAST: u32 = 0x0010_0000;
 /// `V4L2_FMT_FLAG_COMPRESSED` in `v4l2_fmtdesc.flags`.
 pub const FMT_FLAG_COMPRESSED: u32 = 0x0001;
+/// `V4L2_ENC_CMD_START`: encode again after a stop.
+pub const ENC_CMD_START: u32 = 0;
 /// `V4L2_ENC_CMD_STOP`: finish the pictures queued so far, then flag the last unit.
 pub const ENC_CMD_STOP: u32 = 1;
 /// `V4L2_FRMSIZE_TYPE_DISCRETE`; the other two (continuous, stepwise) carry a range.
@@ -889,19 +891,8 @@ impl Encoder {
     /// last one flagged [`Unit::last`], waiting at most `timeout` in all.
     pub fn drain(&mut self, timeout: Duration) -> Result<Vec<Unit>, M2mError> {
         let deadline = Instant::now() + timeout;
-        let mut command = v4l2_encoder_cmd {
-            cmd: ENC_CMD_STOP,
-            ..zeroed()
-        };
-        // SAFETY: VIDIOC_ENCODER_CMD reads and writes one v4l2_encoder_cmd, which `command` is.
-        unsafe {
-            v4l2::ioctl(
-                self.fd.as_raw_fd(),
-                vidioc::VIDIOC_ENCODER_CMD,
-                &mut command as *mut _ as *mut c_void,
-            )
-        }
-        .map_err(|e| self.error("stopping the encoder (V4L2_ENC_CMD_STOP)", e))?;
+        self.command(ENC_CMD_STOP)
+            .map_err(|e| self.error("stopping the encoder (V4L2_ENC_CMD_STOP)", e))?;
         let mut units = Vec::new();
         while !self.drained {
             match self.next_unit(deadline.saturating_duration_since(Instant::now()))? {
@@ -917,6 +908,37 @@ impl Encoder {
             }
         }
         Ok(units)
+    }
+
+    /// Encodes again after a [`Encoder::drain`], without reopening: the CAPTURE queue is
+    /// restarted (STREAMOFF, every buffer queued again, STREAMON), then
+    /// `V4L2_ENC_CMD_START`. The command alone is not enough everywhere: vicodec (6.1) then
+    /// keeps answering EPIPE, as after the LAST buffer, until CAPTURE is restarted.
+    pub fn restart(&mut self) -> Result<(), M2mError> {
+        let capture = self.queues.capture;
+        self.stream(vidioc::VIDIOC_STREAMOFF, capture)
+            .map_err(|e| self.error("stopping CAPTURE", e))?;
+        for index in 0..self.capture.len() as u32 {
+            self.queue_capture(index)?;
+        }
+        self.stream(vidioc::VIDIOC_STREAMON, capture)
+            .map_err(|e| self.error("starting CAPTURE", e))?;
+        self.command(ENC_CMD_START)
+            .map_err(|e| self.error("restarting the encoder (V4L2_ENC_CMD_START)", e))?;
+        self.drained = false;
+        Ok(())
+    }
+
+    fn command(&self, cmd: u32) -> io::Result<()> {
+        let mut command = v4l2_encoder_cmd { cmd, ..zeroed() };
+        // SAFETY: VIDIOC_ENCODER_CMD reads and writes one v4l2_encoder_cmd, which `command` is.
+        unsafe {
+            v4l2::ioctl(
+                self.fd.as_raw_fd(),
+                vidioc::VIDIOC_ENCODER_CMD,
+                &mut command as *mut _ as *mut c_void,
+            )
+        }
     }
 
     /// Copies the unit out of a dequeued CAPTURE buffer and queues the buffer again.
@@ -1520,7 +1542,7 @@ mod tests {
         assert_eq!(BUF_FLAG_ERROR, 0x0000_0040);
         assert_eq!(BUF_FLAG_LAST, 0x0010_0000);
         assert_eq!(FMT_FLAG_COMPRESSED, 0x0001);
-        assert_eq!(ENC_CMD_STOP, 1);
+        assert_eq!((ENC_CMD_START, ENC_CMD_STOP), (0, 1));
         assert_eq!(MAX_PLANES, 8);
     }
 
