@@ -1383,11 +1383,27 @@ fn layout_of(queues: Queues, format: &v4l2_format) -> Layout {
 /// encoders answer for the raw or for the coded format) and raw formats a device accepts,
 /// for messages.
 fn accepted(fd: i32, device: &Device, fourccs: &[u32]) -> String {
+    let sizes = fourccs
+        .iter()
+        .map(|&fourcc| frame_sizes(fd, fourcc))
+        .find(|sizes| !sizes.is_empty())
+        .unwrap_or_default();
+    let formats: Vec<String> = device.raw.iter().map(|&c| fourcc_str(c)).collect();
+    format!(
+        "{} in {}",
+        if sizes.is_empty() {
+            "sizes it does not list".to_owned()
+        } else {
+            sizes.join(", ")
+        },
+        formats.join(", ")
+    )
+}
+
+/// The sizes VIDIOC_ENUM_FRAMESIZES lists for `fourcc`: discrete ones, or one range.
+fn frame_sizes(fd: i32, fourcc: u32) -> Vec<String> {
     let mut sizes = Vec::new();
-    for (index, fourcc) in fourccs.iter().flat_map(|&f| (0..32).map(move |i| (i, f))) {
-        if index == 0 && !sizes.is_empty() {
-            break;
-        }
+    for index in 0..32 {
         let mut size = v4l2_frmsizeenum {
             index,
             pixel_format: fourcc,
@@ -1402,7 +1418,7 @@ fn accepted(fd: i32, device: &Device, fourccs: &[u32]) -> String {
             )
         };
         if listed.is_err() {
-            continue;
+            break;
         }
         if size.type_ == FRMSIZE_TYPE_DISCRETE {
             // SAFETY: a discrete answer fills the union's `discrete` member.
@@ -1418,16 +1434,7 @@ fn accepted(fd: i32, device: &Device, fourccs: &[u32]) -> String {
             break;
         }
     }
-    let formats: Vec<String> = device.raw.iter().map(|&c| fourcc_str(c)).collect();
-    format!(
-        "{} in {}",
-        if sizes.is_empty() {
-            "sizes it does not list".to_owned()
-        } else {
-            sizes.join(", ")
-        },
-        formats.join(", ")
-    )
+    sizes
 }
 
 fn open_node(path: &Path) -> Result<OwnedFd, M2mError> {
