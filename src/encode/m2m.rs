@@ -1596,6 +1596,31 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_the_device_and_what_it_accepts() {
+        let none = M2mError::NotFound {
+            codec: "h264",
+            looked: 4,
+            skipped: vec!["/dev/video2: opening: Permission denied (os error 13)".into()],
+        };
+        assert_eq!(
+            none.to_string(),
+            "no V4L2 memory-to-memory encoder offers h264 (looked at 4 video devices); \
+             unusable: /dev/video2: opening: Permission denied (os error 13)"
+        );
+        let gone = io_error(
+            "/dev/video11",
+            "dequeuing a unit",
+            io::Error::from_raw_os_error(ENODEV),
+        );
+        assert!(gone.is_gone(), "{gone}");
+        assert!(gone
+            .to_string()
+            .starts_with("/dev/video11: the encoder is gone"));
+        let busy = io_error("/dev/video11", "opening", io::Error::from_raw_os_error(16));
+        assert!(!busy.is_gone(), "EBUSY is not a vanished device");
+    }
+
+    #[test]
     fn codecs_parse_and_print_by_one_table() {
         for (codec, name, code) in CODECS {
             assert_eq!(Codec::from_name(name), Some(codec));
