@@ -754,4 +754,21 @@ mod tests {
         assert_eq!(codec_string(&data).as_deref(), Some("avc1.42C01E"));
         assert_eq!(codec_string(&[0, 0, 1, 0x65, 1]), None);
     }
+
+    #[test]
+    fn hardware_keyframes_are_read_from_the_nal_types_and_the_fwht_header() {
+        let idr = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 1, 0, 0, 1, 0x65, 2];
+        assert!(is_idr(&idr) && has_slice(&idr));
+        let p = [0, 0, 0, 1, 0x41, 9];
+        assert!(!is_idr(&p) && has_slice(&p));
+        let headers_only = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 1];
+        assert!(!has_slice(&headers_only));
+        let mut fwht = vec![0u8; 44];
+        fwht[..8].copy_from_slice(&FWHT_MAGIC);
+        assert!(!fwht_is_iframe(&fwht));
+        fwht[20..24].copy_from_slice(&(1u32 << 10).to_be_bytes());
+        assert!(fwht_is_iframe(&fwht));
+        assert!(!fwht_is_iframe(&fwht[..20]));
+        assert!(!fwht_is_iframe(&idr));
+    }
 }
