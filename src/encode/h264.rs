@@ -382,6 +382,8 @@ mod hardware {
 
     /// Longest wait for the driver: a free input buffer, then the unit.
     const WAIT: Duration = Duration::from_secs(2);
+    /// Corrupt units in a row that make the encoder count as failed.
+    const MAX_CORRUPT: u32 = 3;
     /// Buffers of parameter sets alone (bcm2835-codec's first) joined to the next one.
     const MAX_HEADER_BUFFERS: usize = 4;
 
@@ -397,6 +399,8 @@ mod hardware {
         packed: Vec<u8>,
         /// False once the driver said it cannot force a keyframe.
         can_force: bool,
+        /// Units in a row the driver flagged corrupt.
+        corrupt: u32,
         pub description: String,
     }
 
@@ -448,6 +452,7 @@ mod hardware {
                 codec,
                 packed: Vec::new(),
                 can_force: true,
+                corrupt: 0,
                 description,
             })
         }
@@ -503,8 +508,19 @@ mod hardware {
                     ))
                 })?;
                 if unit.error {
+                    // One is dropped; a run of them is a device in trouble (cancelled queues
+                    // hand every buffer back flagged so).
+                    self.corrupt += 1;
+                    log::debug!("H.264: {}: a unit flagged corrupt", self.device());
+                    if self.corrupt >= MAX_CORRUPT {
+                        return Err(H264Error::Hardware(format!(
+                            "{}: {MAX_CORRUPT} units in a row flagged corrupt (V4L2_BUF_FLAG_ERROR)",
+                            self.device()
+                        )));
+                    }
                     return Ok(None);
                 }
+                self.corrupt = 0;
                 if self.codec != Codec::H264 {
                     // FWHT (tests in the VM), sent as it comes.
                     let keyframe = super::fwht_is_iframe(&unit.data);
