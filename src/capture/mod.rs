@@ -247,7 +247,11 @@ impl OwnedPicture {
             } => (PictureKind::Nv12, planes, [y, uv, 0]),
             Picture::Yuyv {
                 ref data, stride, ..
-            } => (PictureKind::Yuyv, std::slice::from_ref(data), [stride, 0, 0]),
+            } => (
+                PictureKind::Yuyv,
+                std::slice::from_ref(data),
+                [stride, 0, 0],
+            ),
             Picture::Jpeg { ref data, .. } => {
                 (PictureKind::Jpeg, std::slice::from_ref(data), [0; 3])
             }

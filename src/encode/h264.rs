@@ -412,8 +412,7 @@ mod hardware {
             height: u32,
         ) -> Result<Hardware, H264Error> {
             let codec = super::hardware_codec();
-            let device =
-                m2m::find(codec).map_err(|e| H264Error::NoHardware(e.to_string()))?;
+            let device = m2m::find(codec).map_err(|e| H264Error::NoHardware(e.to_string()))?;
             let input = [m2m::PIX_FMT_YUV420, m2m::PIX_FMT_NV12]
                 .into_iter()
                 .find(|f| device.raw.contains(f))
@@ -481,20 +480,27 @@ mod hardware {
             }
             self.packed.clear();
             let (w, h) = (picture.width as usize, picture.height as usize);
-            for (i, (pw, ph)) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)].into_iter().enumerate() {
+            for (i, (pw, ph)) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
+                .into_iter()
+                .enumerate()
+            {
                 let stride = picture.strides[i];
                 for row in 0..ph {
                     self.packed
                         .extend_from_slice(&picture.planes[i][row * stride..row * stride + pw]);
                 }
             }
-            let laid = self.encoder.layout().from_i420(&self.packed).ok_or_else(|| {
-                H264Error::Hardware(format!(
-                    "{}: a {w}x{h} picture does not fit the encoder's layout {:?}",
-                    self.device(),
-                    self.encoder.layout()
-                ))
-            })?;
+            let laid = self
+                .encoder
+                .layout()
+                .from_i420(&self.packed)
+                .ok_or_else(|| {
+                    H264Error::Hardware(format!(
+                        "{}: a {w}x{h} picture does not fit the encoder's layout {:?}",
+                        self.device(),
+                        self.encoder.layout()
+                    ))
+                })?;
             let micros = i64::try_from(millis.saturating_mul(1000)).unwrap_or(i64::MAX);
             self.encoder
                 .queue_picture(&laid, micros, WAIT)
@@ -773,7 +779,9 @@ mod tests {
 
     #[test]
     fn hardware_keyframes_are_read_from_the_nal_types_and_the_fwht_header() {
-        let idr = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 1, 0, 0, 1, 0x65, 2];
+        let idr = [
+            0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 1, 0, 0, 1, 0x65, 2,
+        ];
         assert!(is_idr(&idr) && has_slice(&idr));
         let p = [0, 0, 0, 1, 0x41, 9];
         assert!(!is_idr(&p) && has_slice(&p));
