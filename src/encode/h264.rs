@@ -351,6 +351,7 @@ pub fn find_hardware() -> Result<String, H264Error> {
 const NO_V4L2: &str = "this build has no V4L2 support (build with the cargo feature v4l)";
 
 /// Whether an access unit holds a slice (NAL types 1-5), not parameter sets alone.
+#[cfg_attr(not(feature = "v4l"), allow(dead_code))]
 fn has_slice(data: &[u8]) -> bool {
     nal_units(data).any(|n| n.first().is_some_and(|b| (1..=5).contains(&(b & 0x1f))))
 }
