@@ -161,7 +161,7 @@ pub struct Args {
     /// accept WebSocket upgrades only from this browser Origin (repeatable; default: any)
     #[argh(option)]
     pub allowed_origin: Vec<String>,
-    /// encoder for /stream?video=h264 (H.264): auto or software (default auto)
+    /// encoder for /stream?video=h264 (H.264): auto (the hardware one if there is one), v4l2 (require the hardware V4L2 memory-to-memory encoder) or software (OpenH264) (default auto)
     #[argh(option, default = "String::from(\"auto\")")]
     pub h264_encoder: String,
     /// target bitrate of the H.264 stream in kbit/s, 100-50000 (default 1000)
@@ -593,6 +593,7 @@ impl Validated {
         config.access.token = resolve_secret(self.token, "--auth-token-file", token_problem)?;
         config.access.basic = resolve_secret(self.basic, "--basic-auth-file", basic_problem)?;
         config.tls = resolve_tls(&self.tls)?;
+        resolve_h264_encoder(config.h264.encoder)?;
         Ok(config)
     }
 
@@ -600,6 +601,20 @@ impl Validated {
     pub fn tls(&self) -> &TlsRequest {
         &self.tls
     }
+}
+
+/// `--h264-encoder v4l2` needs the hardware encoder to be there at start (later, a failing
+/// one falls back to software).
+fn resolve_h264_encoder(kind: H264EncoderKind) -> Result<(), ConfigError> {
+    if kind != H264EncoderKind::V4l2 {
+        return Ok(());
+    }
+    crate::encode::h264::find_hardware().map(drop).map_err(|e| {
+        invalid(
+            "--h264-encoder",
+            format!("v4l2: {e} (use auto or software to encode with OpenH264)"),
+        )
+    })
 }
 
 /// A flag value outside what the daemon can run with.
@@ -1247,8 +1262,8 @@ mod tests {
                 "--h264-profile: must be one of baseline, main, high (got \"extended\")",
             ),
             (
-                &["--h264-encoder", "v4l2"],
-                "--h264-encoder: must be one of auto, software (got \"v4l2\")",
+                &["--h264-encoder", "hardware"],
+                "--h264-encoder: must be one of auto, v4l2, software (got \"hardware\")",
             ),
             (
                 &["--test-scene", "night"],

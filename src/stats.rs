@@ -58,6 +58,14 @@ pub struct Stats {
     pub codecs: [CodecStats; Codec::ALL.len()],
     /// The H.264 stream's codec string (`avc1.PPCCLL`) once a keyframe was encoded.
     pub h264_codec: Mutex<Option<String>>,
+    /// Which H.264 encoder runs (`v4l2 /dev/video11` or `software`); `None` before the first.
+    pub h264_encoder: Mutex<Option<String>>,
+    /// Times the hardware H.264 encoder failed or vanished and OpenH264 took over.
+    pub h264_encoder_fallbacks: AtomicU64,
+    /// H.264 units from the hardware (V4L2 memory-to-memory) encoder.
+    pub h264_hardware_units: AtomicU64,
+    /// H.264 units from OpenH264.
+    pub h264_software_units: AtomicU64,
 }
 
 /// One plain counter of [`Stats`] as `/status` and `/metrics` show it: adding a counter is
@@ -126,6 +134,27 @@ pub const COUNTERS: &[Counter] = &[
         labels: "{reason=\"client_skipped\"}",
         help: "Video frames dropped, by reason.",
         get: |s| &s.client_video_skipped,
+    },
+    Counter {
+        status_key: "h264_encoder_fallbacks",
+        metric: "encoder_fallbacks_total",
+        labels: "{codec=\"h264\"}",
+        help: "Times a hardware encoder failed or vanished and software took over, by codec.",
+        get: |s| &s.h264_encoder_fallbacks,
+    },
+    Counter {
+        status_key: "h264_hardware_units",
+        metric: "h264_units_by_encoder_total",
+        labels: "{encoder=\"v4l2\"}",
+        help: "H.264 units by the encoder that made them.",
+        get: |s| &s.h264_hardware_units,
+    },
+    Counter {
+        status_key: "h264_software_units",
+        metric: "h264_units_by_encoder_total",
+        labels: "{encoder=\"software\"}",
+        help: "H.264 units by the encoder that made them.",
+        get: |s| &s.h264_software_units,
     },
     Counter {
         status_key: "audio_chunks",

@@ -408,14 +408,34 @@ pub fn open_video(
     }
 }
 
-/// What `--list-devices` prints for `camera`: the cameras a backend can open, then the
-/// microphones when the build has the ALSA backend.
+/// What `--list-devices` prints for `camera`: the cameras a backend can open, the hardware
+/// (V4L2 memory-to-memory) encoders when the build has V4L2, then the microphones when it
+/// has the ALSA backend.
 pub fn list_devices(camera: CameraType) -> Result<String, CaptureError> {
     let video = list_video_devices(camera)?;
+    #[cfg(feature = "v4l")]
+    let video = format!("{video}\n{}", list_m2m_encoders());
     #[cfg(feature = "alsa")]
     return Ok(format!("{video}\n{}", alsa::list_devices()));
     #[cfg(not(feature = "alsa"))]
     Ok(video)
+}
+
+/// The M2M encoders (`--h264-encoder v4l2` uses the first that makes H.264).
+#[cfg(feature = "v4l")]
+fn list_m2m_encoders() -> String {
+    let (found, skipped) = crate::encode::m2m::list();
+    let mut out = String::from("hardware encoders (V4L2 memory-to-memory):\n");
+    if found.is_empty() {
+        out.push_str("  none (H.264 is encoded by OpenH264)\n");
+    }
+    for device in found {
+        out.push_str(&format!("  {device}\n"));
+    }
+    for why in skipped {
+        out.push_str(&format!("  not examined: {why}\n"));
+    }
+    out
 }
 
 fn list_video_devices(camera: CameraType) -> Result<String, CaptureError> {

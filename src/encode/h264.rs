@@ -6,8 +6,10 @@
 //! request. OpenH264 writes SPS and PPS in front of every IDR, so each keyframe is a
 //! complete entry point for a decoder that joins there. The output is Annex-B (start codes).
 //!
-//! The hardware encoders of #17 implement the same [`H264Encoder`] surface: one picture in,
-//! at most one access unit out, `force_keyframe` before the picture that must be one.
+//! The Pi's hardware encoder (a V4L2 memory-to-memory device, [`super::m2m`], feature `v4l`)
+//! implements the same [`H264Encoder`] surface ([`H264Encoder::hardware`]): one picture in,
+//! at most one access unit out, a keyframe on request where the driver offers one. Which of
+//! the two runs, and the fallback from one to the other, is [`super::h264_stage`]'s choice.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -47,20 +49,28 @@ impl H264Profile {
 /// `--h264-encoder`: which implementation encodes H.264.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum H264EncoderKind {
-    /// The best one this machine has (today: software).
+    /// The hardware encoder when the machine has one (found by capability), else software.
     Auto,
+    /// The hardware encoder (V4L2 memory-to-memory), required at start; software only as a
+    /// fallback while it fails.
+    V4l2,
     /// OpenH264 on the CPU.
     Software,
 }
 
 impl H264EncoderKind {
     /// Every kind, for parsing and for messages that list them.
-    pub const ALL: [H264EncoderKind; 2] = [H264EncoderKind::Auto, H264EncoderKind::Software];
+    pub const ALL: [H264EncoderKind; 3] = [
+        H264EncoderKind::Auto,
+        H264EncoderKind::V4l2,
+        H264EncoderKind::Software,
+    ];
 
     /// The flag's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             H264EncoderKind::Auto => "auto",
+            H264EncoderKind::V4l2 => "v4l2",
             H264EncoderKind::Software => "software",
         }
     }
@@ -116,6 +126,12 @@ pub enum H264Error {
     /// OpenH264 refused the settings or the picture.
     #[error("OpenH264: {0}")]
     Encoder(String),
+    /// No hardware (V4L2 memory-to-memory) H.264 encoder on this machine.
+    #[error("{0}")]
+    NoHardware(String),
+    /// The hardware encoder could not be opened or failed (its message names the device).
+    #[error("{0}")]
+    Hardware(String),
 }
 
 /// A picture in I420 (planar 4:2:0), as the encoder takes it.
@@ -300,13 +316,252 @@ mod software {
     }
 }
 
-/// The implementations behind [`H264Encoder`], chosen by `--h264-encoder`. The V4L2
-/// memory-to-memory encoder of the Pi's hardware (#17) becomes the next variant; without the
-/// `h264` feature there is none, and no encoder can be made.
+/// The environment variable that makes the hardware path look for an FWHT encoder instead
+/// of an H.264 one. For tests in the VM only (scripts/checks/vm-v4l): the kernel's virtual
+/// vicodec speaks the Pi's stateful M2M ioctls but encodes FWHT alone, so with
+/// `RPI_STREAMER_M2M_CODEC=FWHT` the whole hardware path (find, open, stream, fallback,
+/// retry) runs against it and its FWHT frames go out as the "H.264" units — which no real
+/// client can decode.
+pub const M2M_CODEC_ENV: &str = "RPI_STREAMER_M2M_CODEC";
+
+/// The coded format the hardware path looks for: H.264, or FWHT when [`M2M_CODEC_ENV`] says
+/// so (tests in the VM).
+#[cfg(feature = "v4l")]
+pub fn hardware_codec() -> super::m2m::Codec {
+    match std::env::var(M2M_CODEC_ENV) {
+        Ok(v) if v.eq_ignore_ascii_case("fwht") => super::m2m::Codec::Fwht,
+        _ => super::m2m::Codec::H264,
+    }
+}
+
+/// The hardware encoder this machine has for the H.264 stream, if any: `Err` says why not.
+/// `--h264-encoder v4l2` requires one at start.
+pub fn find_hardware() -> Result<String, H264Error> {
+    #[cfg(feature = "v4l")]
+    {
+        super::m2m::find(hardware_codec())
+            .map(|d| d.to_string())
+            .map_err(|e| H264Error::NoHardware(e.to_string()))
+    }
+    #[cfg(not(feature = "v4l"))]
+    Err(H264Error::NoHardware(NO_V4L2.into()))
+}
+
+#[cfg(not(feature = "v4l"))]
+const NO_V4L2: &str = "this build has no V4L2 support (build with the cargo feature v4l)";
+
+/// Whether an access unit holds a slice (NAL types 1-5), not parameter sets alone.
+#[cfg_attr(not(feature = "v4l"), allow(dead_code))]
+fn has_slice(data: &[u8]) -> bool {
+    nal_units(data).any(|n| n.first().is_some_and(|b| (1..=5).contains(&(b & 0x1f))))
+}
+
+/// Whether an access unit holds an IDR slice (NAL type 5): hardware buffer flags are not
+/// trusted alone.
+pub fn is_idr(data: &[u8]) -> bool {
+    nal_units(data).any(|n| n.first().is_some_and(|b| b & 0x1f == 5))
+}
+
+/// `V4L2_FWHT_FL_I_FRAME` in an FWHT frame header's flags word (the sixth, big-endian after
+/// the two magic words: drivers/media/test-drivers/vicodec/codec-fwht.h).
+const FWHT_FL_I_FRAME: u32 = 1 << 10;
+/// The two magic words an FWHT frame starts with.
+pub const FWHT_MAGIC: [u8; 8] = [0x4f, 0x4f, 0x4f, 0x4f, 0xff, 0xff, 0xff, 0xff];
+
+/// Whether an FWHT frame (vicodec's) is an I-frame, by its header.
+pub fn fwht_is_iframe(data: &[u8]) -> bool {
+    data.len() >= 24
+        && data[..8] == FWHT_MAGIC
+        && u32::from_be_bytes([data[20], data[21], data[22], data[23]]) & FWHT_FL_I_FRAME != 0
+}
+
+#[cfg(feature = "v4l")]
+mod hardware {
+    use super::{has_slice, AccessUnit, H264Error, H264Profile, H264Settings, I420};
+    use crate::encode::m2m::{self, Codec, Encoder, M2mError};
+    use std::time::Duration;
+
+    /// Longest wait for the driver: a free input buffer, then the unit.
+    const WAIT: Duration = Duration::from_secs(2);
+    /// Corrupt units in a row that make the encoder count as failed.
+    const MAX_CORRUPT: u32 = 3;
+    /// Buffers of parameter sets alone (bcm2835-codec's first) joined to the next one.
+    const MAX_HEADER_BUFFERS: usize = 4;
+
+    fn hw(e: M2mError) -> H264Error {
+        H264Error::Hardware(e.to_string())
+    }
+
+    /// A V4L2 M2M encoder producing the H.264 stream (or FWHT, in tests).
+    pub struct Hardware {
+        encoder: Encoder,
+        codec: Codec,
+        /// The picture packed tightly, before the driver's layout.
+        packed: Vec<u8>,
+        /// False once the driver said it cannot force a keyframe.
+        can_force: bool,
+        /// Units in a row the driver flagged corrupt.
+        corrupt: u32,
+        pub description: String,
+    }
+
+    impl Hardware {
+        pub fn open(
+            settings: &H264Settings,
+            fps: u32,
+            width: u32,
+            height: u32,
+        ) -> Result<Hardware, H264Error> {
+            let codec = super::hardware_codec();
+            let device = m2m::find(codec).map_err(|e| H264Error::NoHardware(e.to_string()))?;
+            let input = [m2m::PIX_FMT_YUV420, m2m::PIX_FMT_NV12]
+                .into_iter()
+                .find(|f| device.raw.contains(f))
+                .ok_or_else(|| {
+                    H264Error::Hardware(format!("{device}: takes neither YU12 nor NV12"))
+                })?;
+            let fps = fps.max(1);
+            let mut m2m_settings = m2m::Settings::new(codec, width, height, input);
+            m2m_settings.bitrate = Some(settings.bitrate_kbps.saturating_mul(1000));
+            let period = (settings.keyframe_interval.as_secs_f64() * f64::from(fps)).round();
+            m2m_settings.keyframe_interval = Some(period.max(1.0) as u32);
+            // V4L2_MPEG_VIDEO_H264_PROFILE_*: constrained baseline is what OpenH264's
+            // baseline is too (and what every browser decodes).
+            m2m_settings.h264_profile = Some(match settings.profile {
+                H264Profile::Baseline => 1,
+                H264Profile::Main => 2,
+                H264Profile::High => 4,
+            });
+            m2m_settings.fps = Some(fps);
+            let encoder = Encoder::open(&device, &m2m_settings).map_err(hw)?;
+            let mut description = format!(
+                "V4L2 M2M {} ({}), {} from {} {width}x{height}",
+                device.path.display(),
+                device.driver,
+                codec.as_str(),
+                m2m::fourcc_str(input),
+            );
+            if !encoder.applied().is_empty() {
+                description += &format!(", {}", encoder.applied().join(" "));
+            }
+            if !encoder.not_offered().is_empty() {
+                description += &format!(", not offered: {}", encoder.not_offered().join(", "));
+            }
+            Ok(Hardware {
+                encoder,
+                codec,
+                packed: Vec::new(),
+                can_force: true,
+                corrupt: 0,
+                description,
+            })
+        }
+
+        pub fn device(&self) -> String {
+            self.encoder.device().path.display().to_string()
+        }
+
+        pub fn encode(
+            &mut self,
+            picture: I420<'_>,
+            millis: u64,
+            force_keyframe: bool,
+        ) -> Result<Option<AccessUnit>, H264Error> {
+            picture.check()?;
+            if force_keyframe && self.can_force {
+                match self.encoder.force_keyframe() {
+                    Ok(()) => {}
+                    Err(e @ M2mError::Unsupported { .. }) => {
+                        // vicodec: the GOP size alone makes keyframes.
+                        log::debug!("H.264: {e}; keyframes come every GOP only");
+                        self.can_force = false;
+                    }
+                    Err(e) => return Err(hw(e)),
+                }
+            }
+            self.packed.clear();
+            let (w, h) = (picture.width as usize, picture.height as usize);
+            for (i, (pw, ph)) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
+                .into_iter()
+                .enumerate()
+            {
+                let stride = picture.strides[i];
+                for row in 0..ph {
+                    self.packed
+                        .extend_from_slice(&picture.planes[i][row * stride..row * stride + pw]);
+                }
+            }
+            let laid = self
+                .encoder
+                .layout()
+                .from_i420(&self.packed)
+                .ok_or_else(|| {
+                    H264Error::Hardware(format!(
+                        "{}: a {w}x{h} picture does not fit the encoder's layout {:?}",
+                        self.device(),
+                        self.encoder.layout()
+                    ))
+                })?;
+            let micros = i64::try_from(millis.saturating_mul(1000)).unwrap_or(i64::MAX);
+            self.encoder
+                .queue_picture(&laid, micros, WAIT)
+                .map_err(hw)?;
+            let mut data = Vec::new();
+            for _ in 0..MAX_HEADER_BUFFERS {
+                let unit = self.encoder.next_unit(WAIT).map_err(hw)?.ok_or_else(|| {
+                    H264Error::Hardware(format!(
+                        "{}: no encoded unit within {WAIT:?}",
+                        self.device()
+                    ))
+                })?;
+                if unit.error {
+                    // One is dropped; a run of them is a device in trouble (cancelled queues
+                    // hand every buffer back flagged so).
+                    self.corrupt += 1;
+                    log::debug!("H.264: {}: a unit flagged corrupt", self.device());
+                    if self.corrupt >= MAX_CORRUPT {
+                        return Err(H264Error::Hardware(format!(
+                            "{}: {MAX_CORRUPT} units in a row flagged corrupt (V4L2_BUF_FLAG_ERROR)",
+                            self.device()
+                        )));
+                    }
+                    return Ok(None);
+                }
+                self.corrupt = 0;
+                if self.codec != Codec::H264 {
+                    // FWHT (tests in the VM), sent as it comes.
+                    let keyframe = super::fwht_is_iframe(&unit.data);
+                    return Ok(Some(AccessUnit {
+                        data: unit.data,
+                        keyframe,
+                    }));
+                }
+                data.extend_from_slice(&unit.data);
+                if has_slice(&data) {
+                    let keyframe = super::is_idr(&data);
+                    return Ok(Some(AccessUnit { data, keyframe }));
+                }
+            }
+            Err(H264Error::Hardware(format!(
+                "{}: {MAX_HEADER_BUFFERS} buffers without a picture",
+                self.device()
+            )))
+        }
+    }
+}
+
+/// The implementations behind [`H264Encoder`]; without the `h264` and `v4l` features there
+/// is none, and no encoder can be made.
+// One encoder per stage, made rarely and never moved in a hot path: the size difference
+// between OpenH264's ~7 KB of state and the hardware's few hundred bytes costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     /// OpenH264 on the CPU.
     #[cfg(feature = "h264")]
     Software(software::Software),
+    /// A V4L2 memory-to-memory encoder.
+    #[cfg(feature = "v4l")]
+    Hardware(hardware::Hardware),
 }
 
 /// The H.264 encoder the pipeline runs: one picture in, at most one access unit out.
@@ -317,30 +572,59 @@ pub struct H264Encoder {
 }
 
 impl H264Encoder {
-    /// An encoder for `settings` at `fps` (keyframe period and rate control use it).
+    /// OpenH264 for `settings` at `fps` (keyframe period and rate control use it), whatever
+    /// `settings.encoder` says: the hardware one is [`H264Encoder::hardware`].
     pub fn new(settings: &H264Settings, fps: u32) -> Result<H264Encoder, H264Error> {
-        match settings.encoder {
-            // Today "auto" has one candidate; with #17 it tries the hardware first.
-            H264EncoderKind::Auto | H264EncoderKind::Software => {
-                #[cfg(feature = "h264")]
-                {
-                    let description = format!(
-                        "OpenH264 (software), {} profile, {} kbit/s, keyframe every {:.1} s",
-                        settings.profile.as_str(),
-                        settings.bitrate_kbps,
-                        settings.keyframe_interval.as_secs_f64()
-                    );
-                    Ok(H264Encoder {
-                        backend: Backend::Software(software::Software::new(settings, fps)?),
-                        description,
-                    })
-                }
-                #[cfg(not(feature = "h264"))]
-                {
-                    let _ = fps;
-                    Err(H264Error::NotBuilt)
-                }
-            }
+        #[cfg(feature = "h264")]
+        {
+            let description = format!(
+                "OpenH264 (software), {} profile, {} kbit/s, keyframe every {:.1} s",
+                settings.profile.as_str(),
+                settings.bitrate_kbps,
+                settings.keyframe_interval.as_secs_f64()
+            );
+            Ok(H264Encoder {
+                backend: Backend::Software(software::Software::new(settings, fps)?),
+                description,
+            })
+        }
+        #[cfg(not(feature = "h264"))]
+        {
+            let _ = (settings, fps);
+            Err(H264Error::NotBuilt)
+        }
+    }
+
+    /// The hardware (V4L2 memory-to-memory) encoder found by capability, opened for
+    /// `width`x`height` pictures. [`H264Error::NoHardware`] when there is none.
+    pub fn hardware(
+        settings: &H264Settings,
+        fps: u32,
+        width: u32,
+        height: u32,
+    ) -> Result<H264Encoder, H264Error> {
+        #[cfg(feature = "v4l")]
+        {
+            let hw = hardware::Hardware::open(settings, fps, width, height)?;
+            Ok(H264Encoder {
+                description: hw.description.clone(),
+                backend: Backend::Hardware(hw),
+            })
+        }
+        #[cfg(not(feature = "v4l"))]
+        {
+            let _ = (settings, fps, width, height);
+            Err(H264Error::NoHardware(NO_V4L2.into()))
+        }
+    }
+
+    /// The hardware device node this encoder runs on; `None` for OpenH264.
+    pub fn hardware_device(&self) -> Option<String> {
+        match &self.backend {
+            #[cfg(feature = "v4l")]
+            Backend::Hardware(h) => Some(h.device()),
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
     }
 
@@ -350,7 +634,8 @@ impl H264Encoder {
     }
 
     /// Encodes `picture` (captured `millis` after some fixed origin), as a keyframe when
-    /// `force_keyframe`. `None` when the encoder produced nothing for it.
+    /// `force_keyframe` (where the hardware cannot, its next GOP keyframe serves). `None`
+    /// when the encoder produced nothing for it.
     pub fn encode(
         &mut self,
         picture: I420<'_>,
@@ -360,7 +645,9 @@ impl H264Encoder {
         match &mut self.backend {
             #[cfg(feature = "h264")]
             Backend::Software(s) => s.encode(picture, millis, force_keyframe),
-            #[cfg(not(feature = "h264"))]
+            #[cfg(feature = "v4l")]
+            Backend::Hardware(h) => h.encode(picture, millis, force_keyframe),
+            #[cfg(not(any(feature = "h264", feature = "v4l")))]
             _ => {
                 let _ = (picture, millis, force_keyframe);
                 Err(H264Error::NotBuilt)
@@ -492,5 +779,24 @@ mod tests {
         );
         assert_eq!(codec_string(&data).as_deref(), Some("avc1.42C01E"));
         assert_eq!(codec_string(&[0, 0, 1, 0x65, 1]), None);
+    }
+
+    #[test]
+    fn hardware_keyframes_are_read_from_the_nal_types_and_the_fwht_header() {
+        let idr = [
+            0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 1, 0, 0, 1, 0x65, 2,
+        ];
+        assert!(is_idr(&idr) && has_slice(&idr));
+        let p = [0, 0, 0, 1, 0x41, 9];
+        assert!(!is_idr(&p) && has_slice(&p));
+        let headers_only = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 1];
+        assert!(!has_slice(&headers_only));
+        let mut fwht = vec![0u8; 44];
+        fwht[..8].copy_from_slice(&FWHT_MAGIC);
+        assert!(!fwht_is_iframe(&fwht));
+        fwht[20..24].copy_from_slice(&(1u32 << 10).to_be_bytes());
+        assert!(fwht_is_iframe(&fwht));
+        assert!(!fwht_is_iframe(&fwht[..20]));
+        assert!(!fwht_is_iframe(&idr));
     }
 }

@@ -9,10 +9,18 @@
 //! the stream into keyframes only) and hands each access unit, numbered, to the hub. The encoder is made on
 //! first demand and dropped after [`IDLE_DROP`] without any, so nobody pays for H.264 while
 //! nobody watches it.
+//!
+//! Which encoder: `--h264-encoder` ([`H264EncoderKind`]). `auto` and `v4l2` open the hardware
+//! (V4L2 memory-to-memory) encoder found by capability for the pictures' size; if it cannot
+//! be opened or fails mid-stream (unbound, any error) OpenH264 encodes the following
+//! pictures, with one warning naming the device and the reason, counted in
+//! `h264_encoder_fallbacks`; the hardware is tried again every [`HARDWARE_RETRY`] and takes
+//! over when it works (logged at info). `auto` on a machine without one (a Pi 5) is
+//! OpenH264 from the start, and not a fallback.
 #![forbid(unsafe_code)]
 
 use super::demand::{Codec, Demand};
-use super::h264::{codec_string, H264Encoder, H264Settings, I420};
+use super::h264::{codec_string, H264Encoder, H264EncoderKind, H264Error, H264Settings, I420};
 use crate::capture::draw::I420Image;
 use crate::clock::MonoTime;
 use crate::stats::{RecentRate, Stats};
@@ -27,6 +35,8 @@ use std::time::{Duration, Instant};
 pub const KEY_GAP_FRAMES: usize = 8;
 /// An encoder without work for this long is dropped (its memory freed).
 pub const IDLE_DROP: Duration = Duration::from_secs(10);
+/// How often a hardware encoder that failed is tried again.
+pub const HARDWARE_RETRY: Duration = Duration::from_secs(10);
 
 /// One picture to encode.
 pub struct Job {
@@ -130,6 +140,24 @@ impl Drop for H264Stage {
     }
 }
 
+/// What the stage knows of the hardware encoder.
+#[derive(Default)]
+struct HardwareState {
+    /// Not to be tried: `--h264-encoder software`, or auto on a machine without one.
+    never: bool,
+    /// Why it failed last, while OpenH264 stands in.
+    failed: Option<String>,
+    /// When it may be tried again; `None`: at once.
+    retry_at: Option<Instant>,
+}
+
+impl HardwareState {
+    /// Whether the hardware encoder is to be tried now.
+    fn due(&self) -> bool {
+        !self.never && self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+}
+
 struct Worker {
     settings: H264Settings,
     fps: u32,
@@ -164,9 +192,80 @@ impl Worker {
         }
     }
 
+    /// A new encoder for `size` pictures: the hardware one when it is due, else OpenH264.
+    fn open(&self, hw: &mut HardwareState, size: (u32, u32)) -> Result<H264Encoder, H264Error> {
+        match self.try_hardware(hw, size) {
+            Some(e) => Ok(e),
+            None => H264Encoder::new(&self.settings, self.fps),
+        }
+    }
+
+    /// The hardware encoder for `size` pictures if the settings ask for it, it is due (never
+    /// tried, or failed [`HARDWARE_RETRY`] ago) and it opens.
+    fn try_hardware(&self, hw: &mut HardwareState, size: (u32, u32)) -> Option<H264Encoder> {
+        if !hw.due() {
+            return None;
+        }
+        match H264Encoder::hardware(&self.settings, self.fps, size.0, size.1) {
+            Ok(e) => {
+                if let Some(why) = hw.failed.take() {
+                    log::info!(
+                        "H.264: the hardware encoder is back (it had failed: {why}): {}",
+                        e.description
+                    );
+                }
+                hw.retry_at = None;
+                return Some(e);
+            }
+            Err(H264Error::NoHardware(why)) if hw.failed.is_none() => {
+                // v4l2 checked for one at start, so this one went away before the first
+                // picture; auto without one (a Pi 5) is OpenH264 for good.
+                if self.settings.encoder == H264EncoderKind::V4l2 {
+                    self.fall_back(hw, why);
+                } else {
+                    log::info!("H.264: no hardware encoder ({why}); OpenH264 encodes");
+                    hw.never = true;
+                }
+            }
+            Err(e) if hw.failed.is_some() => {
+                log::debug!("H.264: the hardware encoder is still unusable: {e}");
+                hw.retry_at = Some(Instant::now() + HARDWARE_RETRY);
+            }
+            Err(e) => self.fall_back(hw, e.to_string()),
+        }
+        None
+    }
+
+    /// Records the hardware's failure: one warning, one count, a retry later.
+    fn fall_back(&self, hw: &mut HardwareState, why: String) {
+        log::warn!(
+            "H.264: the hardware encoder failed, OpenH264 takes over (retry every {} s): {why}",
+            HARDWARE_RETRY.as_secs()
+        );
+        Stats::add(&self.stats.h264_encoder_fallbacks, 1);
+        hw.failed = Some(why);
+        hw.retry_at = Some(Instant::now() + HARDWARE_RETRY);
+    }
+
+    /// Notes which encoder runs, for `/status`.
+    fn in_use(&self, encoder: &H264Encoder) {
+        log::info!("H.264 encoder started: {}", encoder.description);
+        let name = match encoder.hardware_device() {
+            Some(device) => format!("v4l2 {device}"),
+            None => "software".to_string(),
+        };
+        if let Ok(mut slot) = self.stats.h264_encoder.lock() {
+            *slot = Some(name);
+        }
+    }
+
     fn run(self) {
         let counters = self.stats.codec(Codec::H264);
         let mut encoder: Option<H264Encoder> = None;
+        let mut hw = HardwareState {
+            never: self.settings.encoder == H264EncoderKind::Software,
+            ..HardwareState::default()
+        };
         let mut seq = 0u64;
         // Frames since the last keyframe; `None` before the encoder's first.
         let mut since_key: Option<usize> = None;
@@ -175,11 +274,23 @@ impl Worker {
         let mut last_error: Option<String> = None;
         while let Some(job) = self.next_job(&mut encoder, &mut idle_since) {
             idle_since = Instant::now();
+            let size = (job.image.width, job.image.height);
+            // On OpenH264 after a failure: the hardware again once its retry is due.
+            if encoder
+                .as_ref()
+                .is_some_and(|e| e.hardware_device().is_none() && hw.failed.is_some() && hw.due())
+            {
+                if let Some(e) = self.try_hardware(&mut hw, size) {
+                    self.in_use(&e);
+                    since_key = None;
+                    encoder = Some(e);
+                }
+            }
             let enc = match encoder.as_mut() {
                 Some(e) => e,
-                None => match H264Encoder::new(&self.settings, self.fps) {
+                None => match self.open(&mut hw, size) {
                     Ok(e) => {
-                        log::info!("H.264 encoder started: {}", e.description);
+                        self.in_use(&e);
                         since_key = None;
                         encoder.insert(e)
                     }
@@ -210,7 +321,24 @@ impl Worker {
             };
             let started = Instant::now();
             let millis = job.captured.as_nanos() / 1_000_000;
-            let result = enc.encode(picture, millis, force);
+            let mut result = enc.encode(picture, millis, force);
+            let mut hardware = enc.hardware_device().is_some();
+            if let (true, Err(e)) = (hardware, &result) {
+                // The hardware failed or vanished: OpenH264 encodes this picture already.
+                self.fall_back(&mut hw, e.to_string());
+                encoder = None;
+                hardware = false;
+                since_key = None;
+                result = match H264Encoder::new(&self.settings, self.fps) {
+                    Ok(mut e) => {
+                        self.in_use(&e);
+                        let r = e.encode(picture, millis, false);
+                        encoder = Some(e);
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+            }
             let took = started.elapsed();
             match result {
                 Ok(Some(au)) => {
@@ -219,6 +347,14 @@ impl Worker {
                     Stats::add(&counters.units, 1);
                     Stats::add(&counters.bytes, au.data.len() as u64);
                     Stats::add(&counters.encode_micros, took.as_micros() as u64);
+                    Stats::add(
+                        if hardware {
+                            &self.stats.h264_hardware_units
+                        } else {
+                            &self.stats.h264_software_units
+                        },
+                        1,
+                    );
                     if au.keyframe {
                         Stats::add(&counters.keyframes, 1);
                         if force {

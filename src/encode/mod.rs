@@ -4,15 +4,22 @@
 //!   [`mjpeg`] and passed through, or rescaled, by [`scale`]. It runs on the capture thread.
 //! - H.264: [`h264`] (OpenH264 in software) on its own thread, [`h264_stage`], fed the
 //!   newest picture as I420 ([`scale::FrameShaper::to_i420`]).
+//! - Hardware (V4L2 memory-to-memory) H.264 and JPEG encoders, such as the Pi's
+//!   bcm2835-codec: `m2m` (feature `v4l`), found by capability.
 //!
 //! A stage runs only while somebody consumes its codec ([`Demand`]): nothing is encoded for
 //! nobody.
-#![forbid(unsafe_code)]
+// Denied rather than forbidden so that `m2m`, which maps driver buffers and makes ioctls,
+// can allow it for itself alone.
+#![deny(unsafe_code)]
 
 pub mod demand;
 pub mod h264;
 pub mod h264_stage;
 pub mod jpeg;
+#[cfg(feature = "v4l")]
+#[allow(unsafe_code)]
+pub mod m2m;
 pub mod mjpeg;
 pub mod orient;
 pub mod pool;

@@ -1,0 +1,376 @@
+//! The V4L2 memory-to-memory encoder (src/encode/m2m.rs) against a real kernel driver:
+//! vicodec, the kernel's virtual stateful FWHT codec, inside the test VM. vicodec speaks the
+//! same stateful encoder ioctls as the Pi's bcm2835-codec; Debian does not build it, so
+//! scripts/vm/vicodec builds it out of tree and `scripts/vm/run --module vicodec` loads it.
+//!
+//! Ignored by default: it needs vicodec and root. Run it in the VM, single- and
+//! multi-planar (bcm2835-codec's queues):
+//!
+//! ```text
+//! bin=$(cargo test --features v4l --test m2m_vm --no-run --message-format=json | \
+//!       jq -r 'select(.executable and .target.name == "m2m_vm") | .executable')
+//! scripts/vm/run --module vicodec -- "$bin" --ignored --test-threads=1 --nocapture
+//! scripts/vm/run --module 'vicodec multiplanar=1' -- "$bin" --ignored --test-threads=1 --nocapture
+//! ```
+#![cfg(feature = "v4l")]
+
+use rpi_streamer::encode::m2m::{self, Codec, Encoder, M2mError, Settings, Unit};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WIDTH: u32 = 640;
+const HEIGHT: u32 = 480;
+/// Every wait on the device is bounded by this.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// vicodec's frame header (drivers/media/test-drivers/vicodec/codec-fwht.h): two magic words,
+/// then big-endian version, width, height, flags, colorspace, xfer_func, ycbcr_enc,
+/// quantization and the size of the coded data after the header.
+const FWHT_MAGIC1: u32 = 0x4f4f_4f4f;
+const FWHT_MAGIC2: u32 = 0xffff_ffff;
+const FWHT_HEADER_LEN: usize = 11 * 4;
+/// `V4L2_FWHT_VERSION` and `V4L2_FWHT_FL_I_FRAME` (linux/v4l2-controls.h).
+const FWHT_VERSION: u32 = 3;
+const FWHT_FL_I_FRAME: u32 = 1 << 10;
+
+/// The fields of an FWHT frame header that are checked.
+#[derive(Debug)]
+struct FwhtHeader {
+    version: u32,
+    width: u32,
+    height: u32,
+    flags: u32,
+    size: usize,
+}
+
+fn fwht_header(unit: &[u8]) -> FwhtHeader {
+    assert!(
+        unit.len() >= FWHT_HEADER_LEN,
+        "a unit of {} bytes is shorter than an FWHT header",
+        unit.len()
+    );
+    let word = |i: usize| u32::from_be_bytes(unit[i * 4..i * 4 + 4].try_into().unwrap());
+    // The magic words are written in CPU order, the rest big-endian.
+    let magic = |i: usize| u32::from_ne_bytes(unit[i * 4..i * 4 + 4].try_into().unwrap());
+    assert_eq!(
+        (magic(0), magic(1)),
+        (FWHT_MAGIC1, FWHT_MAGIC2),
+        "FWHT magic"
+    );
+    FwhtHeader {
+        version: word(2),
+        width: word(3),
+        height: word(4),
+        flags: word(5),
+        size: word(10) as usize,
+    }
+}
+
+/// A test picture, tightly packed I420: a luma ramp with a bright square that moves with
+/// `n`, grey chroma.
+fn picture(n: u32) -> Vec<u8> {
+    let (w, h) = (WIDTH as usize, HEIGHT as usize);
+    let mut out = vec![128u8; w * h + 2 * (w / 2) * (h / 2)];
+    let square = (n as usize * 8) % (w - 64);
+    for y in 0..h {
+        for x in 0..w {
+            let inside = (square..square + 64).contains(&x) && (200..264).contains(&y);
+            out[y * w + x] = if inside {
+                235
+            } else {
+                ((x + y) % 200) as u8 + 16
+            };
+        }
+    }
+    out
+}
+
+/// Whether vicodec was loaded with `multiplanar=1`.
+fn vicodec_multiplanar() -> bool {
+    std::fs::read_to_string("/sys/module/vicodec/parameters/multiplanar")
+        .map(|s| s.trim() == "Y")
+        .unwrap_or(false)
+}
+
+fn guest(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/vm/guest");
+    let status = Command::new(script)
+        .args(args)
+        .status()
+        .expect("run scripts/vm/guest");
+    assert!(
+        status.success(),
+        "scripts/vm/guest {args:?} failed: {status}"
+    );
+}
+
+fn open_vicodec(keyframe_interval: u32) -> Encoder {
+    let device = m2m::find(Codec::Fwht).expect("an FWHT encoder");
+    eprintln!("found {device}");
+    assert_eq!(device.driver, "vicodec");
+    assert_eq!(
+        device.multiplanar,
+        vicodec_multiplanar(),
+        "the queue flavour vicodec was loaded with"
+    );
+    let mut settings = Settings::new(Codec::Fwht, WIDTH, HEIGHT, m2m::PIX_FMT_YUV420);
+    settings.keyframe_interval = Some(keyframe_interval);
+    // vicodec offers a GOP size, but none of the H.264, bitrate or JPEG controls.
+    settings.bitrate = Some(1_000_000);
+    settings.fps = Some(30);
+    let encoder = Encoder::open(&device, &settings).expect("open vicodec's encoder");
+    eprintln!(
+        "layout {:?}; controls set: {:?}; not offered: {:?}",
+        encoder.layout(),
+        encoder.applied(),
+        encoder.not_offered()
+    );
+    assert_eq!(encoder.applied(), ["video_gop_size=5".to_owned()]);
+    assert_eq!(encoder.not_offered(), ["bitrate", "frame rate"]);
+    encoder
+}
+
+/// Checks `unit` is an FWHT frame of the test size and says whether it is an I-frame (by
+/// its header: vicodec's encoder, unlike its decoder and bcm2835-codec, does not set
+/// V4L2_BUF_FLAG_KEYFRAME on its units).
+fn check_fwht(unit: &Unit, index: u32) -> bool {
+    let header = fwht_header(&unit.data);
+    assert_eq!(header.version, FWHT_VERSION, "unit {index}: FWHT version");
+    assert_eq!(
+        (header.width, header.height),
+        (WIDTH, HEIGHT),
+        "unit {index}: size in the header"
+    );
+    assert_eq!(
+        unit.data.len(),
+        FWHT_HEADER_LEN + header.size,
+        "unit {index}: header size field"
+    );
+    let i_frame = header.flags & FWHT_FL_I_FRAME != 0;
+    assert!(
+        !unit.keyframe || i_frame,
+        "unit {index}: flagged a keyframe but its header says P-frame"
+    );
+    assert!(!unit.error, "unit {index}: flagged corrupt");
+    i_frame
+}
+
+#[test]
+#[ignore = "needs vicodec: run in scripts/vm/run --module vicodec"]
+fn vicodec_encodes_fwht_frames_with_keyframes_and_drains() {
+    let mut encoder = open_vicodec(5);
+    let layout = encoder.layout().clone();
+    assert_eq!(layout.bytesperline, [WIDTH]);
+    assert_eq!(layout.sizeimage, [WIDTH * HEIGHT * 3 / 2]);
+
+    let start = Instant::now();
+    let frames = 30;
+    let mut bytes = 0;
+    let mut i_frames: Vec<u32> = Vec::new();
+    for n in 0..frames {
+        let yu12 = layout.from_i420(&picture(n)).expect("a YU12 picture");
+        let timestamp_us = 1_000_000 + i64::from(n) * 33_333;
+        let unit = encoder
+            .encode(&yu12, timestamp_us, WAIT)
+            .expect("an encoded unit");
+        let i_frame = check_fwht(&unit, n);
+        assert_eq!(
+            unit.timestamp_us, timestamp_us,
+            "unit {n}: the picture's timestamp is copied"
+        );
+        if i_frame {
+            i_frames.push(n);
+        }
+        bytes += unit.data.len();
+    }
+    eprintln!("I-frames at {i_frames:?}");
+    let every_fifth: Vec<u32> = (0..frames).step_by(5).collect();
+    assert_eq!(
+        i_frames, every_fifth,
+        "I-frames every GOP size (5) pictures"
+    );
+    let elapsed = start.elapsed();
+    eprintln!(
+        "{frames} FWHT frames of {WIDTH}x{HEIGHT} in {elapsed:?} ({:.1} ms each, {} bytes on average)",
+        elapsed.as_secs_f64() * 1000.0 / f64::from(frames),
+        bytes / frames as usize
+    );
+
+    // vicodec has no V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME: it must say so rather than
+    // pretend. (On bcm2835-codec the next unit is a keyframe.)
+    match encoder.force_keyframe() {
+        Err(M2mError::Unsupported { what, .. }) => {
+            eprintln!("forced keyframe: unsupported ({what})")
+        }
+        Ok(()) => {
+            let yu12 = layout.from_i420(&picture(frames)).unwrap();
+            let unit = encoder
+                .encode(&yu12, 0, WAIT)
+                .expect("a unit after the forced keyframe");
+            assert!(
+                check_fwht(&unit, frames),
+                "the unit after a forced keyframe is one"
+            );
+        }
+        Err(e) => panic!("force_keyframe: {e}"),
+    }
+
+    // Three pictures in flight, then STOP: their units come out, the last one flagged LAST.
+    let queued: Vec<i64> = (0..3).map(|n| 5_000_000 + n * 33_333).collect();
+    for (n, &ts) in queued.iter().enumerate() {
+        let yu12 = layout.from_i420(&picture(n as u32)).unwrap();
+        encoder
+            .queue_picture(&yu12, ts, WAIT)
+            .expect("queue a picture");
+    }
+    let drained = encoder.drain(WAIT).expect("drain");
+    eprintln!(
+        "drain: {} units, flags last={:?}, sizes {:?}",
+        drained.len(),
+        drained.iter().map(|u| u.last).collect::<Vec<_>>(),
+        drained.iter().map(|u| u.data.len()).collect::<Vec<_>>()
+    );
+    assert!(
+        drained.last().is_some_and(|u| u.last),
+        "the drain ends with the LAST buffer"
+    );
+    let coded: Vec<&Unit> = drained.iter().filter(|u| !u.data.is_empty()).collect();
+    assert_eq!(
+        coded.iter().map(|u| u.timestamp_us).collect::<Vec<_>>(),
+        queued,
+        "every queued picture came out"
+    );
+    for (n, unit) in coded.iter().enumerate() {
+        check_fwht(unit, n as u32);
+    }
+    // After LAST, the capture queue is done: no unit, no hang.
+    let t = Instant::now();
+    assert!(encoder
+        .next_unit(Duration::from_millis(500))
+        .expect("after the drain")
+        .is_none());
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // V4L2_ENC_CMD_START: the same encoder encodes again.
+    encoder.restart().expect("restart after the drain");
+    let yu12 = layout.from_i420(&picture(0)).unwrap();
+    let unit = encoder
+        .encode(&yu12, 7_000_000, WAIT)
+        .expect("a unit after the restart");
+    check_fwht(&unit, 0);
+    assert!(!unit.last);
+}
+
+#[test]
+#[ignore = "needs vicodec: run in scripts/vm/run --module vicodec"]
+fn vicodec_refuses_a_size_it_cannot_encode_and_says_what_it_takes() {
+    let device = m2m::find(Codec::Fwht).expect("an FWHT encoder");
+    let settings = Settings::new(Codec::Fwht, 16, 16, m2m::PIX_FMT_YUV420);
+    match Encoder::open(&device, &settings) {
+        Err(e @ M2mError::Format { .. }) => {
+            let message = e.to_string();
+            eprintln!("{message}");
+            assert!(message.contains("YU12 16x16"), "{message}");
+            assert!(
+                message.contains(" to "),
+                "the accepted range is listed: {message}"
+            );
+        }
+        Err(e) => panic!("expected a format refusal, got {e}"),
+        Ok(_) => panic!("vicodec took 16x16 (below its 64x64 minimum)"),
+    }
+    let settings = Settings::new(Codec::H264, WIDTH, HEIGHT, m2m::PIX_FMT_YUV420);
+    assert!(matches!(
+        Encoder::open(&device, &settings),
+        Err(M2mError::Unsupported { .. })
+    ));
+    assert!(matches!(
+        m2m::find(Codec::H264),
+        Err(M2mError::NotFound { .. })
+    ));
+}
+
+#[test]
+#[ignore = "needs vicodec: run in scripts/vm/run --module vicodec"]
+fn unbinding_vicodec_mid_stream_is_an_error_not_a_hang() {
+    let mut encoder = open_vicodec(5);
+    let layout = encoder.layout().clone();
+    let yu12 = layout.from_i420(&picture(0)).unwrap();
+    for n in 0..5 {
+        encoder
+            .encode(&yu12, n, WAIT)
+            .expect("frames before the unbind");
+    }
+    let unbound = std::thread::spawn(|| guest(&["unplug", "vicodec.0"]));
+    let start = Instant::now();
+    let mut encoded_after = 0;
+    let error = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still encoding 30 s after the unbind"
+        );
+        match encoder.encode(&yu12, 100, WAIT) {
+            Ok(_) => encoded_after += 1,
+            Err(e) => break e,
+        }
+    };
+    eprintln!(
+        "after the unbind: {encoded_after} more units, then after {:?}: {error}",
+        start.elapsed()
+    );
+    assert!(
+        error.is_gone(),
+        "the error says the device is gone: {error:?}"
+    );
+    drop(encoder);
+    unbound.join().expect("unbind thread");
+    guest(&["replug", "vicodec.0"]);
+    let t = Instant::now();
+    let device = loop {
+        match m2m::find(Codec::Fwht) {
+            Ok(d) => break d,
+            Err(e) if t.elapsed() > Duration::from_secs(10) => {
+                panic!("vicodec did not come back: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    eprintln!("back as {device}");
+    let mut encoder = Encoder::open(
+        &device,
+        &Settings::new(Codec::Fwht, WIDTH, HEIGHT, m2m::PIX_FMT_YUV420),
+    )
+    .expect("open after the rebind");
+    let unit = encoder
+        .encode(&yu12, 0, WAIT)
+        .expect("a unit after the rebind");
+    check_fwht(&unit, 0);
+}
+
+#[test]
+#[ignore = "needs vicodec: run in scripts/vm/run --module vicodec"]
+fn vicodec_encodes_nv12_laid_out_by_the_drivers_strides() {
+    let device = m2m::find(Codec::Fwht).expect("an FWHT encoder");
+    let settings = Settings::new(Codec::Fwht, WIDTH, HEIGHT, m2m::PIX_FMT_NV12);
+    let mut encoder = Encoder::open(&device, &settings).expect("open vicodec for NV12");
+    let layout = encoder.layout().clone();
+    eprintln!("NV12 layout {layout:?}");
+    assert_eq!(layout.fourcc, m2m::PIX_FMT_NV12);
+    for n in 0..5 {
+        let nv12 = layout.from_i420(&picture(n)).expect("an NV12 picture");
+        let unit = encoder
+            .encode(&nv12, i64::from(n), WAIT)
+            .expect("an NV12 unit");
+        check_fwht(&unit, n);
+        // Three components, 4:2:0 (neither chroma full width nor full height), YUV.
+        let flags = fwht_header(&unit.data).flags;
+        assert_eq!((flags >> 16) & 7, 2, "unit {n}: components - 1");
+        assert_eq!(flags & (3 << 7), 0, "unit {n}: 4:2:0 chroma");
+        assert_eq!((flags >> 19) & 3, 1, "unit {n}: YUV pixel encoding");
+    }
+    let wrong = vec![0u8; layout.picture_len() - 1];
+    assert!(matches!(
+        encoder.queue_picture(&wrong, 0, WAIT),
+        Err(M2mError::PictureSize { .. })
+    ));
+}
