@@ -408,12 +408,14 @@ impl Server {
             Codec::H264 => {
                 let h = &self.config.h264;
                 let name = self.stats.h264_codec.lock().ok().and_then(|c| c.clone());
+                let in_use = self.stats.h264_encoder.lock().ok().and_then(|c| c.clone());
                 format!(
-                    ",\"available\":{},\"encoder\":\"{}\",\"profile\":\"{}\",\
+                    ",\"available\":{},\"encoder\":\"{}\",\"encoder_in_use\":{},\"profile\":\"{}\",\
                      \"target_kbps\":{},\"keyframe_interval_s\":{},\"codec\":{},\
                      \"keyframes\":{},\"keyframes_forced\":{},\"encoder_skipped\":{}",
                     H264Encoder::available(),
                     h.encoder.as_str(),
+                    in_use.map_or("null".to_string(), |n| json_string(&n)),
                     h.profile.as_str(),
                     h.bitrate_kbps,
                     h.keyframe_interval.as_secs(),
