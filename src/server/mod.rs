@@ -501,7 +501,7 @@ impl Conn {
     /// `TCP_NOTSENT_LOWAT` set: under half of it unsent): one `poll` with no timeout and no
     /// reactor, much cheaper than a wait. TLS says false: its ciphertext buffer is only
     /// known to [`Conn::writable`].
-    pub fn writable_now(&self) -> bool {
+    fn writable_now(&self) -> bool {
         match self {
             Conn::Plain(tcp) => {
                 use rustix::event::{poll, PollFd, PollFlags};
@@ -534,11 +534,21 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes `parts` if the socket takes them now; waits for it only to finish a message it
-    /// took part of (for at most [`ws::WRITE_STALL_LIMIT`]). A client that keeps up costs
-    /// one `sendmsg` per message this way: no readiness wait, and no timer, whose
+    /// Writes `parts` if the socket is ready for them now, by the readiness wait's rule, so
+    /// that a slow client skips messages instead of queueing them in the kernel
+    /// (`just_waited`: a wait for [`Conn::writable`] has just ended, so it need not be asked
+    /// again; TLS counts as ready only then). Waits only to finish a message the socket took
+    /// part of (for at most [`ws::WRITE_STALL_LIMIT`]). A client that keeps up costs one
+    /// `poll` and one `sendmsg` per message: no readiness wait, and no timer, whose
     /// registration wakes the reactor thread.
-    pub async fn write_now<const N: usize>(&self, mut parts: [&[u8]; N]) -> std::io::Result<Sent> {
+    pub async fn write_now<const N: usize>(
+        &self,
+        mut parts: [&[u8]; N],
+        just_waited: bool,
+    ) -> std::io::Result<Sent> {
+        if !just_waited && !self.writable_now() {
+            return Ok(Sent::Full);
+        }
         let mut writer = self;
         let slices = parts.map(IoSlice::new);
         let n = match futures_lite::future::poll_once(writer.write_vectored(&slices)).await {
@@ -581,7 +591,7 @@ impl Conn {
 pub enum Sent {
     /// All of it was written.
     Whole,
-    /// The socket took nothing: it is full.
+    /// The socket was not ready, or took nothing: it is full.
     Full,
     /// It took part, and not the rest within the stall limit.
     Stalled,

@@ -187,12 +187,7 @@ async fn send_parts(
         }
         let head = part_head(frame.jpeg().len(), frame.ts);
         let parts = [head.as_bytes(), frame.jpeg(), tail.as_bytes()];
-        let ready = std::mem::take(&mut waited) || conn.writable_now();
-        match if ready {
-            conn.write_now(parts).await
-        } else {
-            Ok(Sent::Full)
-        } {
+        match conn.write_now(parts, std::mem::take(&mut waited)).await {
             Ok(Sent::Whole) => {}
             Ok(Sent::Full) => {
                 // Not started: after the wait, the newest frame goes instead, paced as

@@ -317,11 +317,19 @@ async fn write_frame(conn: &Conn, opcode: u8, payload: &[u8]) -> std::io::Result
         .await
 }
 
-/// Sends one frame if the socket takes it now ([`Conn::write_now`]): `Ok(false)` if it took
-/// nothing (it is full: the caller waits for it and takes what is newest then).
-async fn try_send_frame(conn: &Conn, opcode: u8, payload: &[u8]) -> Result<bool, Ended> {
+/// Sends one frame if the socket is ready for it now ([`Conn::write_now`]): `Ok(false)` if
+/// not (the caller waits for it and takes what is newest then).
+async fn try_send_frame(
+    conn: &Conn,
+    opcode: u8,
+    payload: &[u8],
+    just_waited: bool,
+) -> Result<bool, Ended> {
     let (header, header_len) = wsframe::header(opcode, payload.len());
-    match conn.write_now([&header[..header_len], payload]).await {
+    match conn
+        .write_now([&header[..header_len], payload], just_waited)
+        .await
+    {
         Ok(Sent::Whole) => Ok(true),
         Ok(Sent::Full) => Ok(false),
         Ok(Sent::Stalled) => Err(stalled_mid_message()),
@@ -528,15 +536,8 @@ async fn write_client(
             Item::Video(v) => v.payload(slot.format),
             Item::H264(u) => u.payload(slot.format),
         };
-        // Asked without the reactor, by the readiness wait's rule: the kernel holds few
-        // enough unsent bytes (NOTSENT_LOWAT), so a slow client skips frames here instead
-        // of queueing them in its socket.
-        if !std::mem::take(&mut waited) && !conn.writable_now() {
-            slot.put_back(item);
-            blocked = true;
-            continue;
-        }
-        match try_send_frame(conn, slot.format.opcode(), payload).await {
+        let just_waited = std::mem::take(&mut waited);
+        match try_send_frame(conn, slot.format.opcode(), payload, just_waited).await {
             Err(ended) => return ended,
             Ok(true) => {}
             Ok(false) => {
