@@ -213,9 +213,9 @@ mod tests {
         }
     }
 
-    fn pattern_job(source: &mut TestPattern, pool: &EncoderPool, ts: f64) -> Job {
+    /// The source's next frame as a job, in `picture` (a pool's spare or a new buffer).
+    fn pattern_job(source: &mut TestPattern, mut picture: OwnedPicture, ts: f64) -> Job {
         let frame = source.next_frame().unwrap().unwrap();
-        let mut picture = pool.buffer();
         picture.copy_from(&frame.picture);
         Job {
             picture,
@@ -231,7 +231,7 @@ mod tests {
         let pool = EncoderPool::start(3, 70, 16, sink.clone()).unwrap();
         let mut source = TestPattern::unpaced(&VideoParams::at(320, 240, 30)).unwrap();
         for n in 0..60 {
-            let job = pattern_job(&mut source, &pool, f64::from(n));
+            let job = pattern_job(&mut source, pool.buffer(), f64::from(n));
             pool.submit(job);
             if n % 4 == 0 {
                 std::thread::sleep(Duration::from_millis(2));
@@ -264,17 +264,7 @@ mod tests {
     #[test]
     fn a_frame_waiting_for_a_thread_is_replaced_and_a_late_one_is_not_published() {
         let mut source = TestPattern::unpaced(&VideoParams::at(64, 48, 30)).unwrap();
-        let mut job = |ts: f64| {
-            let frame = source.next_frame().unwrap().unwrap();
-            let mut picture = OwnedPicture::default();
-            picture.copy_from(&frame.picture);
-            Job {
-                picture,
-                ts,
-                out: (64, 48),
-                orientation: Orientation::default(),
-            }
-        };
+        let mut job = |ts: f64| pattern_job(&mut source, OwnedPicture::default(), ts);
         let mut state = State {
             next_seq: 1,
             ..State::default()
