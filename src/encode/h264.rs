@@ -396,8 +396,6 @@ mod hardware {
     pub struct Hardware {
         encoder: Encoder,
         codec: Codec,
-        /// The picture packed tightly, before the driver's layout.
-        packed: Vec<u8>,
         /// False once the driver said it cannot force a keyframe.
         can_force: bool,
         /// Units in a row the driver flagged corrupt.
@@ -450,7 +448,6 @@ mod hardware {
             Ok(Hardware {
                 encoder,
                 codec,
-                packed: Vec::new(),
                 can_force: true,
                 corrupt: 0,
                 description,
@@ -479,32 +476,9 @@ mod hardware {
                     Err(e) => return Err(hw(e)),
                 }
             }
-            self.packed.clear();
-            let (w, h) = (picture.width as usize, picture.height as usize);
-            for (i, (pw, ph)) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
-                .into_iter()
-                .enumerate()
-            {
-                let stride = picture.strides[i];
-                for row in 0..ph {
-                    self.packed
-                        .extend_from_slice(&picture.planes[i][row * stride..row * stride + pw]);
-                }
-            }
-            let laid = self
-                .encoder
-                .layout()
-                .from_i420(&self.packed)
-                .ok_or_else(|| {
-                    H264Error::Hardware(format!(
-                        "{}: a {w}x{h} picture does not fit the encoder's layout {:?}",
-                        self.device(),
-                        self.encoder.layout()
-                    ))
-                })?;
             let micros = i64::try_from(millis.saturating_mul(1000)).unwrap_or(i64::MAX);
             self.encoder
-                .queue_picture(&laid, micros, WAIT)
+                .queue_i420(picture.planes, picture.strides, micros, WAIT)
                 .map_err(hw)?;
             let mut data = Vec::new();
             for _ in 0..MAX_HEADER_BUFFERS {

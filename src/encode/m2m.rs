@@ -555,51 +555,74 @@ impl Layout {
     }
 
     /// Lays a tightly packed I420 picture (`width`x`height` Y, then U, then V) out in this
-    /// layout's YU12 or NV12 single-plane form, with the driver's line strides and the
-    /// luma height its sizeimage implies (bcm2835-codec pads 1080 to 1088 lines).
-    /// `None` for other formats or a wrong-sized `i420`.
+    /// layout's YU12 or NV12 single-plane form ([`Layout::write_i420`]). `None` for other
+    /// formats or a wrong-sized `i420`.
     pub fn from_i420(&self, i420: &[u8]) -> Option<Vec<u8>> {
         let (w, h) = (self.width as usize, self.height as usize);
         let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
         if i420.len() != w * h + 2 * cw * ch || self.sizeimage.len() != 1 {
             return None;
         }
+        let (y, chroma) = i420.split_at(w * h);
+        let (u, v) = chroma.split_at(cw * ch);
+        let mut out = vec![0u8; self.sizeimage[0] as usize];
+        self.write_i420([y, u, v], [w, cw, cw], &mut out)
+            .then_some(out)
+    }
+
+    /// Writes an I420 picture (three planes with their line strides, `width`x`height`) into
+    /// `out` in this layout's YU12 or NV12 single-plane form, with the driver's line
+    /// strides and the luma height its sizeimage implies (bcm2835-codec pads 1080 to 1088
+    /// lines); padding is left as it was. False, writing nothing, for other formats, planes
+    /// too short for the size, or an `out` smaller than the sizeimage.
+    pub fn write_i420(&self, planes: [&[u8]; 3], strides: [usize; 3], out: &mut [u8]) -> bool {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        if self.sizeimage.len() != 1 || !matches!(self.fourcc, PIX_FMT_YUV420 | PIX_FMT_NV12) {
+            return false;
+        }
+        let fits = |plane: &[u8], stride: usize, pw: usize, ph: usize| {
+            ph == 0 || (stride >= pw && plane.len() >= stride * (ph - 1) + pw)
+        };
+        if !fits(planes[0], strides[0], w, h)
+            || !fits(planes[1], strides[1], cw, ch)
+            || !fits(planes[2], strides[2], cw, ch)
+        {
+            return false;
+        }
         let stride = self.bytesperline[0] as usize;
         let size = self.sizeimage[0] as usize;
         // The luma plane's rows: sizeimage = stride * rows * 3 / 2 for both formats.
         let rows = size * 2 / 3 / stride.max(1);
-        if stride < w || rows < h {
-            return None;
+        if stride < w || rows < h || out.len() < size {
+            return false;
         }
-        let mut out = vec![0u8; size];
-        let (y, chroma) = i420.split_at(w * h);
-        let (u, v) = chroma.split_at(cw * ch);
+        let row_of = |plane: usize, row: usize, len: usize| {
+            let start = row * strides[plane];
+            &planes[plane][start..start + len]
+        };
         for row in 0..h {
-            out[row * stride..row * stride + w].copy_from_slice(&y[row * w..(row + 1) * w]);
+            out[row * stride..row * stride + w].copy_from_slice(row_of(0, row, w));
         }
         let base = stride * rows;
-        match self.fourcc {
-            PIX_FMT_YUV420 => {
-                let cstride = stride / 2;
-                let v_base = base + cstride * (rows / 2);
-                for row in 0..ch {
-                    let src = row * cw..(row + 1) * cw;
-                    out[base + row * cstride..][..cw].copy_from_slice(&u[src.clone()]);
-                    out[v_base + row * cstride..][..cw].copy_from_slice(&v[src]);
+        if self.fourcc == PIX_FMT_YUV420 {
+            let cstride = stride / 2;
+            let v_base = base + cstride * (rows / 2);
+            for row in 0..ch {
+                out[base + row * cstride..][..cw].copy_from_slice(row_of(1, row, cw));
+                out[v_base + row * cstride..][..cw].copy_from_slice(row_of(2, row, cw));
+            }
+        } else {
+            for row in 0..ch {
+                let line = &mut out[base + row * stride..][..2 * cw];
+                let (us, vs) = (row_of(1, row, cw), row_of(2, row, cw));
+                for (pair, (&cb, &cr)) in line.chunks_exact_mut(2).zip(us.iter().zip(vs)) {
+                    pair[0] = cb;
+                    pair[1] = cr;
                 }
             }
-            PIX_FMT_NV12 => {
-                for row in 0..ch {
-                    let line = &mut out[base + row * stride..][..2 * cw];
-                    for col in 0..cw {
-                        line[2 * col] = u[row * cw + col];
-                        line[2 * col + 1] = v[row * cw + col];
-                    }
-                }
-            }
-            _ => return None,
         }
-        Some(out)
+        true
     }
 }
 
@@ -794,32 +817,84 @@ impl Encoder {
                 want,
             });
         }
+        let index = self.free_output_buffer(timeout)?;
+        let mut offset = 0;
+        let mut sizes = [0usize; MAX_PLANES];
+        for (plane, &(start, len)) in self.output[index as usize].planes.iter().enumerate() {
+            let size = (self.layout.sizeimage.get(plane).copied().unwrap_or(0) as usize).min(len);
+            let part = &picture[offset..offset + size];
+            // SAFETY: the mapping is `len` writable bytes (mapped in `map_buffers`, alive
+            // until drop) and `size <= len`; the buffer is not queued (it was taken from
+            // `free_output`), so the driver does not touch it while it is written.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), start as *mut u8, size) };
+            offset += size;
+            sizes[plane] = size;
+        }
+        self.submit_output(index, &sizes, timestamp_us)
+    }
+
+    /// Writes an I420 picture (three planes with their strides) straight into a free
+    /// OUTPUT buffer in the driver's layout ([`Layout::write_i420`]: one copy, no
+    /// intermediate picture) and queues it, waiting at most `timeout` for a free buffer.
+    pub fn queue_i420(
+        &mut self,
+        planes: [&[u8]; 3],
+        strides: [usize; 3],
+        timestamp_us: i64,
+        timeout: Duration,
+    ) -> Result<(), M2mError> {
+        let want = self.layout.picture_len();
+        let index = self.free_output_buffer(timeout)?;
+        let &(start, len) = &self.output[index as usize].planes[0];
+        let written = {
+            // SAFETY: the mapping is `len` writable bytes (mapped in `map_buffers`, alive until
+            // drop); the buffer is not queued (it was taken from `free_output`), so neither
+            // the driver nor anything else touches it while this slice lives.
+            let out = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+            self.layout.write_i420(planes, strides, out)
+        };
+        if !written {
+            self.free_output.push(index);
+            return Err(M2mError::PictureSize {
+                device: self.device.name(),
+                got: planes.iter().map(|p| p.len()).sum(),
+                want,
+            });
+        }
+        let mut sizes = [0usize; MAX_PLANES];
+        sizes[0] = want.min(len);
+        self.submit_output(index, &sizes, timestamp_us)
+    }
+
+    /// A free OUTPUT buffer's index, taken out of `free_output`, waiting at most `timeout`
+    /// for the driver to give one back.
+    fn free_output_buffer(&mut self, timeout: Duration) -> Result<u32, M2mError> {
         let deadline = Instant::now() + timeout;
         loop {
             self.reclaim_output()?;
-            if !self.free_output.is_empty() {
-                break;
+            if let Some(index) = self.free_output.pop() {
+                return Ok(index);
             }
             if !self.wait(PollFlags::OUT, deadline)? {
                 return Err(self.timeout("free OUTPUT buffer", timeout));
             }
         }
-        let index = self.free_output.pop().expect("checked above");
+    }
+
+    /// Queues OUTPUT buffer `index`, filled with `sizes` bytes per plane.
+    fn submit_output(
+        &mut self,
+        index: u32,
+        sizes: &[usize; MAX_PLANES],
+        timestamp_us: i64,
+    ) -> Result<(), M2mError> {
         let mut arg = self.describe(self.queues.output, index);
-        let mut offset = 0;
-        for (plane, &(start, len)) in self.output[index as usize].planes.iter().enumerate() {
-            let size = (self.layout.sizeimage.get(plane).copied().unwrap_or(0) as usize).min(len);
-            let part = &picture[offset..offset + size];
-            // SAFETY: the mapping is `len` writable bytes (mapped in `map_buffers`, alive
-            // until drop) and `size <= len`; the buffer is not queued (it is in
-            // `free_output`), so the driver does not touch it while it is written.
-            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), start as *mut u8, size) };
-            offset += size;
+        for (plane, &(_, len)) in self.output[index as usize].planes.iter().enumerate() {
             if self.queues.multiplanar {
-                arg.planes[plane].bytesused = size as u32;
+                arg.planes[plane].bytesused = sizes[plane] as u32;
                 arg.planes[plane].length = len as u32;
             } else {
-                arg.buffer.bytesused = size as u32;
+                arg.buffer.bytesused = sizes[plane] as u32;
             }
         }
         arg.buffer.field = FIELD_NONE;
@@ -1658,5 +1733,46 @@ mod tests {
         let out = nv12.from_i420(&i420).unwrap();
         assert_eq!(&out[32..36], &[100, 200, 101, 201]);
         assert_eq!(yu12.from_i420(&i420[1..]), None, "a wrong-sized picture");
+    }
+
+    #[test]
+    fn strided_planes_are_written_row_by_row_and_short_ones_refused() {
+        // The same 4x2 picture with its planes padded to strides 6, 3 and 3.
+        let y = [0, 1, 2, 3, 9, 9, 4, 5, 6, 7];
+        let (u, v) = ([100, 101, 9], [200, 201, 9]);
+        let nv12 = Layout {
+            width: 4,
+            height: 2,
+            fourcc: PIX_FMT_NV12,
+            bytesperline: vec![8],
+            sizeimage: vec![48],
+        };
+        let mut out = vec![7u8; 48];
+        assert!(nv12.write_i420([&y, &u, &v], [6, 3, 3], &mut out));
+        assert_eq!(&out[0..5], &[0, 1, 2, 3, 7], "padding left as it was");
+        assert_eq!(&out[8..12], &[4, 5, 6, 7]);
+        assert_eq!(&out[32..36], &[100, 200, 101, 201]);
+        let mut fresh = vec![7u8; 48];
+        assert!(
+            !nv12.write_i420([&y[..9], &u, &v], [6, 3, 3], &mut fresh),
+            "short luma"
+        );
+        assert!(
+            !nv12.write_i420([&y, &u, &v], [3, 3, 3], &mut fresh),
+            "stride below width"
+        );
+        assert!(
+            !nv12.write_i420([&y, &u, &v], [6, 3, 3], &mut fresh[..47]),
+            "small buffer"
+        );
+        assert!(
+            fresh.iter().all(|&b| b == 7),
+            "nothing written when refused"
+        );
+        let rgb = Layout {
+            fourcc: fourcc(b"RGB3"),
+            ..nv12
+        };
+        assert!(!rgb.write_i420([&y, &u, &v], [6, 3, 3], &mut fresh));
     }
 }
