@@ -14,12 +14,13 @@
 //! (V4L2 memory-to-memory) encoder found by capability for the pictures' size; if it cannot
 //! be opened or fails mid-stream (unbound, any error) OpenH264 encodes the following
 //! pictures, with one warning naming the device and the reason, counted in
-//! `h264_encoder_fallbacks`; the hardware is tried again every [`HARDWARE_RETRY`] and takes
-//! over when it works (logged at info). `auto` on a machine without one (a Pi 5) is
+//! `h264_encoder_fallbacks`; the hardware is tried again every
+//! [`super::fallback::HARDWARE_RETRY`] and takes over when it works (logged at info). `auto` on a machine without one (a Pi 5) is
 //! OpenH264 from the start, and not a fallback.
 #![forbid(unsafe_code)]
 
 use super::demand::{Codec, Demand};
+use super::fallback::Fallback;
 use super::h264::{codec_string, H264Encoder, H264EncoderKind, H264Error, H264Settings, I420};
 use crate::capture::draw::I420Image;
 use crate::clock::MonoTime;
@@ -35,8 +36,6 @@ use std::time::{Duration, Instant};
 pub const KEY_GAP_FRAMES: usize = 8;
 /// An encoder without work for this long is dropped (its memory freed).
 pub const IDLE_DROP: Duration = Duration::from_secs(10);
-/// How often a hardware encoder that failed is tried again.
-pub const HARDWARE_RETRY: Duration = Duration::from_secs(10);
 
 /// One picture to encode.
 pub struct Job {
@@ -140,24 +139,6 @@ impl Drop for H264Stage {
     }
 }
 
-/// What the stage knows of the hardware encoder.
-#[derive(Default)]
-struct HardwareState {
-    /// Not to be tried: `--h264-encoder software`, or auto on a machine without one.
-    never: bool,
-    /// Why it failed last, while OpenH264 stands in.
-    failed: Option<String>,
-    /// When it may be tried again; `None`: at once.
-    retry_at: Option<Instant>,
-}
-
-impl HardwareState {
-    /// Whether the hardware encoder is to be tried now.
-    fn due(&self) -> bool {
-        !self.never && self.retry_at.is_none_or(|t| Instant::now() >= t)
-    }
-}
-
 struct Worker {
     settings: H264Settings,
     fps: u32,
@@ -193,7 +174,7 @@ impl Worker {
     }
 
     /// A new encoder for `size` pictures: the hardware one when it is due, else OpenH264.
-    fn open(&self, hw: &mut HardwareState, size: (u32, u32)) -> Result<H264Encoder, H264Error> {
+    fn open(&self, hw: &mut Fallback, size: (u32, u32)) -> Result<H264Encoder, H264Error> {
         match self.try_hardware(hw, size) {
             Some(e) => Ok(e),
             None => H264Encoder::new(&self.settings, self.fps),
@@ -201,50 +182,30 @@ impl Worker {
     }
 
     /// The hardware encoder for `size` pictures if the settings ask for it, it is due (never
-    /// tried, or failed [`HARDWARE_RETRY`] ago) and it opens.
-    fn try_hardware(&self, hw: &mut HardwareState, size: (u32, u32)) -> Option<H264Encoder> {
+    /// tried, or failed a retry period ago) and it opens.
+    fn try_hardware(&self, hw: &mut Fallback, size: (u32, u32)) -> Option<H264Encoder> {
         if !hw.due() {
             return None;
         }
+        let counter = &self.stats.h264_encoder_fallbacks;
         match H264Encoder::hardware(&self.settings, self.fps, size.0, size.1) {
             Ok(e) => {
-                if let Some(why) = hw.failed.take() {
-                    log::info!(
-                        "H.264: the hardware encoder is back (it had failed: {why}): {}",
-                        e.description
-                    );
-                }
-                hw.retry_at = None;
+                hw.opened(&e.description);
                 return Some(e);
             }
-            Err(H264Error::NoHardware(why)) if hw.failed.is_none() => {
+            Err(H264Error::NoHardware(why)) if !hw.has_failed() => {
                 // v4l2 checked for one at start, so this one went away before the first
                 // picture; auto without one (a Pi 5) is OpenH264 for good.
                 if self.settings.encoder == H264EncoderKind::V4l2 {
-                    self.fall_back(hw, why);
+                    hw.fail(why, counter);
                 } else {
-                    log::info!("H.264: no hardware encoder ({why}); OpenH264 encodes");
-                    hw.never = true;
+                    hw.none_here(&why);
                 }
             }
-            Err(e) if hw.failed.is_some() => {
-                log::debug!("H.264: the hardware encoder is still unusable: {e}");
-                hw.retry_at = Some(Instant::now() + HARDWARE_RETRY);
-            }
-            Err(e) => self.fall_back(hw, e.to_string()),
+            Err(e) if hw.has_failed() => hw.still_failing(&e),
+            Err(e) => hw.fail(e.to_string(), counter),
         }
         None
-    }
-
-    /// Records the hardware's failure: one warning, one count, a retry later.
-    fn fall_back(&self, hw: &mut HardwareState, why: String) {
-        log::warn!(
-            "H.264: the hardware encoder failed, OpenH264 takes over (retry every {} s): {why}",
-            HARDWARE_RETRY.as_secs()
-        );
-        Stats::add(&self.stats.h264_encoder_fallbacks, 1);
-        hw.failed = Some(why);
-        hw.retry_at = Some(Instant::now() + HARDWARE_RETRY);
     }
 
     /// Notes which encoder runs, for `/status`.
@@ -262,10 +223,11 @@ impl Worker {
     fn run(self) {
         let counters = self.stats.codec(Codec::H264);
         let mut encoder: Option<H264Encoder> = None;
-        let mut hw = HardwareState {
-            never: self.settings.encoder == H264EncoderKind::Software,
-            ..HardwareState::default()
-        };
+        let mut hw = Fallback::new(
+            "H.264",
+            "OpenH264",
+            self.settings.encoder == H264EncoderKind::Software,
+        );
         let mut seq = 0u64;
         // Frames since the last keyframe; `None` before the encoder's first.
         let mut since_key: Option<usize> = None;
@@ -278,7 +240,7 @@ impl Worker {
             // On OpenH264 after a failure: the hardware again once its retry is due.
             if encoder
                 .as_ref()
-                .is_some_and(|e| e.hardware_device().is_none() && hw.failed.is_some() && hw.due())
+                .is_some_and(|e| e.hardware_device().is_none() && hw.has_failed() && hw.due())
             {
                 if let Some(e) = self.try_hardware(&mut hw, size) {
                     self.in_use(&e);
@@ -325,7 +287,7 @@ impl Worker {
             let mut hardware = enc.hardware_device().is_some();
             if let (true, Err(e)) = (hardware, &result) {
                 // The hardware failed or vanished: OpenH264 encodes this picture already.
-                self.fall_back(&mut hw, e.to_string());
+                hw.fail(e.to_string(), &self.stats.h264_encoder_fallbacks);
                 encoder = None;
                 hardware = false;
                 since_key = None;

@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 pub mod demand;
+pub mod fallback;
 pub mod h264;
 pub mod h264_stage;
 pub mod jpeg;
