@@ -14,6 +14,7 @@ use crate::capture::fault::{parse_fault, Fault};
 use crate::capture::test::TestScene;
 use crate::capture::{AudioParams, CameraType, VideoParams};
 use crate::encode::h264::{H264EncoderKind, H264Profile, H264Settings};
+use crate::encode::jpeg_hw::JpegEncoderKind;
 use crate::encode::orient::Orientation;
 pub use crate::tls::TlsRequest;
 use argh::FromArgs;
@@ -155,6 +156,9 @@ pub struct Args {
     /// core, at most 4)
     #[argh(option)]
     pub encoder_threads: Option<u32>,
+    /// encoder for JPEG frames from raw cameras: auto (the hardware one if there is one), v4l2 (require the hardware V4L2 memory-to-memory encoder) or cpu (libjpeg-turbo) (default auto)
+    #[argh(option, default = "String::from(\"auto\")")]
+    pub jpeg_encoder: String,
     /// most simultaneous stream clients, 1-1000 (default 16)
     #[argh(option, default = "16")]
     pub max_clients: u32,
@@ -215,6 +219,8 @@ pub struct Config {
     pub quality: u8,
     /// Threads encoding JPEG frames (1: the capture thread does it).
     pub encoder_threads: usize,
+    /// Which encoder makes JPEG frames from raw pictures (`--jpeg-encoder`).
+    pub jpeg_encoder: JpegEncoderKind,
     /// How pictures are turned before encoding (`--rotation`, `--hflip`, `--vflip`).
     pub orientation: Orientation,
     /// Camera controls to set when the camera opens (`--camera-control` and the aliases).
@@ -594,6 +600,7 @@ impl Validated {
         config.access.basic = resolve_secret(self.basic, "--basic-auth-file", basic_problem)?;
         config.tls = resolve_tls(&self.tls)?;
         resolve_h264_encoder(config.h264.encoder)?;
+        resolve_jpeg_encoder(config.jpeg_encoder)?;
         Ok(config)
     }
 
@@ -615,6 +622,22 @@ fn resolve_h264_encoder(kind: H264EncoderKind) -> Result<(), ConfigError> {
             format!("v4l2: {e} (use auto or software to encode with OpenH264)"),
         )
     })
+}
+
+/// `--jpeg-encoder v4l2` needs the hardware encoder to be there at start, like
+/// `--h264-encoder v4l2`.
+fn resolve_jpeg_encoder(kind: JpegEncoderKind) -> Result<(), ConfigError> {
+    if kind != JpegEncoderKind::V4l2 {
+        return Ok(());
+    }
+    crate::encode::jpeg_hw::find_hardware()
+        .map(drop)
+        .map_err(|e| {
+            invalid(
+                "--jpeg-encoder",
+                format!("v4l2: {e} (use auto or cpu to encode with libjpeg-turbo)"),
+            )
+        })
 }
 
 /// A flag value outside what the daemon can run with.
@@ -842,6 +865,12 @@ impl Args {
         }
         .choose()?;
         let max_clients = in_range("--max-clients", self.max_clients, 1, 1000)? as usize;
+        let jpeg_encoder = named(
+            "--jpeg-encoder",
+            &self.jpeg_encoder,
+            JpegEncoderKind::ALL,
+            |k| k.as_str(),
+        )?;
         let encoder_threads = match self.encoder_threads {
             Some(n) => in_range("--encoder-threads", n, 1, 16)? as usize,
             None => default_encoder_threads(),
@@ -913,6 +942,7 @@ impl Args {
             },
             quality,
             encoder_threads,
+            jpeg_encoder,
             orientation,
             camera_controls,
             audio: self.enable_audio.then(|| AudioParams {

@@ -66,6 +66,15 @@ pub struct Stats {
     pub h264_hardware_units: AtomicU64,
     /// H.264 units from OpenH264.
     pub h264_software_units: AtomicU64,
+    /// What made the latest JPEG (`v4l2 /dev/video31`, `cpu` or `camera`); `None` before the
+    /// first.
+    pub jpeg_encoder: Mutex<Option<String>>,
+    /// Times the hardware JPEG encoder failed or vanished and libjpeg-turbo took over.
+    pub jpeg_encoder_fallbacks: AtomicU64,
+    /// JPEG frames from the hardware (V4L2 memory-to-memory) encoder.
+    pub jpeg_hardware_units: AtomicU64,
+    /// JPEG frames from libjpeg-turbo (placeholders included).
+    pub jpeg_cpu_units: AtomicU64,
 }
 
 /// One plain counter of [`Stats`] as `/status` and `/metrics` show it: adding a counter is
@@ -143,6 +152,13 @@ pub const COUNTERS: &[Counter] = &[
         get: |s| &s.h264_encoder_fallbacks,
     },
     Counter {
+        status_key: "jpeg_encoder_fallbacks",
+        metric: "encoder_fallbacks_total",
+        labels: "{codec=\"jpeg\"}",
+        help: "Times a hardware encoder failed or vanished and software took over, by codec.",
+        get: |s| &s.jpeg_encoder_fallbacks,
+    },
+    Counter {
         status_key: "h264_hardware_units",
         metric: "h264_units_by_encoder_total",
         labels: "{encoder=\"v4l2\"}",
@@ -155,6 +171,22 @@ pub const COUNTERS: &[Counter] = &[
         labels: "{encoder=\"software\"}",
         help: "H.264 units by the encoder that made them.",
         get: |s| &s.h264_software_units,
+    },
+    Counter {
+        status_key: "jpeg_hardware_units",
+        metric: "jpeg_units_by_encoder_total",
+        labels: "{encoder=\"v4l2\"}",
+        help:
+            "JPEG frames by the encoder that made them (camera JPEGs passed through are neither).",
+        get: |s| &s.jpeg_hardware_units,
+    },
+    Counter {
+        status_key: "jpeg_cpu_units",
+        metric: "jpeg_units_by_encoder_total",
+        labels: "{encoder=\"cpu\"}",
+        help:
+            "JPEG frames by the encoder that made them (camera JPEGs passed through are neither).",
+        get: |s| &s.jpeg_cpu_units,
     },
     Counter {
         status_key: "audio_chunks",

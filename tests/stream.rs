@@ -497,3 +497,49 @@ fn every_encoder_thread_count_sends_decodable_frames_in_capture_order() {
         "{err}"
     );
 }
+
+#[test]
+fn jpeg_encoder_flag_runs_libjpeg_turbo_here_and_v4l2_without_hardware_exits_2() {
+    // No memory-to-memory JPEG encoder on this machine (or CI's): auto and cpu encode with
+    // libjpeg-turbo, /status and /metrics say so, and v4l2 is refused at start.
+    for kind in ["auto", "cpu"] {
+        let daemon = TestDaemon::new()
+            .size(320, 240)
+            .fps(15)
+            .args(["--jpeg-encoder", kind])
+            .start();
+        let mut ws = daemon.connect("/stream");
+        let run = collect(&mut ws, 1.0);
+        assert!(run.videos.len() >= 5, "{kind}: frames arrive");
+        for (_, _, _, jpeg, _) in &run.videos {
+            assert_eq!(decode_jpeg(jpeg).expect("JPEG decodes").0, 320);
+        }
+        let status = daemon.get("/status").text();
+        let want = format!("\"encoder\":\"{kind}\",\"encoder_in_use\":\"cpu\"");
+        assert!(status.contains(&want), "{kind}: {status}");
+        assert!(status.contains("\"jpeg_hardware_units\":0,"), "{status}");
+        assert!(!status.contains("\"jpeg_cpu_units\":0,"), "{status}");
+        let metrics = daemon.get("/metrics").text();
+        for line in [
+            "rpi_streamer_encoder_fallbacks_total{codec=\"jpeg\"} 0",
+            "rpi_streamer_jpeg_units_by_encoder_total{encoder=\"v4l2\"} 0",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{kind}: no {line}");
+        }
+    }
+    for (value, said) in [
+        ("v4l2", "--jpeg-encoder: v4l2: "),
+        (
+            "gpu",
+            "--jpeg-encoder: must be one of auto, cpu, v4l2 (got \"gpu\")",
+        ),
+    ] {
+        let out = daemon_command()
+            .args(["--camera-type", "test", "--jpeg-encoder", value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--jpeg-encoder {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(said), "{err}");
+    }
+}

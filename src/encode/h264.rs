@@ -316,22 +316,11 @@ mod software {
     }
 }
 
-/// The environment variable that makes the hardware path look for an FWHT encoder instead
-/// of an H.264 one. For tests in the VM only (scripts/checks/vm-v4l): the kernel's virtual
-/// vicodec speaks the Pi's stateful M2M ioctls but encodes FWHT alone, so with
-/// `RPI_STREAMER_M2M_CODEC=FWHT` the whole hardware path (find, open, stream, fallback,
-/// retry) runs against it and its FWHT frames go out as the "H.264" units — which no real
-/// client can decode.
-pub const M2M_CODEC_ENV: &str = "RPI_STREAMER_M2M_CODEC";
-
-/// The coded format the hardware path looks for: H.264, or FWHT when [`M2M_CODEC_ENV`] says
-/// so (tests in the VM).
+/// The coded format the hardware path looks for: H.264, or FWHT in tests
+/// ([`super::m2m::M2M_CODEC_ENV`]).
 #[cfg(feature = "v4l")]
 pub fn hardware_codec() -> super::m2m::Codec {
-    match std::env::var(M2M_CODEC_ENV) {
-        Ok(v) if v.eq_ignore_ascii_case("fwht") => super::m2m::Codec::Fwht,
-        _ => super::m2m::Codec::H264,
-    }
+    super::m2m::wanted(super::m2m::Codec::H264)
 }
 
 /// The hardware encoder this machine has for the H.264 stream, if any: `Err` says why not.

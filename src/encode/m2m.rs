@@ -176,6 +176,23 @@ impl Codec {
     }
 }
 
+/// The environment variable that makes the hardware paths look for an FWHT encoder instead
+/// of an H.264 or a JPEG one. For tests in the VM only (scripts/checks/vm-v4l): the kernel's
+/// virtual vicodec speaks the Pi's stateful M2M ioctls but encodes FWHT alone, so with
+/// `RPI_STREAMER_M2M_CODEC=FWHT` the whole hardware path (find, open, stream, fallback,
+/// retry) runs against it and its FWHT frames go out as the "H.264" units or "JPEG" frames,
+/// which no real client can decode.
+pub const M2M_CODEC_ENV: &str = "RPI_STREAMER_M2M_CODEC";
+
+/// The codec a hardware path that wants `codec` looks for: FWHT instead when
+/// [`M2M_CODEC_ENV`] says so (tests in the VM), else `codec`.
+pub fn wanted(codec: Codec) -> Codec {
+    match std::env::var(M2M_CODEC_ENV) {
+        Ok(v) if v.eq_ignore_ascii_case("fwht") => Codec::Fwht,
+        _ => codec,
+    }
+}
+
 /// A fourcc as its four characters (`YU12`), for messages.
 pub fn fourcc_str(code: u32) -> String {
     code.to_le_bytes()

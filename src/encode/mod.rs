@@ -5,7 +5,9 @@
 //! - H.264: [`h264`] (OpenH264 in software) on its own thread, [`h264_stage`], fed the
 //!   newest picture as I420 ([`scale::FrameShaper::to_i420`]).
 //! - Hardware (V4L2 memory-to-memory) H.264 and JPEG encoders, such as the Pi's
-//!   bcm2835-codec: `m2m` (feature `v4l`), found by capability.
+//!   bcm2835-codec: `m2m` (feature `v4l`), found by capability; [`jpeg_hw`] puts the JPEG
+//!   one on the capture thread (`--jpeg-encoder`), and both fall back to software through
+//!   [`fallback`].
 //!
 //! A stage runs only while somebody consumes its codec ([`Demand`]): nothing is encoded for
 //! nobody.
@@ -18,6 +20,7 @@ pub mod fallback;
 pub mod h264;
 pub mod h264_stage;
 pub mod jpeg;
+pub mod jpeg_hw;
 #[cfg(feature = "v4l")]
 #[allow(unsafe_code)]
 pub mod m2m;

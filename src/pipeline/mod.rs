@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::encode::demand::{Codec, Demand};
 use crate::encode::h264_stage::{H264Stage, Job};
 use crate::encode::jpeg::Encoder;
+use crate::encode::jpeg_hw::{HardwareJpeg, MadeBy};
 use crate::encode::orient::Orientation;
 use crate::encode::pool::{EncoderPool, Job as JpegJob, JpegSink};
 use crate::encode::scale::{FrameShaper, ShapeError};
@@ -169,11 +170,22 @@ impl JpegOut {
     }
 }
 
-impl JpegSink for JpegOut {
-    fn encoded(&self, ts: f64, jpeg: Vec<u8>, took: Duration) {
+impl JpegOut {
+    /// A frame's JPEG (behind the wire header's room), made in `took`; by libjpeg-turbo
+    /// when `cpu`, else by the hardware or the camera.
+    fn encoded_by(&self, ts: f64, jpeg: Vec<u8>, took: Duration, cpu: bool) {
+        if cpu {
+            Stats::add(&self.stats.jpeg_cpu_units, 1);
+        }
         self.record_encode(took);
         let (w, h) = self.size;
         self.publish(VideoFrame::behind_header(ts, w, h, jpeg, false));
+    }
+}
+
+impl JpegSink for JpegOut {
+    fn encoded(&self, ts: f64, jpeg: Vec<u8>, took: Duration) {
+        self.encoded_by(ts, jpeg, took, true);
     }
 
     fn failed(&self, error: ShapeError) {
@@ -252,9 +264,11 @@ impl VideoLoop {
         let ts = stamps.next(unix);
         if self.demand.wants(Codec::Jpeg, now) {
             match encoder.encode(&image.picture()) {
-                Ok(wire) => self
-                    .jpeg
-                    .publish(VideoFrame::behind_header(ts, width, height, wire, true)),
+                Ok(wire) => {
+                    Stats::add(&self.stats.jpeg_cpu_units, 1);
+                    self.jpeg
+                        .publish(VideoFrame::behind_header(ts, width, height, wire, true))
+                }
                 Err(e) => log::error!("placeholder: {e}"),
             }
         }
@@ -278,6 +292,12 @@ impl VideoLoop {
             }
         };
         let mut shaper = FrameShaper::turning(self.config.orientation);
+        let mut hardware = HardwareJpeg::new(
+            self.config.jpeg_encoder,
+            self.config.quality,
+            crate::stream::media::BINARY_HEADER_LEN,
+            self.stats.clone(),
+        );
         let mut stamps = MonotonicStamps::default();
         let mut sup: Supervisor<Box<dyn VideoSource>> =
             Supervisor::new(SourceKind::Video, self.stats.clone());
@@ -317,7 +337,13 @@ impl VideoLoop {
                     let now = MonoTime::now();
                     let ts = stamps.next(frame.captured.to_unix());
                     let result = self
-                        .encode_jpeg(&mut shaper, &mut encoder, &frame.picture, ts, now)
+                        .encode_jpeg(
+                            &mut shaper,
+                            (&mut encoder, &mut hardware),
+                            &frame.picture,
+                            ts,
+                            now,
+                        )
                         .and_then(|()| {
                             self.offer_h264(&mut shaper, &frame.picture, frame.captured, ts, now)
                         });
@@ -355,25 +381,35 @@ impl VideoLoop {
 
 impl VideoLoop {
     /// JPEG for the frame, if anyone wants it: camera JPEGs pass through (repaired) or are
-    /// scaled, raw pictures are encoded; with an encoder pool, everything but a passthrough
-    /// is copied and encoded there.
+    /// scaled; raw pictures go to the hardware encoder when there is one working
+    /// (`--jpeg-encoder`), else to libjpeg-turbo, here or, with an encoder pool, copied
+    /// and encoded there.
     fn encode_jpeg(
         &self,
         shaper: &mut FrameShaper,
-        encoder: &mut Encoder,
+        (encoder, hardware): (&mut Encoder, &mut HardwareJpeg),
         picture: &capture::Picture<'_>,
         ts: f64,
         now: MonoTime,
     ) -> Result<(), ShapeError> {
         if !self.demand.wants(Codec::Jpeg, now) {
+            hardware.idle();
             return Ok(());
         }
         let out_size = (self.config.video.width, self.config.video.height);
-        if let Some(pool) = self
-            .pool
-            .as_ref()
-            .filter(|_| !shaper.passes_through(picture, out_size))
-        {
+        let started = Instant::now();
+        if shaper.passes_through(picture, out_size) {
+            let (jpeg, _path) = shaper.shape(encoder, picture, out_size)?;
+            hardware.made_by(MadeBy::Camera);
+            self.jpeg.encoded_by(ts, jpeg, started.elapsed(), false);
+            return Ok(());
+        }
+        if let Some(jpeg) = hardware.encode(shaper, picture, out_size)? {
+            self.jpeg.encoded_by(ts, jpeg, started.elapsed(), false);
+            return Ok(());
+        }
+        hardware.made_by(MadeBy::Cpu);
+        if let Some(pool) = self.pool.as_ref() {
             let mut copy = pool.buffer();
             copy.copy_from(picture);
             pool.submit(JpegJob {
@@ -384,7 +420,6 @@ impl VideoLoop {
             });
             return Ok(());
         }
-        let started = Instant::now();
         let (jpeg, _path) = shaper.shape(encoder, picture, out_size)?;
         self.jpeg.encoded(ts, jpeg, started.elapsed());
         Ok(())

@@ -404,7 +404,15 @@ impl Server {
             Stats::get(&s.encode_micros) as f64 / units as f64 / 1e3
         };
         let extra = match codec {
-            Codec::Jpeg => format!(",\"quality\":{}", self.config.quality),
+            Codec::Jpeg => {
+                let in_use = self.stats.jpeg_encoder.lock().ok().and_then(|c| c.clone());
+                format!(
+                    ",\"quality\":{},\"encoder\":\"{}\",\"encoder_in_use\":{}",
+                    self.config.quality,
+                    self.config.jpeg_encoder.as_str(),
+                    in_use.map_or("null".to_string(), |n| json_string(&n)),
+                )
+            }
             Codec::H264 => {
                 let h = &self.config.h264;
                 let name = self.stats.h264_codec.lock().ok().and_then(|c| c.clone());

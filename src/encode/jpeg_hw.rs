@@ -1,0 +1,427 @@
+//! `--jpeg-encoder`: JPEG from the hardware (V4L2 memory-to-memory) encoder or from
+//! libjpeg-turbo ([`super::jpeg`]).
+//!
+//! A Pi <= 4's bcm2835-codec has a JPEG encoder (usually /dev/video31), found by capability
+//! like the H.264 one ([`super::m2m`]). Under `auto` (the default) and `v4l2`,
+//! [`HardwareJpeg::encode`] converts each raw picture to I420 at the output size on the
+//! capture thread ([`FrameShaper::to_i420`], which also turns it), writes it straight into
+//! the encoder's buffer and waits for the JPEG: one picture at a time, so `--encoder-threads`
+//! applies to libjpeg-turbo only. Camera JPEGs sent as they are still pass through
+//! untouched. The hardware's JPEGs get the webcam frames' hygiene check
+//! ([`super::mjpeg::sanitize`]); a unit that fails it (or that the driver flags corrupt) is
+//! encoded by libjpeg-turbo instead, and a run of them counts as a failure.
+//!
+//! A failure (an error, the device unbound) hands that very picture to libjpeg-turbo, with
+//! one warning and a count in `jpeg_encoder_fallbacks` ([`Fallback`]); the hardware is tried
+//! again every [`super::fallback::HARDWARE_RETRY`]. With nobody wanting JPEG for
+//! [`super::h264_stage::IDLE_DROP`], the hardware encoder is closed (its buffers freed) until the next picture.
+#![forbid(unsafe_code)]
+
+use super::fallback::Fallback;
+#[cfg(feature = "v4l")]
+use super::h264_stage::IDLE_DROP;
+use super::scale::{FrameShaper, ShapeError};
+use crate::capture::draw::I420Image;
+use crate::capture::Picture;
+use crate::stats::Stats;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// `--jpeg-encoder`: which implementation encodes JPEG from raw pictures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JpegEncoderKind {
+    /// The hardware encoder when the machine has one (found by capability), else the CPU.
+    Auto,
+    /// libjpeg-turbo on the CPU.
+    Cpu,
+    /// The hardware encoder (V4L2 memory-to-memory), required at start; the CPU only as a
+    /// fallback while it fails.
+    V4l2,
+}
+
+impl JpegEncoderKind {
+    /// Every kind, for parsing and for messages that list them.
+    pub const ALL: [JpegEncoderKind; 3] = [
+        JpegEncoderKind::Auto,
+        JpegEncoderKind::Cpu,
+        JpegEncoderKind::V4l2,
+    ];
+
+    /// The flag's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JpegEncoderKind::Auto => "auto",
+            JpegEncoderKind::Cpu => "cpu",
+            JpegEncoderKind::V4l2 => "v4l2",
+        }
+    }
+}
+
+/// Why the hardware JPEG encoder cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JpegHwError {
+    /// This machine (or this build) has none.
+    #[error("{0}")]
+    NoHardware(String),
+    /// It is there but failed: opening, a refused size, an error or a vanished device.
+    #[error("{0}")]
+    Hardware(String),
+}
+
+/// The hardware JPEG encoder this machine has, described, or why there is none.
+/// `--jpeg-encoder v4l2` requires one at start.
+pub fn find_hardware() -> Result<String, JpegHwError> {
+    #[cfg(feature = "v4l")]
+    {
+        use super::m2m::{self, Codec};
+        m2m::find(m2m::wanted(Codec::Jpeg))
+            .map(|d| d.to_string())
+            .map_err(|e| JpegHwError::NoHardware(e.to_string()))
+    }
+    #[cfg(not(feature = "v4l"))]
+    Err(JpegHwError::NoHardware(NO_V4L2.into()))
+}
+
+#[cfg(not(feature = "v4l"))]
+const NO_V4L2: &str = "this build has no V4L2 support (build with the cargo feature v4l)";
+
+/// What made a frame's JPEG, for `/status` (`encoder_in_use`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MadeBy {
+    /// The hardware encoder on this device node.
+    Hardware(String),
+    /// libjpeg-turbo.
+    Cpu,
+    /// The camera: its JPEG passed through.
+    Camera,
+}
+
+impl MadeBy {
+    fn status(&self) -> String {
+        match self {
+            MadeBy::Hardware(device) => format!("v4l2 {device}"),
+            MadeBy::Cpu => "cpu".into(),
+            MadeBy::Camera => "camera".into(),
+        }
+    }
+}
+
+/// The capture thread's hardware JPEG encoder, opened on demand, with libjpeg-turbo
+/// standing in while there is none.
+pub struct HardwareJpeg {
+    fallback: Fallback,
+    kind: JpegEncoderKind,
+    quality: u8,
+    /// Bytes left free in front of every JPEG (the wire header's room).
+    reserve: usize,
+    stats: Arc<Stats>,
+    /// The picture converted for the encoder, reused.
+    image: I420Image,
+    #[cfg(feature = "v4l")]
+    encoder: Option<backend::Hardware>,
+    /// When the last picture was encoded here.
+    last_used: Instant,
+    /// What `/status` was last told.
+    made_by: Option<MadeBy>,
+}
+
+impl HardwareJpeg {
+    /// The encoder `--jpeg-encoder kind` asks for at `quality`, its JPEGs `reserve` bytes
+    /// into their buffers; nothing is opened before the first picture.
+    pub fn new(
+        kind: JpegEncoderKind,
+        quality: u8,
+        reserve: usize,
+        stats: Arc<Stats>,
+    ) -> HardwareJpeg {
+        HardwareJpeg {
+            fallback: Fallback::new("JPEG", "libjpeg-turbo", kind == JpegEncoderKind::Cpu),
+            kind,
+            quality,
+            reserve,
+            stats,
+            image: I420Image::new(2, 2),
+            #[cfg(feature = "v4l")]
+            encoder: None,
+            last_used: Instant::now(),
+            made_by: None,
+        }
+    }
+
+    /// Notes what made the latest JPEG, for `/status`.
+    pub fn made_by(&mut self, by: MadeBy) {
+        if self.made_by.as_ref() != Some(&by) {
+            if let Ok(mut slot) = self.stats.jpeg_encoder.lock() {
+                *slot = Some(by.status());
+            }
+            self.made_by = Some(by);
+        }
+    }
+
+    /// Nobody wants JPEG now: the hardware encoder is closed once that lasted
+    /// [`super::h264_stage::IDLE_DROP`].
+    pub fn idle(&mut self) {
+        #[cfg(feature = "v4l")]
+        if self.encoder.is_some() && self.last_used.elapsed() >= IDLE_DROP {
+            log::info!(
+                "JPEG: no viewer for {} s, hardware encoder closed",
+                IDLE_DROP.as_secs()
+            );
+            self.encoder = None;
+        }
+    }
+
+    /// The JPEG of `picture` at `out` (before the orientation's turn) from the hardware,
+    /// behind the reserved room; `Ok(None)` when libjpeg-turbo is to encode it (no hardware,
+    /// not due for a retry, or it failed just now: logged and counted). Errors are the
+    /// picture's own (a corrupt camera frame), whichever encoder would take it.
+    pub fn encode(
+        &mut self,
+        shaper: &mut FrameShaper,
+        picture: &Picture<'_>,
+        out: (u32, u32),
+    ) -> Result<Option<Vec<u8>>, ShapeError> {
+        #[cfg(feature = "v4l")]
+        {
+            if self.encoder.is_none() && !self.fallback.due() {
+                return Ok(None);
+            }
+            shaper.to_i420(picture, out, &mut self.image)?;
+            self.last_used = Instant::now();
+            let size = (self.image.width, self.image.height);
+            if self.encoder.as_ref().is_some_and(|e| e.size != size) {
+                self.encoder = None;
+            }
+            if self.encoder.is_none() {
+                self.encoder = self.open(size);
+            }
+            let Some(encoder) = self.encoder.as_mut() else {
+                return Ok(None);
+            };
+            match encoder.encode(&self.image, self.reserve) {
+                Ok(Some(jpeg)) => {
+                    Stats::add(&self.stats.jpeg_hardware_units, 1);
+                    let device = encoder.device();
+                    self.made_by(MadeBy::Hardware(device));
+                    Ok(Some(jpeg))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => {
+                    self.fallback
+                        .fail(e.to_string(), &self.stats.jpeg_encoder_fallbacks);
+                    self.encoder = None;
+                    Ok(None)
+                }
+            }
+        }
+        #[cfg(not(feature = "v4l"))]
+        {
+            let _ = (shaper, picture, out, self.kind, self.quality, self.reserve);
+            let _ = (&self.image, self.last_used, &mut self.fallback);
+            Ok(None)
+        }
+    }
+
+    /// The hardware encoder for `size` pictures, if it opens; else the reason is logged (and
+    /// counted when it is a failure).
+    #[cfg(feature = "v4l")]
+    fn open(&mut self, size: (u32, u32)) -> Option<backend::Hardware> {
+        let counter = &self.stats.jpeg_encoder_fallbacks;
+        match backend::Hardware::open(self.quality, size) {
+            Ok(e) => {
+                log::info!("JPEG encoder started: {}", e.description);
+                self.fallback.opened(&e.description);
+                return Some(e);
+            }
+            Err(JpegHwError::NoHardware(why)) if !self.fallback.has_failed() => {
+                // v4l2 checked for one at start: it went away before the first picture.
+                if self.kind == JpegEncoderKind::V4l2 {
+                    self.fallback.fail(why, counter);
+                } else {
+                    self.fallback.none_here(&why);
+                }
+            }
+            Err(e) if self.fallback.has_failed() => self.fallback.still_failing(&e),
+            Err(e) => self.fallback.fail(e.to_string(), counter),
+        }
+        None
+    }
+}
+
+#[cfg(feature = "v4l")]
+mod backend {
+    use super::JpegHwError;
+    use crate::capture::draw::I420Image;
+    use crate::encode::m2m::{self, Codec, Encoder, M2mError};
+    use crate::encode::mjpeg;
+    use std::time::{Duration, Instant};
+
+    /// Longest wait for the driver: a free input buffer, then the JPEG.
+    const WAIT: Duration = Duration::from_secs(2);
+    /// Bad units in a row (flagged corrupt, or not a sound JPEG) that make it a failure.
+    const MAX_BAD: u32 = 3;
+
+    fn hw(e: M2mError) -> JpegHwError {
+        JpegHwError::Hardware(e.to_string())
+    }
+
+    /// A V4L2 M2M encoder making the JPEG frames (FWHT in tests).
+    pub struct Hardware {
+        encoder: Encoder,
+        codec: Codec,
+        /// The pictures' size.
+        pub size: (u32, u32),
+        /// Bad units in a row.
+        bad: u32,
+        /// What it runs on and how, for the log.
+        pub description: String,
+        /// Where timestamps count from.
+        epoch: Instant,
+    }
+
+    impl Hardware {
+        /// The encoder found by capability, opened for `size` pictures at `quality`.
+        pub fn open(quality: u8, size: (u32, u32)) -> Result<Hardware, JpegHwError> {
+            let codec = m2m::wanted(Codec::Jpeg);
+            let device = m2m::find(codec).map_err(|e| JpegHwError::NoHardware(e.to_string()))?;
+            let input = [m2m::PIX_FMT_YUV420, m2m::PIX_FMT_NV12]
+                .into_iter()
+                .find(|f| device.raw.contains(f))
+                .ok_or_else(|| {
+                    JpegHwError::Hardware(format!("{device}: takes neither YU12 nor NV12"))
+                })?;
+            let mut settings = m2m::Settings::new(codec, size.0, size.1, input);
+            settings.quality = Some(quality);
+            // Every JPEG stands alone: nothing to repeat, no GOP.
+            settings.repeat_sequence_header = false;
+            let encoder = Encoder::open(&device, &settings).map_err(hw)?;
+            let mut description = format!(
+                "V4L2 M2M {} ({}), {} from {} {}x{}",
+                device.path.display(),
+                device.driver,
+                codec.as_str(),
+                m2m::fourcc_str(input),
+                size.0,
+                size.1,
+            );
+            if !encoder.applied().is_empty() {
+                description += &format!(", {}", encoder.applied().join(" "));
+            }
+            if !encoder.not_offered().is_empty() {
+                description += &format!(", not offered: {}", encoder.not_offered().join(", "));
+            }
+            Ok(Hardware {
+                encoder,
+                codec,
+                size,
+                bad: 0,
+                description,
+                epoch: Instant::now(),
+            })
+        }
+
+        /// The device node it runs on.
+        pub fn device(&self) -> String {
+            self.encoder.device().path.display().to_string()
+        }
+
+        /// `image`'s JPEG, `reserve` bytes into the buffer; `None` for a bad unit the CPU is
+        /// to redo.
+        pub fn encode(
+            &mut self,
+            image: &I420Image,
+            reserve: usize,
+        ) -> Result<Option<Vec<u8>>, JpegHwError> {
+            let w = image.width as usize;
+            let micros = i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX);
+            self.encoder
+                .queue_i420(
+                    [&image.y, &image.u, &image.v],
+                    [w, w / 2, w / 2],
+                    micros,
+                    WAIT,
+                )
+                .map_err(hw)?;
+            let unit = self.encoder.next_unit(WAIT).map_err(hw)?.ok_or_else(|| {
+                JpegHwError::Hardware(format!("{}: no JPEG within {WAIT:?}", self.device()))
+            })?;
+            let problem = if unit.error {
+                Some("flagged corrupt (V4L2_BUF_FLAG_ERROR)".to_string())
+            } else if self.codec == Codec::Jpeg {
+                mjpeg::sanitize(&unit.data, Some(self.size))
+                    .err()
+                    .map(|e| format!("not a sound JPEG: {e}"))
+            } else {
+                // FWHT (tests in the VM), sent as it comes.
+                None
+            };
+            if let Some(problem) = problem {
+                self.bad += 1;
+                log::debug!("JPEG: {}: a unit {problem}", self.device());
+                if self.bad >= MAX_BAD {
+                    return Err(JpegHwError::Hardware(format!(
+                        "{}: {MAX_BAD} units in a row were bad, the last {problem}",
+                        self.device()
+                    )));
+                }
+                return Ok(None);
+            }
+            self.bad = 0;
+            let mut out = Vec::with_capacity(reserve + unit.data.len());
+            out.resize(reserve, 0);
+            out.extend_from_slice(&unit.data);
+            Ok(Some(out))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_print_as_the_flag_spells_them() {
+        let names: Vec<_> = JpegEncoderKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["auto", "cpu", "v4l2"]);
+    }
+
+    #[test]
+    fn without_hardware_the_cpu_encodes_and_status_says_so() {
+        // This machine (and CI's) has no M2M JPEG encoder: auto finds none, gives up for
+        // good without counting a fallback, and leaves every picture to libjpeg-turbo.
+        if find_hardware().is_ok() {
+            return;
+        }
+        let stats = Arc::new(Stats::default());
+        let mut hw = HardwareJpeg::new(JpegEncoderKind::Auto, 70, 0, stats.clone());
+        let mut shaper = FrameShaper::turning(Default::default());
+        let image = I420Image::new(64, 48);
+        for _ in 0..3 {
+            let got = hw.encode(&mut shaper, &image.picture(), (64, 48)).unwrap();
+            assert!(got.is_none());
+            hw.made_by(MadeBy::Cpu);
+        }
+        assert_eq!(Stats::get(&stats.jpeg_encoder_fallbacks), 0);
+        assert_eq!(Stats::get(&stats.jpeg_hardware_units), 0);
+        assert_eq!(stats.jpeg_encoder.lock().unwrap().as_deref(), Some("cpu"));
+    }
+
+    #[test]
+    fn v4l2_without_hardware_is_one_fallback_not_one_per_picture() {
+        if find_hardware().is_ok() {
+            return;
+        }
+        let stats = Arc::new(Stats::default());
+        let mut hw = HardwareJpeg::new(JpegEncoderKind::V4l2, 70, 0, stats.clone());
+        let mut shaper = FrameShaper::turning(Default::default());
+        let image = I420Image::new(64, 48);
+        for _ in 0..5 {
+            assert!(hw
+                .encode(&mut shaper, &image.picture(), (64, 48))
+                .unwrap()
+                .is_none());
+        }
+        let expected = u64::from(cfg!(feature = "v4l"));
+        assert_eq!(Stats::get(&stats.jpeg_encoder_fallbacks), expected);
+    }
+}
