@@ -6,9 +6,15 @@
 //!
 //! With `--h264 FILE` it asks for `/stream?video=h264&format=binary` instead, appends every
 //! access unit to FILE (an H.264 elementary stream for ffprobe) and prints one line per unit:
-//! `<receive unix time> <ts> <width> <height> <key 0|1> <bytes>`.
+//! `<receive unix time> <ts> <width> <height> <key 0|1> <bytes> <kind>`, kind `h264`
+//! (Annex-B), `fwht` (vicodec's frames, standing in for hardware H.264 in the VM) or `?`.
 //!
-//! Usage: `ws_probe PORT SECONDS [--h264 FILE]`
+//! With `--kinds` it reads `/stream` and prints the same line per video frame (key always
+//! 1), kind `jpeg` (a JPEG at the message's size; one a second is fully decoded), `fwht` or
+//! `?`, without exiting on a frame that is no JPEG: for the hardware JPEG path, where vicodec
+//! stands in.
+//!
+//! Usage: `ws_probe PORT SECONDS [--h264 FILE | --kinds]`
 
 use base64::Engine as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,11 +30,12 @@ fn main() {
         eprintln!("usage: ws_probe PORT SECONDS [--h264 FILE]");
         std::process::exit(2);
     };
-    let h264_file = match (args.get(2).map(String::as_str), args.get(3)) {
-        (Some("--h264"), Some(path)) => Some(path.clone()),
-        (None, _) => None,
+    let (h264_file, kinds) = match (args.get(2).map(String::as_str), args.get(3)) {
+        (Some("--h264"), Some(path)) => (Some(path.clone()), false),
+        (Some("--kinds"), None) => (None, true),
+        (None, _) => (None, false),
         _ => {
-            eprintln!("usage: ws_probe PORT SECONDS [--h264 FILE]");
+            eprintln!("usage: ws_probe PORT SECONDS [--h264 FILE | --kinds]");
             std::process::exit(2);
         }
     };
@@ -77,34 +84,59 @@ fn main() {
         let jpeg = b64
             .decode(fields[3])
             .unwrap_or_else(|e| fail(format!("base64: {e}")));
+        if kinds {
+            let kind = if jpeg.starts_with(&FWHT_MAGIC) {
+                "fwht"
+            } else if jpeg_size(&jpeg).map(|(w, h)| format!("{w}:{h}"))
+                == Some(format!("{}:{}", fields[1], fields[2]))
+            {
+                if last_decode.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(1)) {
+                    last_decode = Some(Instant::now());
+                    mean_luma(&jpeg).unwrap_or_else(|e| fail(e));
+                }
+                "jpeg"
+            } else {
+                "?"
+            };
+            println!(
+                "{:.6} {} {} {} 1 {} {kind}",
+                unix_now(),
+                fields[0],
+                fields[1],
+                fields[2],
+                jpeg.len()
+            );
+            continue;
+        }
         let (width, height) =
             jpeg_size(&jpeg).unwrap_or_else(|| fail("no JPEG frame header".into()));
         // Decoding is slow in a debug build under emulation: check one frame a second fully.
         let mut mean = -1i64;
         if last_decode.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(1)) {
             last_decode = Some(Instant::now());
-            let mut decoder =
-                zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(&jpeg));
-            let pixels = decoder
-                .decode()
-                .unwrap_or_else(|e| fail(format!("JPEG: {e:?}")));
-            let luma: u64 = pixels
-                .chunks_exact(3)
-                .map(|p| {
-                    (299 * u64::from(p[0]) + 587 * u64::from(p[1]) + 114 * u64::from(p[2])) / 1000
-                })
-                .sum();
-            mean = (luma / (pixels.len() as u64 / 3).max(1)) as i64;
+            mean = mean_luma(&jpeg).unwrap_or_else(|e| fail(e));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = unix_now();
         println!(
             "{now:.6} {} {} {} {width} {height} {mean}",
             fields[0], fields[1], fields[2]
         );
     }
+}
+
+/// The two magic words vicodec's FWHT frames start with.
+const FWHT_MAGIC: [u8; 8] = [0x4f, 0x4f, 0x4f, 0x4f, 0xff, 0xff, 0xff, 0xff];
+
+/// Decodes the JPEG fully: its mean luma.
+fn mean_luma(jpeg: &[u8]) -> Result<i64, String> {
+    let mut decoder =
+        zune_jpeg::JpegDecoder::new(zune_jpeg::zune_core::bytestream::ZCursor::new(jpeg));
+    let pixels = decoder.decode().map_err(|e| format!("JPEG: {e:?}"))?;
+    let luma: u64 = pixels
+        .chunks_exact(3)
+        .map(|p| (299 * u64::from(p[0]) + 587 * u64::from(p[1]) + 114 * u64::from(p[2])) / 1000)
+        .sum();
+    Ok((luma / (pixels.len() as u64 / 3).max(1)) as i64)
 }
 
 /// The next message; `None` when the read timed out. Exits 1 when the connection is lost.
@@ -166,11 +198,19 @@ fn h264<S: std::io::Read + std::io::Write>(
             eprintln!("ws_probe: writing {path}: {e}");
             std::process::exit(1);
         }
+        let unit = &b[16..];
+        let kind = if unit.starts_with(&FWHT_MAGIC) {
+            "fwht"
+        } else if unit.starts_with(&[0, 0, 0, 1]) || unit.starts_with(&[0, 0, 1]) {
+            "h264"
+        } else {
+            "?"
+        };
         println!(
-            "{:.6} {ts:.6} {w} {h} {} {}",
+            "{:.6} {ts:.6} {w} {h} {} {} {kind}",
             unix_now(),
             u8::from(b[1] & 2 != 0),
-            b.len() - 16
+            unit.len()
         );
     }
 }
