@@ -159,6 +159,9 @@ pub struct Args {
     /// encoder for JPEG frames from raw cameras: auto (the hardware one if there is one), v4l2 (require the hardware V4L2 memory-to-memory encoder) or cpu (libjpeg-turbo) (default auto)
     #[argh(option, default = "String::from(\"auto\")")]
     pub jpeg_encoder: String,
+    /// hardware encoders copy every picture into their own buffers instead of reading the camera's in place (DMABUF), for drivers that mishandle imported buffers
+    #[argh(switch)]
+    pub no_zero_copy: bool,
     /// most simultaneous stream clients, 1-1000 (default 16)
     #[argh(option, default = "16")]
     pub max_clients: u32,
@@ -221,6 +224,8 @@ pub struct Config {
     pub encoder_threads: usize,
     /// Which encoder makes JPEG frames from raw pictures (`--jpeg-encoder`).
     pub jpeg_encoder: JpegEncoderKind,
+    /// Hardware encoders may read camera buffers in place (not `--no-zero-copy`).
+    pub zero_copy: bool,
     /// How pictures are turned before encoding (`--rotation`, `--hflip`, `--vflip`).
     pub orientation: Orientation,
     /// Camera controls to set when the camera opens (`--camera-control` and the aliases).
@@ -943,6 +948,7 @@ impl Args {
             quality,
             encoder_threads,
             jpeg_encoder,
+            zero_copy: !self.no_zero_copy,
             orientation,
             camera_controls,
             audio: self.enable_audio.then(|| AudioParams {

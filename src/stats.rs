@@ -75,6 +75,8 @@ pub struct Stats {
     pub jpeg_hardware_units: AtomicU64,
     /// JPEG frames from libjpeg-turbo (placeholders included).
     pub jpeg_cpu_units: AtomicU64,
+    /// JPEG frames the hardware encoder read in place from the camera's buffer (DMABUF).
+    pub jpeg_zero_copy_units: AtomicU64,
 }
 
 /// One plain counter of [`Stats`] as `/status` and `/metrics` show it: adding a counter is
@@ -187,6 +189,13 @@ pub const COUNTERS: &[Counter] = &[
         help:
             "JPEG frames by the encoder that made them (camera JPEGs passed through are neither).",
         get: |s| &s.jpeg_cpu_units,
+    },
+    Counter {
+        status_key: "jpeg_zero_copy_units",
+        metric: "jpeg_zero_copy_frames_total",
+        labels: "",
+        help: "JPEG frames the hardware encoder read in place from the camera's buffer (DMABUF).",
+        get: |s| &s.jpeg_zero_copy_units,
     },
     Counter {
         status_key: "audio_chunks",

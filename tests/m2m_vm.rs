@@ -14,6 +14,8 @@
 //! ```
 #![cfg(feature = "v4l")]
 
+use rpi_streamer::capture::{self, CameraType, Picture, VideoParams};
+use rpi_streamer::clock::MonoTime;
 use rpi_streamer::encode::m2m::{self, Codec, Encoder, M2mError, Settings, Unit};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -373,4 +375,86 @@ fn vicodec_encodes_nv12_laid_out_by_the_drivers_strides() {
         encoder.queue_picture(&wrong, 0, WAIT),
         Err(M2mError::PictureSize { .. })
     ));
+}
+
+#[test]
+#[ignore = "needs vicodec and vivid at /dev/video0: run in the VM (scripts/checks/vm-v4l)"]
+fn a_camera_buffer_imported_as_a_dmabuf_encodes_like_a_copy_of_its_bytes() {
+    // vivid's buffers, exported by the capture backend (EXPBUF), read in place by vicodec
+    // (V4L2_MEMORY_DMABUF on its OUTPUT queue); a second vicodec context is given copies of
+    // the same bytes. Equal FWHT units, P-frames included, mean the driver read the
+    // camera's pixels, and output_done hands each buffer back before the camera refills it.
+    let params = VideoParams::at(WIDTH, HEIGHT, 15);
+    let mut camera =
+        capture::open_video(CameraType::Usb, &params, MonoTime::now()).expect("vivid's camera");
+    let device = m2m::find(Codec::Fwht).expect("an FWHT encoder");
+    let mut settings = Settings::new(Codec::Fwht, WIDTH, HEIGHT, m2m::PIX_FMT_YUYV);
+    settings.keyframe_interval = Some(4);
+    let mut copy = Encoder::open(&device, &settings).expect("vicodec, copying");
+    settings.import_dmabuf = true;
+    let mut import = Encoder::open(&device, &settings).expect("vicodec, importing DMABUFs");
+    assert!(import.imports_dmabuf() && !copy.imports_dmabuf());
+    let refused = import.queue_picture(&vec![0; import.layout().picture_len()], 0, WAIT);
+    assert!(
+        matches!(refused, Err(M2mError::Unsupported { .. })),
+        "an importing encoder has no buffers to copy into: {refused:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut done, mut i_frames) = (0u32, 0u32);
+    while done < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "{done} frames from vivid in 20 s"
+        );
+        let Some(frame) = camera.next_frame().expect("vivid's frames") else {
+            continue;
+        };
+        let Picture::Yuyv { data, stride, .. } = frame.picture else {
+            panic!(
+                "vivid at 640x480 gives YUYV here, not {:?}",
+                frame.picture.size()
+            );
+        };
+        let buf = frame.dmabuf.expect("vivid exports its buffers (EXPBUF)");
+        let layout = import.layout().clone();
+        assert_eq!(
+            (layout.bytesperline[0] as usize, layout.picture_len()),
+            (stride, stride * HEIGHT as usize),
+            "vicodec lays YUYV out as vivid does"
+        );
+        if done == 0 {
+            let short = import.queue_dmabuf(buf.fd, 100, buf.length, 0, WAIT);
+            assert!(
+                matches!(short, Err(M2mError::PictureSize { .. })),
+                "{short:?}"
+            );
+        }
+        let ts = 1_000_000 + i64::from(done) * 66_666;
+        let want = copy
+            .encode(&data[..layout.picture_len()], ts, WAIT)
+            .expect("a unit from the copy");
+        import
+            .queue_dmabuf(buf.fd, buf.bytesused, buf.length, ts, WAIT)
+            .expect("the DMABUF queued");
+        let got = import
+            .next_unit(WAIT)
+            .expect("no error")
+            .expect("a unit from the import");
+        import.output_done(WAIT).expect("the buffer given back");
+        if check_fwht(&got, done) {
+            i_frames += 1;
+        }
+        assert_eq!(got.timestamp_us, ts);
+        assert!(
+            got.data == want.data,
+            "frame {done}: {} bytes read in place, {} from the copy, not the same",
+            got.data.len(),
+            want.data.len()
+        );
+        done += 1;
+    }
+    eprintln!(
+        "{done} vivid frames through vicodec read in place, equal to copies; {i_frames} I-frames"
+    );
+    assert_eq!(i_frames, 5, "I-frames every 4 pictures");
 }

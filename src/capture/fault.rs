@@ -158,9 +158,11 @@ impl VideoSource for Faulty {
                         },
                         other => other,
                     };
+                    // The picture no longer matches the buffer: nothing to import.
                     Ok(Some(Frame {
                         captured: frame.captured,
                         picture,
+                        dmabuf: None,
                     }))
                 }
             },

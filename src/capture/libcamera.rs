@@ -440,7 +440,13 @@ impl VideoSource for LibcameraSource {
             .layout
             .picture(&planes)
             .map_err(|e| CaptureError::unavailable("libcamera camera", e))?;
-        Ok(Some(Frame { captured, picture }))
+        // libcamera's planes are DMABUFs too, but as raw descriptors: lending one out needs
+        // unsafe code, which this module forbids; hardware encoders copy these frames.
+        Ok(Some(Frame {
+            captured,
+            picture,
+            dmabuf: None,
+        }))
     }
 }
 

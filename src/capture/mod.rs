@@ -307,6 +307,22 @@ pub struct Frame<'a> {
     pub captured: MonoTime,
     /// The image.
     pub picture: Picture<'a>,
+    /// The buffer the picture lies in (from its first byte, in its layout) as a DMABUF,
+    /// where the source can give one: a hardware encoder may read it in place.
+    pub dmabuf: Option<DmaBuf<'a>>,
+}
+
+/// A frame's buffer as a DMABUF file descriptor, for a hardware encoder to import.
+#[derive(Clone, Copy, Debug)]
+pub struct DmaBuf<'a> {
+    /// The descriptor (V4L2 `EXPBUF`), valid while the frame is.
+    pub fd: std::os::fd::BorrowedFd<'a>,
+    /// Bytes of the buffer the picture fills.
+    pub bytesused: usize,
+    /// The buffer's whole length.
+    pub length: usize,
+    /// The device it comes from, for the log.
+    pub source: &'a str,
 }
 
 /// A run of audio frames and the capture instant of its first sample.

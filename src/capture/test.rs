@@ -345,6 +345,7 @@ impl VideoSource for TestPattern {
             return Ok(Some(Frame {
                 captured,
                 picture: self.image.picture(),
+                dmabuf: None,
             }));
         }
         let due = self.due(self.next_index);
@@ -362,6 +363,7 @@ impl VideoSource for TestPattern {
         Ok(Some(Frame {
             captured,
             picture: self.image.picture(),
+            dmabuf: None,
         }))
     }
 }

@@ -16,7 +16,7 @@ use super::controls::{self, ControlInfo, Value};
 use super::negotiate::{self, Offer, PixelFormat, Sizes};
 use super::v4l_buffers::MmapStream;
 use super::v4l_controls;
-use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
+use super::{CaptureError, DmaBuf, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
 use crate::clock::{self, MonoTime};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,8 @@ pub struct V4lCamera {
     height: u32,
     stride: usize,
     description: String,
+    /// The device path, for the log of a hardware encoder importing its buffers.
+    path: String,
     clock_warned: bool,
     errored_buffers: u64,
     /// The device's controls as found at open: ids and types for setting them by name.
@@ -232,6 +234,7 @@ impl V4lCamera {
             height: set.height,
             stride: set.stride as usize,
             description,
+            path: shown.clone(),
             clock_warned: false,
             errored_buffers: 0,
             known_controls: v4l_controls::query(device_fd).unwrap_or_else(|e| {
@@ -304,7 +307,7 @@ impl VideoSource for V4lCamera {
             Err(e) => return Err(unavailable("waiting for a frame", &e)),
         }
         let (width, height, stride, format) = (self.width, self.height, self.stride, self.format);
-        let (buffer, meta) = self
+        let (buffer, meta, exported) = self
             .stream
             .dequeue()
             .map_err(|e| unavailable("reading a frame", &e))?;
@@ -367,7 +370,17 @@ impl VideoSource for V4lCamera {
                 }
             }
         };
-        Ok(Some(Frame { captured, picture }))
+        let dmabuf = exported.map(|fd| DmaBuf {
+            fd,
+            bytesused: used,
+            length: buffer.len(),
+            source: &self.path,
+        });
+        Ok(Some(Frame {
+            captured,
+            picture,
+            dmabuf,
+        }))
     }
 }
 

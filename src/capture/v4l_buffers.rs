@@ -8,16 +8,19 @@
 //! over its `v4l_sys` structures.
 //!
 //! A dequeued buffer is lent out as a `&[u8]` until the next [`MmapStream::dequeue`], which
-//! queues it again first: the driver never writes a buffer while a frame borrows it.
+//! queues it again first: the driver never writes a buffer while a frame borrows it. Each
+//! buffer is also exported as a DMABUF (`VIDIOC_EXPBUF`) where the driver can, and lent out
+//! with it, so that a hardware encoder can read the frame in place (zero copy).
 
 use std::ffi::c_void;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use v4l::buffer::{Flags, Type};
 use v4l::device::Handle;
 use v4l::memory::Memory;
 use v4l::v4l2::{self, vidioc};
-use v4l::v4l_sys::{v4l2_buffer, v4l2_requestbuffers};
+use v4l::v4l_sys::{v4l2_buffer, v4l2_exportbuffer, v4l2_requestbuffers};
 
 /// mmap(2) protection and flags: the same values on every Linux architecture.
 const PROT_READ: i32 = 0x1;
@@ -44,6 +47,8 @@ struct Mapping {
 pub struct MmapStream {
     handle: Arc<Handle>,
     mappings: Vec<Mapping>,
+    /// Each buffer as a DMABUF, when the driver exports them (empty when it does not).
+    exported: Vec<OwnedFd>,
     /// The buffer the last `dequeue` lent out; queued again by the next one.
     lent: Option<u32>,
     streaming: bool,
@@ -75,6 +80,7 @@ impl MmapStream {
         let mut stream = MmapStream {
             handle,
             mappings: Vec::with_capacity(request.count as usize),
+            exported: Vec::new(),
             lent: None,
             streaming: false,
         };
@@ -98,7 +104,41 @@ impl MmapStream {
             };
             stream.mappings.push(Mapping { start, len });
         }
+        let exported: io::Result<Vec<OwnedFd>> =
+            (0..request.count).map(|i| stream.export(i)).collect();
+        match exported {
+            Ok(fds) => stream.exported = fds,
+            Err(e) => log::debug!("V4L2: the driver does not export its buffers (EXPBUF): {e}"),
+        }
         Ok(stream)
+    }
+
+    /// Buffer `index` as a DMABUF, read-only (VIDIOC_EXPBUF).
+    fn export(&self, index: u32) -> io::Result<OwnedFd> {
+        let mut request = v4l2_exportbuffer {
+            type_: Type::VideoCapture as u32,
+            index,
+            flags: (rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC).bits(),
+            // SAFETY: v4l2_exportbuffer is plain C data; all-zero is its documented reset.
+            ..unsafe { std::mem::zeroed() }
+        };
+        // SAFETY: VIDIOC_EXPBUF reads and writes one v4l2_exportbuffer, which `request` is,
+        // alive for the whole call.
+        unsafe {
+            v4l2::ioctl(
+                self.handle.fd(),
+                vidioc::VIDIOC_EXPBUF,
+                &mut request as *mut v4l2_exportbuffer as *mut c_void,
+            )?
+        };
+        // SAFETY: on success the kernel put a new file descriptor in `fd`, which nothing
+        // else owns; it is closed once, when the OwnedFd is dropped.
+        Ok(unsafe { OwnedFd::from_raw_fd(request.fd) })
+    }
+
+    /// Whether the buffers are exported as DMABUFs (lent out by [`MmapStream::dequeue`]).
+    pub fn exports_dmabuf(&self) -> bool {
+        !self.exported.is_empty()
     }
 
     /// The device handle, to poll for a filled buffer.
@@ -124,9 +164,10 @@ impl MmapStream {
         Ok(())
     }
 
-    /// The next filled buffer (call after polling says one is ready, or it blocks): the one
-    /// lent out before goes back to the driver first.
-    pub fn dequeue(&mut self) -> io::Result<(&[u8], BufferInfo)> {
+    /// The next filled buffer (call after polling says one is ready, or it blocks), and the
+    /// same buffer as a DMABUF when the driver exports them: the one lent out before goes
+    /// back to the driver first.
+    pub fn dequeue(&mut self) -> io::Result<(&[u8], BufferInfo, Option<BorrowedFd<'_>>)> {
         if let Some(index) = self.lent.take() {
             self.queue(index)?;
         }
@@ -155,7 +196,11 @@ impl MmapStream {
                 i64::from(buffer.timestamp.tv_usec),
             ),
         };
-        Ok((data, info))
+        let dmabuf = self
+            .exported
+            .get(buffer.index as usize)
+            .map(|fd| fd.as_fd());
+        Ok((data, info, dmabuf))
     }
 
     fn describe(&self, index: u32) -> v4l2_buffer {
@@ -209,6 +254,8 @@ impl Drop for MmapStream {
                 report("stopping the stream", e);
             }
         }
+        // The exports hold the buffers too: closed before the buffers are freed.
+        self.exported.clear();
         for mapping in self.mappings.drain(..) {
             // SAFETY: unmaps a mapping made in `new` with this length; no borrow of it can
             // outlive `self` (frames borrow the stream), and it is unmapped once (drained).

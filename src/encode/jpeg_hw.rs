@@ -11,6 +11,13 @@
 //! ([`super::mjpeg::sanitize`]); a unit that fails it (or that the driver flags corrupt) is
 //! encoded by libjpeg-turbo instead, and a run of them counts as a failure.
 //!
+//! Zero copy: when the camera's buffer is a DMABUF ([`crate::capture::DmaBuf`], V4L2
+//! `EXPBUF`), the picture goes out unscaled and unturned, and the encoder takes the camera's
+//! format with the camera's line stride and size, the encoder reads the camera's buffer in
+//! place: no conversion and no copy on the CPU. Otherwise, or when the driver refuses the
+//! import (logged once at info; `--no-zero-copy` asks for it), pictures are copied as above.
+//! `jpeg_zero_copy_units` counts the frames read in place.
+//!
 //! A failure (an error, the device unbound) hands that very picture to libjpeg-turbo, with
 //! one warning and a count in `jpeg_encoder_fallbacks` ([`Fallback`]); the hardware is tried
 //! again every [`super::fallback::HARDWARE_RETRY`]. With nobody wanting JPEG for
@@ -22,7 +29,7 @@ use super::fallback::Fallback;
 use super::h264_stage::IDLE_DROP;
 use super::scale::{FrameShaper, ShapeError};
 use crate::capture::draw::I420Image;
-use crate::capture::Picture;
+use crate::capture::{DmaBuf, Picture};
 use crate::stats::Stats;
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,9 +70,19 @@ pub enum JpegHwError {
     /// This machine (or this build) has none.
     #[error("{0}")]
     NoHardware(String),
-    /// It is there but failed: opening, a refused size, an error or a vanished device.
+    /// It is there but failed: opening, a refused size, an error.
     #[error("{0}")]
     Hardware(String),
+    /// It went away (unbound, unplugged).
+    #[error("{0}")]
+    Gone(String),
+}
+
+impl JpegHwError {
+    /// Whether the device itself is gone, rather than refusing something.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, JpegHwError::Gone(_))
+    }
 }
 
 /// The hardware JPEG encoder this machine has, described, or why there is none.
@@ -123,6 +140,9 @@ pub struct HardwareJpeg {
     last_used: Instant,
     /// What `/status` was last told.
     made_by: Option<MadeBy>,
+    /// Whether camera buffers may be imported: false with `--no-zero-copy`, or once the
+    /// driver refused one.
+    zero_copy: bool,
 }
 
 impl HardwareJpeg {
@@ -133,6 +153,17 @@ impl HardwareJpeg {
         quality: u8,
         reserve: usize,
         stats: Arc<Stats>,
+    ) -> HardwareJpeg {
+        HardwareJpeg::with_zero_copy(kind, quality, reserve, stats, true)
+    }
+
+    /// The same, importing camera buffers where it can when `zero_copy`.
+    pub fn with_zero_copy(
+        kind: JpegEncoderKind,
+        quality: u8,
+        reserve: usize,
+        stats: Arc<Stats>,
+        zero_copy: bool,
     ) -> HardwareJpeg {
         HardwareJpeg {
             fallback: Fallback::new("JPEG", "libjpeg-turbo", kind == JpegEncoderKind::Cpu),
@@ -145,6 +176,7 @@ impl HardwareJpeg {
             encoder: None,
             last_used: Instant::now(),
             made_by: None,
+            zero_copy,
         }
     }
 
@@ -173,39 +205,66 @@ impl HardwareJpeg {
 
     /// The JPEG of `picture` at `out` (before the orientation's turn) from the hardware,
     /// behind the reserved room; `Ok(None)` when libjpeg-turbo is to encode it (no hardware,
-    /// not due for a retry, or it failed just now: logged and counted). Errors are the
-    /// picture's own (a corrupt camera frame), whichever encoder would take it.
+    /// not due for a retry, or it failed just now: logged and counted). `dmabuf` is the
+    /// camera's buffer holding the picture, if the source lends it. Errors are the picture's
+    /// own (a corrupt camera frame), whichever encoder would take it.
     pub fn encode(
         &mut self,
         shaper: &mut FrameShaper,
         picture: &Picture<'_>,
         out: (u32, u32),
+        dmabuf: Option<DmaBuf<'_>>,
     ) -> Result<Option<Vec<u8>>, ShapeError> {
         #[cfg(feature = "v4l")]
         {
             if self.encoder.is_none() && !self.fallback.due() {
                 return Ok(None);
             }
-            shaper.to_i420(picture, out, &mut self.image)?;
             self.last_used = Instant::now();
-            let size = (self.image.width, self.image.height);
-            if self.encoder.as_ref().is_some_and(|e| e.size != size) {
+            let direct = dmabuf
+                .filter(|_| self.zero_copy && shaper.orientation().is_identity())
+                .and_then(|buf| backend::Import::of(picture, out, buf));
+            let input = match &direct {
+                Some((import, _)) => backend::Input::Import(import.clone()),
+                None => {
+                    shaper.to_i420(picture, out, &mut self.image)?;
+                    backend::Input::Copy(self.image.width, self.image.height)
+                }
+            };
+            if self.encoder.as_ref().is_some_and(|e| e.input != input) {
                 self.encoder = None;
             }
             if self.encoder.is_none() {
-                self.encoder = self.open(size);
+                self.encoder = self.open(&input);
             }
             let Some(encoder) = self.encoder.as_mut() else {
                 return Ok(None);
             };
-            match encoder.encode(&self.image, self.reserve) {
+            let result = match &direct {
+                Some((_, buf)) => encoder.encode_import(*buf, self.reserve),
+                None => encoder.encode(&self.image, self.reserve),
+            };
+            match result {
                 Ok(Some(jpeg)) => {
                     Stats::add(&self.stats.jpeg_hardware_units, 1);
+                    if direct.is_some() {
+                        Stats::add(&self.stats.jpeg_zero_copy_units, 1);
+                    }
                     let device = encoder.device();
                     self.made_by(MadeBy::Hardware(device));
                     Ok(Some(jpeg))
                 }
                 Ok(None) => Ok(None),
+                Err(e) if direct.is_some() && !e.is_gone() && !encoder.imported_once => {
+                    // The driver cannot read this camera's buffers: copy from now on.
+                    log::info!(
+                        "JPEG: the hardware encoder does not take the camera's buffers ({e}); \
+                         pictures are copied into its own"
+                    );
+                    self.zero_copy = false;
+                    self.encoder = None;
+                    Ok(None)
+                }
                 Err(e) => {
                     self.fallback
                         .fail(e.to_string(), &self.stats.jpeg_encoder_fallbacks);
@@ -216,8 +275,9 @@ impl HardwareJpeg {
         }
         #[cfg(not(feature = "v4l"))]
         {
-            let _ = (shaper, picture, out, self.kind, self.quality, self.reserve);
+            let _ = (shaper, picture, out, dmabuf, self.kind, self.quality);
             let _ = (&self.image, self.last_used, &mut self.fallback);
+            let _ = (self.reserve, self.zero_copy);
             Ok(None)
         }
     }
@@ -225,9 +285,9 @@ impl HardwareJpeg {
     /// The hardware encoder for `size` pictures, if it opens; else the reason is logged (and
     /// counted when it is a failure).
     #[cfg(feature = "v4l")]
-    fn open(&mut self, size: (u32, u32)) -> Option<backend::Hardware> {
+    fn open(&mut self, input: &backend::Input) -> Option<backend::Hardware> {
         let counter = &self.stats.jpeg_encoder_fallbacks;
-        match backend::Hardware::open(self.quality, size) {
+        match backend::Hardware::open(self.quality, input) {
             Ok(e) => {
                 log::info!("JPEG encoder started: {}", e.description);
                 self.fallback.opened(&e.description);
@@ -242,6 +302,14 @@ impl HardwareJpeg {
                 }
             }
             Err(e) if self.fallback.has_failed() => self.fallback.still_failing(&e),
+            Err(e) if matches!(input, backend::Input::Import(_)) && !e.is_gone() => {
+                // A layout or a memory type the driver refuses for imports: copy instead.
+                log::info!(
+                    "JPEG: the hardware encoder cannot read the camera's buffers in place \
+                     ({e}); pictures are copied into its own"
+                );
+                self.zero_copy = false;
+            }
             Err(e) => self.fallback.fail(e.to_string(), counter),
         }
         None
@@ -252,6 +320,7 @@ impl HardwareJpeg {
 mod backend {
     use super::JpegHwError;
     use crate::capture::draw::I420Image;
+    use crate::capture::{DmaBuf, Picture};
     use crate::encode::m2m::{self, Codec, Encoder, M2mError};
     use crate::encode::mjpeg;
     use std::time::{Duration, Instant};
@@ -262,17 +331,86 @@ mod backend {
     const MAX_BAD: u32 = 3;
 
     fn hw(e: M2mError) -> JpegHwError {
-        JpegHwError::Hardware(e.to_string())
+        if e.is_gone() {
+            JpegHwError::Gone(e.to_string())
+        } else {
+            JpegHwError::Hardware(e.to_string())
+        }
+    }
+
+    /// A camera buffer the encoder can read in place: its format and layout.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Import {
+        /// The V4L2 raw format (YUYV, NV12, YU12).
+        pub fourcc: u32,
+        /// Width and height.
+        pub size: (u32, u32),
+        /// Bytes per line of the first plane.
+        pub stride: usize,
+        /// Bytes of the whole picture, planes one after the other.
+        pub image_len: usize,
+        /// The camera it comes from, for the log.
+        pub source: String,
+    }
+
+    impl Import {
+        /// How the encoder would read `picture` in place from `buf`: only a raw picture at
+        /// the output size whose planes lie one after the other in the buffer from its start.
+        pub fn of<'a>(
+            picture: &Picture<'_>,
+            out: (u32, u32),
+            buf: DmaBuf<'a>,
+        ) -> Option<(Import, DmaBuf<'a>)> {
+            if picture.size() != out {
+                return None;
+            }
+            let rows = out.1 as usize;
+            let (fourcc, stride, image_len) = match *picture {
+                Picture::Yuyv { stride, .. } => (m2m::PIX_FMT_YUYV, stride, stride * rows),
+                Picture::Nv12 { strides, .. } if strides == [strides[0]; 2] => {
+                    (m2m::PIX_FMT_NV12, strides[0], strides[0] * rows * 3 / 2)
+                }
+                Picture::I420 { strides, .. }
+                    if strides[1] * 2 == strides[0] && strides[2] == strides[1] =>
+                {
+                    (m2m::PIX_FMT_YUV420, strides[0], strides[0] * rows * 3 / 2)
+                }
+                _ => return None,
+            };
+            (buf.bytesused >= image_len).then(|| {
+                let import = Import {
+                    fourcc,
+                    size: out,
+                    stride,
+                    image_len,
+                    source: buf.source.to_string(),
+                };
+                (import, buf)
+            })
+        }
+    }
+
+    /// How pictures reach the encoder.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Input {
+        /// Copied, as I420 of this size, into its own buffers.
+        Copy(u32, u32),
+        /// Read in place from the camera's buffers.
+        Import(Import),
     }
 
     /// A V4L2 M2M encoder making the JPEG frames (FWHT in tests).
     pub struct Hardware {
         encoder: Encoder,
         codec: Codec,
+        /// How pictures reach it.
+        pub input: Input,
         /// The pictures' size.
-        pub size: (u32, u32),
+        size: (u32, u32),
         /// Bad units in a row.
         bad: u32,
+        /// At least one imported picture came back encoded: a later error is the device's.
+        pub imported_once: bool,
         /// What it runs on and how, for the log.
         pub description: String,
         /// Where timestamps count from.
@@ -280,29 +418,63 @@ mod backend {
     }
 
     impl Hardware {
-        /// The encoder found by capability, opened for `size` pictures at `quality`.
-        pub fn open(quality: u8, size: (u32, u32)) -> Result<Hardware, JpegHwError> {
+        /// The encoder found by capability, opened for `input` at `quality`.
+        pub fn open(quality: u8, input: &Input) -> Result<Hardware, JpegHwError> {
             let codec = m2m::wanted(Codec::Jpeg);
             let device = m2m::find(codec).map_err(|e| JpegHwError::NoHardware(e.to_string()))?;
-            let input = [m2m::PIX_FMT_YUV420, m2m::PIX_FMT_NV12]
-                .into_iter()
-                .find(|f| device.raw.contains(f))
-                .ok_or_else(|| {
-                    JpegHwError::Hardware(format!("{device}: takes neither YU12 nor NV12"))
-                })?;
-            let mut settings = m2m::Settings::new(codec, size.0, size.1, input);
+            let (size, raw) = match input {
+                Input::Copy(w, h) => {
+                    let raw = [m2m::PIX_FMT_YUV420, m2m::PIX_FMT_NV12]
+                        .into_iter()
+                        .find(|f| device.raw.contains(f))
+                        .ok_or_else(|| {
+                            JpegHwError::Hardware(format!("{device}: takes neither YU12 nor NV12"))
+                        })?;
+                    ((*w, *h), raw)
+                }
+                Input::Import(import) if device.raw.contains(&import.fourcc) => {
+                    (import.size, import.fourcc)
+                }
+                Input::Import(import) => {
+                    return Err(JpegHwError::Hardware(format!(
+                        "{device}: does not take {}",
+                        m2m::fourcc_str(import.fourcc)
+                    )))
+                }
+            };
+            let mut settings = m2m::Settings::new(codec, size.0, size.1, raw);
             settings.quality = Some(quality);
             // Every JPEG stands alone: nothing to repeat, no GOP.
             settings.repeat_sequence_header = false;
+            settings.import_dmabuf = matches!(input, Input::Import(_));
             let encoder = Encoder::open(&device, &settings).map_err(hw)?;
+            if let Input::Import(import) = input {
+                let layout = encoder.layout();
+                let (stride, len) = (layout.bytesperline[0] as usize, layout.picture_len());
+                if (stride, len) != (import.stride, import.image_len) {
+                    return Err(JpegHwError::Hardware(format!(
+                        "{device}: lays {} {}x{} out with {stride} bytes a line and {len} in \
+                         all, the camera with {} and {}",
+                        m2m::fourcc_str(raw),
+                        size.0,
+                        size.1,
+                        import.stride,
+                        import.image_len
+                    )));
+                }
+            }
             let mut description = format!(
-                "V4L2 M2M {} ({}), {} from {} {}x{}",
+                "V4L2 M2M {} ({}), {} from {} {}x{}, {}",
                 device.path.display(),
                 device.driver,
                 codec.as_str(),
-                m2m::fourcc_str(input),
+                m2m::fourcc_str(raw),
                 size.0,
                 size.1,
+                match input {
+                    Input::Copy(..) => "copied into its buffers".to_string(),
+                    Input::Import(i) => format!("zero copy (DMABUF from {})", i.source),
+                }
             );
             if !encoder.applied().is_empty() {
                 description += &format!(", {}", encoder.applied().join(" "));
@@ -313,8 +485,10 @@ mod backend {
             Ok(Hardware {
                 encoder,
                 codec,
+                input: input.clone(),
                 size,
                 bad: 0,
+                imported_once: false,
                 description,
                 epoch: Instant::now(),
             })
@@ -325,6 +499,10 @@ mod backend {
             self.encoder.device().path.display().to_string()
         }
 
+        fn micros(&self) -> i64 {
+            i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX)
+        }
+
         /// `image`'s JPEG, `reserve` bytes into the buffer; `None` for a bad unit the CPU is
         /// to redo.
         pub fn encode(
@@ -333,7 +511,7 @@ mod backend {
             reserve: usize,
         ) -> Result<Option<Vec<u8>>, JpegHwError> {
             let w = image.width as usize;
-            let micros = i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX);
+            let micros = self.micros();
             self.encoder
                 .queue_i420(
                     [&image.y, &image.u, &image.v],
@@ -342,6 +520,31 @@ mod backend {
                     WAIT,
                 )
                 .map_err(hw)?;
+            self.finish(reserve)
+        }
+
+        /// The JPEG of the picture in the camera's buffer `buf`, read in place; the buffer
+        /// is the camera's again when this returns (the driver let go of it).
+        pub fn encode_import(
+            &mut self,
+            buf: DmaBuf<'_>,
+            reserve: usize,
+        ) -> Result<Option<Vec<u8>>, JpegHwError> {
+            let micros = self.micros();
+            self.encoder
+                .queue_dmabuf(buf.fd, buf.bytesused, buf.length, micros, WAIT)
+                .map_err(hw)?;
+            let jpeg = self.finish(reserve);
+            // Whatever came of it, the camera must not refill the buffer while the driver
+            // may still read it.
+            self.encoder.output_done(WAIT).map_err(hw)?;
+            let jpeg = jpeg?;
+            self.imported_once = true;
+            Ok(jpeg)
+        }
+
+        /// The unit of the picture just queued, checked.
+        fn finish(&mut self, reserve: usize) -> Result<Option<Vec<u8>>, JpegHwError> {
             let unit = self.encoder.next_unit(WAIT).map_err(hw)?.ok_or_else(|| {
                 JpegHwError::Hardware(format!("{}: no JPEG within {WAIT:?}", self.device()))
             })?;
@@ -397,7 +600,9 @@ mod tests {
         let mut shaper = FrameShaper::turning(Default::default());
         let image = I420Image::new(64, 48);
         for _ in 0..3 {
-            let got = hw.encode(&mut shaper, &image.picture(), (64, 48)).unwrap();
+            let got = hw
+                .encode(&mut shaper, &image.picture(), (64, 48), None)
+                .unwrap();
             assert!(got.is_none());
             hw.made_by(MadeBy::Cpu);
         }
@@ -417,7 +622,7 @@ mod tests {
         let image = I420Image::new(64, 48);
         for _ in 0..5 {
             assert!(hw
-                .encode(&mut shaper, &image.picture(), (64, 48))
+                .encode(&mut shaper, &image.picture(), (64, 48), None)
                 .unwrap()
                 .is_none());
         }

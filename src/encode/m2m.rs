@@ -19,6 +19,12 @@
 //!    which goes back to the driver at once.
 //! 4. [`Encoder::drain`]: `V4L2_ENC_CMD_STOP`, then units until the one flagged LAST.
 //!
+//! Zero copy: with [`Settings::import_dmabuf`] the OUTPUT queue takes no buffers of its own
+//! (`V4L2_MEMORY_DMABUF`): [`Encoder::queue_dmabuf`] hands the driver a camera buffer's
+//! DMABUF file descriptor (V4L2 `EXPBUF`, libcamera's planes), which it reads in place, and
+//! [`Encoder::output_done`] waits until it has let go of it, before the camera may fill it
+//! again. The camera's layout must then be the encoder's: same format, line stride and size.
+//!
 //! Both queue flavours are handled: the single-planar VIDEO_OUTPUT/VIDEO_CAPTURE (vicodec's
 //! default) and the multi-planar OUTPUT_MPLANE/CAPTURE_MPLANE, which bcm2835-codec uses (and
 //! vicodec with `multiplanar=1`). Every wait is bounded by a timeout, and a device that went
@@ -34,7 +40,7 @@ use rustix::fs::{Mode, OFlags};
 use std::ffi::c_void;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use v4l::v4l2::{self, vidioc};
@@ -80,6 +86,8 @@ pub const BUF_TYPE_VIDEO_CAPTURE_MPLANE: u32 = 9;
 pub const BUF_TYPE_VIDEO_OUTPUT_MPLANE: u32 = 10;
 /// `V4L2_MEMORY_MMAP`.
 pub const MEMORY_MMAP: u32 = 1;
+/// `V4L2_MEMORY_DMABUF`.
+pub const MEMORY_DMABUF: u32 = 4;
 /// `V4L2_FIELD_NONE`: progressive pictures.
 const FIELD_NONE: u32 = 1;
 /// `VIDEO_MAX_PLANES`.
@@ -527,6 +535,9 @@ pub struct Settings {
     pub fps: Option<u32>,
     /// Buffers asked for on each queue (the driver may give more).
     pub buffers: u32,
+    /// The OUTPUT queue imports DMABUFs ([`Encoder::queue_dmabuf`]) instead of having
+    /// buffers of its own to copy pictures into.
+    pub import_dmabuf: bool,
 }
 
 impl Settings {
@@ -546,6 +557,7 @@ impl Settings {
             quality: None,
             fps: None,
             buffers: 4,
+            import_dmabuf: false,
         }
     }
 }
@@ -689,6 +701,9 @@ pub struct Encoder {
     not_offered: Vec<&'static str>,
     /// The LAST buffer was dequeued: the capture queue answers EPIPE from now on.
     drained: bool,
+    /// How OUTPUT buffers are given: [`MEMORY_MMAP`] (ours, copied into) or
+    /// [`MEMORY_DMABUF`] (imported).
+    output_memory: u32,
 }
 
 // SAFETY: the mappings are memory owned by this encoder alone (nothing else holds their
@@ -773,14 +788,22 @@ impl Encoder {
             applied: Vec::new(),
             not_offered: Vec::new(),
             drained: false,
+            output_memory: if settings.import_dmabuf {
+                MEMORY_DMABUF
+            } else {
+                MEMORY_MMAP
+            },
         };
         encoder.set_controls(settings)?;
         if let Some(fps) = settings.fps {
             encoder.set_frame_rate(fps)?;
         }
         // On an error below, dropping `encoder` unmaps what was mapped and frees the buffers.
-        encoder.output =
-            encoder.map_buffers(queues.output, settings.buffers, PROT_READ | PROT_WRITE)?;
+        encoder.output = if settings.import_dmabuf {
+            encoder.import_slots(settings.buffers)?
+        } else {
+            encoder.map_buffers(queues.output, settings.buffers, PROT_READ | PROT_WRITE)?
+        };
         encoder.capture = encoder.map_buffers(queues.capture, settings.buffers, PROT_READ)?;
         encoder.free_output = (0..encoder.output.len() as u32).collect();
         for index in 0..encoder.capture.len() as u32 {
@@ -834,6 +857,7 @@ impl Encoder {
                 want,
             });
         }
+        self.own_buffers("copying a picture in")?;
         let index = self.free_output_buffer(timeout)?;
         let mut offset = 0;
         let mut sizes = [0usize; MAX_PLANES];
@@ -861,6 +885,7 @@ impl Encoder {
         timeout: Duration,
     ) -> Result<(), M2mError> {
         let want = self.layout.picture_len();
+        self.own_buffers("writing a picture in")?;
         let index = self.free_output_buffer(timeout)?;
         let &(start, len) = &self.output[index as usize].planes[0];
         let written = {
@@ -883,6 +908,80 @@ impl Encoder {
         self.submit_output(index, &sizes, timestamp_us)
     }
 
+    /// Queues the picture in the DMABUF `fd` (`bytesused` of its `length` bytes, laid out as
+    /// [`Encoder::layout`] says) for the driver to read in place, waiting at most `timeout`
+    /// for a free OUTPUT slot. The buffer must not be written until [`Encoder::output_done`]
+    /// says the driver let go of it. Only on an encoder opened with
+    /// [`Settings::import_dmabuf`].
+    pub fn queue_dmabuf(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        bytesused: usize,
+        length: usize,
+        timestamp_us: i64,
+        timeout: Duration,
+    ) -> Result<(), M2mError> {
+        if self.output_memory != MEMORY_DMABUF {
+            return Err(M2mError::Unsupported {
+                device: self.device.name(),
+                driver: self.device.driver.clone(),
+                what: "importing a DMABUF (it was opened to copy pictures in)",
+            });
+        }
+        let want = self.layout.picture_len();
+        if bytesused < want || length < bytesused {
+            return Err(M2mError::PictureSize {
+                device: self.device.name(),
+                got: bytesused.min(length),
+                want,
+            });
+        }
+        let index = self.free_output_buffer(timeout)?;
+        let mut arg = self.describe(self.queues.output, index);
+        if self.queues.multiplanar {
+            arg.planes[0].m.fd = fd.as_raw_fd();
+            arg.planes[0].length = length as u32;
+            arg.planes[0].bytesused = bytesused as u32;
+        } else {
+            arg.buffer.m.fd = fd.as_raw_fd();
+            arg.buffer.length = length as u32;
+            arg.buffer.bytesused = bytesused as u32;
+        }
+        self.submit(index, arg, timestamp_us)
+    }
+
+    /// Waits at most `timeout` until the driver has given back every OUTPUT buffer: after
+    /// [`Encoder::queue_dmabuf`], the imported buffer is the camera's again.
+    pub fn output_done(&mut self, timeout: Duration) -> Result<(), M2mError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.reclaim_output()?;
+            if self.free_output.len() >= self.output.len() {
+                return Ok(());
+            }
+            if !self.wait(PollFlags::OUT, deadline)? {
+                return Err(self.timeout("the driver to let go of an imported picture", timeout));
+            }
+        }
+    }
+
+    /// Whether the OUTPUT queue imports DMABUFs ([`Settings::import_dmabuf`]).
+    pub fn imports_dmabuf(&self) -> bool {
+        self.output_memory == MEMORY_DMABUF
+    }
+
+    /// `Unsupported` on an encoder that imports its pictures: it has no buffers to write.
+    fn own_buffers(&self, what: &'static str) -> Result<(), M2mError> {
+        if self.output_memory == MEMORY_MMAP {
+            return Ok(());
+        }
+        Err(M2mError::Unsupported {
+            device: self.device.name(),
+            driver: self.device.driver.clone(),
+            what,
+        })
+    }
+
     /// A free OUTPUT buffer's index, taken out of `free_output`, waiting at most `timeout`
     /// for the driver to give one back.
     fn free_output_buffer(&mut self, timeout: Duration) -> Result<u32, M2mError> {
@@ -898,7 +997,7 @@ impl Encoder {
         }
     }
 
-    /// Queues OUTPUT buffer `index`, filled with `sizes` bytes per plane.
+    /// Queues OUTPUT buffer `index` of our own, filled with `sizes` bytes per plane.
     fn submit_output(
         &mut self,
         index: u32,
@@ -914,6 +1013,17 @@ impl Encoder {
                 arg.buffer.bytesused = sizes[plane] as u32;
             }
         }
+        self.submit(index, arg, timestamp_us)
+    }
+
+    /// Queues OUTPUT buffer `index` as `arg` describes it, stamped `timestamp_us`; on an
+    /// error the slot is free again.
+    fn submit(
+        &mut self,
+        index: u32,
+        mut arg: BufferArg,
+        timestamp_us: i64,
+    ) -> Result<(), M2mError> {
         arg.buffer.field = FIELD_NONE;
         arg.buffer.timestamp.tv_sec = (timestamp_us.div_euclid(1_000_000)) as _;
         arg.buffer.timestamp.tv_usec = (timestamp_us.rem_euclid(1_000_000)) as _;
@@ -1233,11 +1343,24 @@ impl Encoder {
     }
 
     /// REQBUFS `count` MMAP buffers on queue `kind` and maps every plane of each.
-    fn map_buffers(&self, kind: u32, count: u32, protection: i32) -> Result<Vec<Mapped>, M2mError> {
+    /// REQBUFS of `count` DMABUF slots on the OUTPUT queue: nothing to map, each is given
+    /// a buffer when queued.
+    fn import_slots(&self, count: u32) -> Result<Vec<Mapped>, M2mError> {
+        let granted = self
+            .request_buffers(self.queues.output, MEMORY_DMABUF, count)
+            .map_err(|e| self.error("asking for DMABUF import slots (REQBUFS)", e))?;
+        Ok((0..granted)
+            .map(|_| Mapped { planes: Vec::new() })
+            .collect())
+    }
+
+    /// VIDIOC_REQBUFS: `count` buffers of `memory` on queue `kind` (0 frees them); how many
+    /// the driver granted.
+    fn request_buffers(&self, kind: u32, memory: u32, count: u32) -> io::Result<u32> {
         let mut request = v4l2_requestbuffers {
             count,
             type_: kind,
-            memory: MEMORY_MMAP,
+            memory,
             ..zeroed()
         };
         // SAFETY: VIDIOC_REQBUFS reads and writes one v4l2_requestbuffers, which `request` is.
@@ -1247,10 +1370,16 @@ impl Encoder {
                 vidioc::VIDIOC_REQBUFS,
                 &mut request as *mut _ as *mut c_void,
             )
-        }
-        .map_err(|e| self.error("asking for buffers (REQBUFS)", e))?;
-        let mut mapped = Vec::with_capacity(request.count as usize);
-        for index in 0..request.count {
+        }?;
+        Ok(request.count)
+    }
+
+    fn map_buffers(&self, kind: u32, count: u32, protection: i32) -> Result<Vec<Mapped>, M2mError> {
+        let granted = self
+            .request_buffers(kind, MEMORY_MMAP, count)
+            .map_err(|e| self.error("asking for buffers (REQBUFS)", e))?;
+        let mut mapped = Vec::with_capacity(granted as usize);
+        for index in 0..granted {
             let mut arg = self.describe(kind, index);
             self.buffer_ioctl(vidioc::VIDIOC_QUERYBUF, &mut arg)
                 .map_err(|e| self.error("describing a buffer (QUERYBUF)", e))?;
@@ -1300,11 +1429,16 @@ impl Encoder {
     }
 
     fn describe(&self, kind: u32, index: u32) -> BufferArg {
+        let memory = if kind == self.queues.output {
+            self.output_memory
+        } else {
+            MEMORY_MMAP
+        };
         BufferArg {
             buffer: v4l2_buffer {
                 index,
                 type_: kind,
-                memory: MEMORY_MMAP,
+                memory,
                 ..zeroed()
             },
             planes: [zeroed(); MAX_PLANES],
@@ -1370,22 +1504,12 @@ impl Drop for Encoder {
         }
         unmap(&mut self.output);
         unmap(&mut self.capture);
-        for kind in [self.queues.output, self.queues.capture] {
-            let mut request = v4l2_requestbuffers {
-                count: 0,
-                type_: kind,
-                memory: MEMORY_MMAP,
-                ..zeroed()
-            };
-            // SAFETY: as in `map_buffers`; a count of 0 frees the driver's buffers.
-            let freed = unsafe {
-                v4l2::ioctl(
-                    self.fd.as_raw_fd(),
-                    vidioc::VIDIOC_REQBUFS,
-                    &mut request as *mut _ as *mut c_void,
-                )
-            };
-            if let Err(e) = freed {
+        for (kind, memory) in [
+            (self.queues.output, self.output_memory),
+            (self.queues.capture, MEMORY_MMAP),
+        ] {
+            // A count of 0 frees the driver's buffers (or import slots).
+            if let Err(e) = self.request_buffers(kind, memory, 0) {
                 report("freeing the buffers", e);
             }
         }
@@ -1637,6 +1761,7 @@ mod tests {
             (9, 10)
         );
         assert_eq!(MEMORY_MMAP, 1);
+        assert_eq!(MEMORY_DMABUF, 4);
         assert_eq!(BUF_FLAG_KEYFRAME, 0x0000_0008);
         assert_eq!(BUF_FLAG_ERROR, 0x0000_0040);
         assert_eq!(BUF_FLAG_LAST, 0x0010_0000);

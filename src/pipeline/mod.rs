@@ -292,11 +292,12 @@ impl VideoLoop {
             }
         };
         let mut shaper = FrameShaper::turning(self.config.orientation);
-        let mut hardware = HardwareJpeg::new(
+        let mut hardware = HardwareJpeg::with_zero_copy(
             self.config.jpeg_encoder,
             self.config.quality,
             crate::stream::media::BINARY_HEADER_LEN,
             self.stats.clone(),
+            self.config.zero_copy,
         );
         let mut stamps = MonotonicStamps::default();
         let mut sup: Supervisor<Box<dyn VideoSource>> =
@@ -337,13 +338,7 @@ impl VideoLoop {
                     let now = MonoTime::now();
                     let ts = stamps.next(frame.captured.to_unix());
                     let result = self
-                        .encode_jpeg(
-                            &mut shaper,
-                            (&mut encoder, &mut hardware),
-                            &frame.picture,
-                            ts,
-                            now,
-                        )
+                        .encode_jpeg(&mut shaper, (&mut encoder, &mut hardware), &frame, ts, now)
                         .and_then(|()| {
                             self.offer_h264(&mut shaper, &frame.picture, frame.captured, ts, now)
                         });
@@ -388,7 +383,7 @@ impl VideoLoop {
         &self,
         shaper: &mut FrameShaper,
         (encoder, hardware): (&mut Encoder, &mut HardwareJpeg),
-        picture: &capture::Picture<'_>,
+        frame: &capture::Frame<'_>,
         ts: f64,
         now: MonoTime,
     ) -> Result<(), ShapeError> {
@@ -396,6 +391,7 @@ impl VideoLoop {
             hardware.idle();
             return Ok(());
         }
+        let picture = &frame.picture;
         let out_size = (self.config.video.width, self.config.video.height);
         let started = Instant::now();
         if shaper.passes_through(picture, out_size) {
@@ -404,7 +400,7 @@ impl VideoLoop {
             self.jpeg.encoded_by(ts, jpeg, started.elapsed(), false);
             return Ok(());
         }
-        if let Some(jpeg) = hardware.encode(shaper, picture, out_size)? {
+        if let Some(jpeg) = hardware.encode(shaper, picture, out_size, frame.dmabuf)? {
             self.jpeg.encoded_by(ts, jpeg, started.elapsed(), false);
             return Ok(());
         }
