@@ -388,7 +388,9 @@ fn a_camera_buffer_imported_as_a_dmabuf_encodes_like_a_copy_of_its_bytes() {
     let mut camera =
         capture::open_video(CameraType::Usb, &params, MonoTime::now()).expect("vivid's camera");
     // The camera's format, as the backend negotiated it (YU12 from vivid here).
+    let first_by = Instant::now() + Duration::from_secs(10);
     let fourcc = loop {
+        assert!(Instant::now() < first_by, "no frame from vivid in 10 s");
         if let Some(frame) = camera.next_frame().expect("vivid's frames") {
             break match frame.picture {
                 Picture::Yuyv { .. } => m2m::PIX_FMT_YUYV,
