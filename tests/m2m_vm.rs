@@ -449,9 +449,7 @@ fn a_camera_buffer_imported_as_a_dmabuf_encodes_like_a_copy_of_its_bytes() {
             );
         }
         let ts = 1_000_000 + i64::from(done) * 66_666;
-        let want = copy
-            .encode(&bytes, ts, WAIT)
-            .expect("a unit from the copy");
+        let want = copy.encode(&bytes, ts, WAIT).expect("a unit from the copy");
         import
             .queue_dmabuf(buf.fd, buf.bytesused, buf.length, ts, WAIT)
             .expect("the DMABUF queued");
