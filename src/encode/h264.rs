@@ -367,13 +367,11 @@ pub fn fwht_is_iframe(data: &[u8]) -> bool {
 #[cfg(feature = "v4l")]
 mod hardware {
     use super::{has_slice, AccessUnit, H264Error, H264Profile, H264Settings, I420};
-    use crate::encode::m2m::{self, Codec, Encoder, M2mError};
+    use crate::encode::m2m::{self, BadUnits, Codec, Encoder, M2mError};
     use std::time::Duration;
 
     /// Longest wait for the driver: a free input buffer, then the unit.
     const WAIT: Duration = Duration::from_secs(2);
-    /// Corrupt units in a row that make the encoder count as failed.
-    const MAX_CORRUPT: u32 = 3;
     /// Buffers of parameter sets alone (bcm2835-codec's first) joined to the next one.
     const MAX_HEADER_BUFFERS: usize = 4;
 
@@ -388,7 +386,7 @@ mod hardware {
         /// False once the driver said it cannot force a keyframe.
         can_force: bool,
         /// Units in a row the driver flagged corrupt.
-        corrupt: u32,
+        bad: BadUnits,
         pub description: String,
     }
 
@@ -401,12 +399,7 @@ mod hardware {
         ) -> Result<Hardware, H264Error> {
             let codec = super::hardware_codec();
             let device = m2m::find(codec).map_err(|e| H264Error::NoHardware(e.to_string()))?;
-            let input = [m2m::PIX_FMT_YUV420, m2m::PIX_FMT_NV12]
-                .into_iter()
-                .find(|f| device.raw.contains(f))
-                .ok_or_else(|| {
-                    H264Error::Hardware(format!("{device}: takes neither YU12 nor NV12"))
-                })?;
+            let input = m2m::tight_input(&device).map_err(hw)?;
             let fps = fps.max(1);
             let mut m2m_settings = m2m::Settings::new(codec, width, height, input);
             m2m_settings.bitrate = Some(settings.bitrate_kbps.saturating_mul(1000));
@@ -421,24 +414,12 @@ mod hardware {
             });
             m2m_settings.fps = Some(fps);
             let encoder = Encoder::open(&device, &m2m_settings).map_err(hw)?;
-            let mut description = format!(
-                "V4L2 M2M {} ({}), {} from {} {width}x{height}",
-                device.path.display(),
-                device.driver,
-                codec.as_str(),
-                m2m::fourcc_str(input),
-            );
-            if !encoder.applied().is_empty() {
-                description += &format!(", {}", encoder.applied().join(" "));
-            }
-            if !encoder.not_offered().is_empty() {
-                description += &format!(", not offered: {}", encoder.not_offered().join(", "));
-            }
+            let description = encoder.summary(None);
             Ok(Hardware {
                 encoder,
                 codec,
                 can_force: true,
-                corrupt: 0,
+                bad: BadUnits::default(),
                 description,
             })
         }
@@ -478,19 +459,13 @@ mod hardware {
                     ))
                 })?;
                 if unit.error {
-                    // One is dropped; a run of them is a device in trouble (cancelled queues
-                    // hand every buffer back flagged so).
-                    self.corrupt += 1;
-                    log::debug!("H.264: {}: a unit flagged corrupt", self.device());
-                    if self.corrupt >= MAX_CORRUPT {
-                        return Err(H264Error::Hardware(format!(
-                            "{}: {MAX_CORRUPT} units in a row flagged corrupt (V4L2_BUF_FLAG_ERROR)",
-                            self.device()
-                        )));
-                    }
+                    let device = self.device();
+                    self.bad
+                        .bad(&device, "flagged corrupt (V4L2_BUF_FLAG_ERROR)")
+                        .map_err(H264Error::Hardware)?;
                     return Ok(None);
                 }
-                self.corrupt = 0;
+                self.bad.good();
                 if self.codec != Codec::H264 {
                     // FWHT (tests in the VM), sent as it comes.
                     let keyframe = super::fwht_is_iframe(&unit.data);

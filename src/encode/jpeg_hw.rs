@@ -321,14 +321,12 @@ mod backend {
     use super::JpegHwError;
     use crate::capture::draw::I420Image;
     use crate::capture::{DmaBuf, Picture};
-    use crate::encode::m2m::{self, Codec, Encoder, M2mError};
+    use crate::encode::m2m::{self, BadUnits, Codec, Encoder, M2mError};
     use crate::encode::mjpeg;
     use std::time::{Duration, Instant};
 
     /// Longest wait for the driver: a free input buffer, then the JPEG.
     const WAIT: Duration = Duration::from_secs(2);
-    /// Bad units in a row (flagged corrupt, or not a sound JPEG) that make it a failure.
-    const MAX_BAD: u32 = 3;
 
     fn hw(e: M2mError) -> JpegHwError {
         if e.is_gone() {
@@ -408,7 +406,7 @@ mod backend {
         /// The pictures' size.
         size: (u32, u32),
         /// Bad units in a row.
-        bad: u32,
+        bad: BadUnits,
         /// At least one imported picture came back encoded: a later error is the device's.
         pub imported_once: bool,
         /// What it runs on and how, for the log.
@@ -423,15 +421,7 @@ mod backend {
             let codec = m2m::wanted(Codec::Jpeg);
             let device = m2m::find(codec).map_err(|e| JpegHwError::NoHardware(e.to_string()))?;
             let (size, raw) = match input {
-                Input::Copy(w, h) => {
-                    let raw = [m2m::PIX_FMT_YUV420, m2m::PIX_FMT_NV12]
-                        .into_iter()
-                        .find(|f| device.raw.contains(f))
-                        .ok_or_else(|| {
-                            JpegHwError::Hardware(format!("{device}: takes neither YU12 nor NV12"))
-                        })?;
-                    ((*w, *h), raw)
-                }
+                Input::Copy(w, h) => ((*w, *h), m2m::tight_input(&device).map_err(hw)?),
                 Input::Import(import) if device.raw.contains(&import.fourcc) => {
                     (import.size, import.fourcc)
                 }
@@ -463,31 +453,17 @@ mod backend {
                     )));
                 }
             }
-            let mut description = format!(
-                "V4L2 M2M {} ({}), {} from {} {}x{}, {}",
-                device.path.display(),
-                device.driver,
-                codec.as_str(),
-                m2m::fourcc_str(raw),
-                size.0,
-                size.1,
-                match input {
-                    Input::Copy(..) => "copied into its buffers".to_string(),
-                    Input::Import(i) => format!("zero copy (DMABUF from {})", i.source),
-                }
-            );
-            if !encoder.applied().is_empty() {
-                description += &format!(", {}", encoder.applied().join(" "));
-            }
-            if !encoder.not_offered().is_empty() {
-                description += &format!(", not offered: {}", encoder.not_offered().join(", "));
-            }
+            let how = match input {
+                Input::Copy(..) => "copied into its buffers".to_string(),
+                Input::Import(i) => format!("zero copy (DMABUF from {})", i.source),
+            };
+            let description = encoder.summary(Some(&how));
             Ok(Hardware {
                 encoder,
                 codec,
                 input: input.clone(),
                 size,
-                bad: 0,
+                bad: BadUnits::default(),
                 imported_once: false,
                 description,
                 epoch: Instant::now(),
@@ -559,17 +535,13 @@ mod backend {
                 None
             };
             if let Some(problem) = problem {
-                self.bad += 1;
-                log::debug!("JPEG: {}: a unit {problem}", self.device());
-                if self.bad >= MAX_BAD {
-                    return Err(JpegHwError::Hardware(format!(
-                        "{}: {MAX_BAD} units in a row were bad, the last {problem}",
-                        self.device()
-                    )));
-                }
+                let device = self.device();
+                self.bad
+                    .bad(&device, &problem)
+                    .map_err(JpegHwError::Hardware)?;
                 return Ok(None);
             }
-            self.bad = 0;
+            self.bad.good();
             let mut out = Vec::with_capacity(reserve + unit.data.len());
             out.resize(reserve, 0);
             out.extend_from_slice(&unit.data);

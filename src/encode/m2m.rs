@@ -507,6 +507,49 @@ impl Queues {
     }
 }
 
+/// The raw format to copy pictures in as: YU12, else NV12, whichever `device` takes.
+pub fn tight_input(device: &Device) -> Result<u32, M2mError> {
+    [PIX_FMT_YUV420, PIX_FMT_NV12]
+        .into_iter()
+        .find(|f| device.raw.contains(f))
+        .ok_or_else(|| M2mError::Unsupported {
+            device: device.name(),
+            driver: device.driver.clone(),
+            what: "YU12 or NV12 pictures",
+        })
+}
+
+/// Bad units in a row (flagged corrupt, or not what the codec makes) that make an encoder
+/// count as failed; one alone is dropped.
+pub const MAX_BAD_UNITS: u32 = 3;
+
+/// Counts bad units in a row: one is dropped, a run of [`MAX_BAD_UNITS`] is a device in
+/// trouble (cancelled queues hand every buffer back flagged corrupt).
+#[derive(Debug, Default)]
+pub struct BadUnits {
+    run: u32,
+}
+
+impl BadUnits {
+    /// A bad unit from `device` (`problem` says how): `Err` with the reason once it makes a
+    /// run of [`MAX_BAD_UNITS`].
+    pub fn bad(&mut self, device: &str, problem: &str) -> Result<(), String> {
+        self.run += 1;
+        log::debug!("{device}: a unit {problem}");
+        if self.run >= MAX_BAD_UNITS {
+            return Err(format!(
+                "{device}: {MAX_BAD_UNITS} units in a row were bad, the last {problem}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A good unit ends the run.
+    pub fn good(&mut self) {
+        self.run = 0;
+    }
+}
+
 /// What to encode and how. Controls left `None` keep the driver's defaults; a control the
 /// driver does not offer is skipped and listed in [`Encoder::not_offered`].
 #[derive(Clone, Debug)]
@@ -689,6 +732,8 @@ struct BufferArg {
 pub struct Encoder {
     fd: OwnedFd,
     device: Device,
+    /// What it makes.
+    codec: Codec,
     queues: Queues,
     layout: Layout,
     output: Vec<Mapped>,
@@ -780,6 +825,7 @@ impl Encoder {
         let mut encoder = Encoder {
             fd,
             device: device.clone(),
+            codec: settings.codec,
             queues,
             layout,
             output: Vec::new(),
@@ -838,6 +884,31 @@ impl Encoder {
     /// The controls asked for that the driver does not offer (and were skipped).
     pub fn not_offered(&self) -> &[&'static str] {
         &self.not_offered
+    }
+
+    /// One line for the log: device, driver, codec, input format and size, then `how`
+    /// (how pictures reach it), the controls set and those not offered.
+    pub fn summary(&self, how: Option<&str>) -> String {
+        let l = &self.layout;
+        let mut line = format!(
+            "V4L2 M2M {} ({}), {} from {} {}x{}",
+            self.device.path.display(),
+            self.device.driver,
+            self.codec.as_str(),
+            fourcc_str(l.fourcc),
+            l.width,
+            l.height,
+        );
+        if let Some(how) = how {
+            line += &format!(", {how}");
+        }
+        if !self.applied.is_empty() {
+            line += &format!(", {}", self.applied.join(" "));
+        }
+        if !self.not_offered.is_empty() {
+            line += &format!(", not offered: {}", self.not_offered.join(", "));
+        }
+        line
     }
 
     /// Copies `picture` (laid out as [`Encoder::layout`] says: its planes one after the
@@ -1875,6 +1946,22 @@ mod tests {
         let out = nv12.from_i420(&i420).unwrap();
         assert_eq!(&out[32..36], &[100, 200, 101, 201]);
         assert_eq!(yu12.from_i420(&i420[1..]), None, "a wrong-sized picture");
+    }
+
+    #[test]
+    fn a_run_of_bad_units_is_a_failure_and_a_good_one_ends_it() {
+        let mut bad = BadUnits::default();
+        assert!(bad.bad("/dev/video11", "flagged corrupt").is_ok());
+        assert!(bad.bad("/dev/video11", "flagged corrupt").is_ok());
+        bad.good();
+        for _ in 1..MAX_BAD_UNITS {
+            assert!(bad.bad("/dev/video11", "flagged corrupt").is_ok());
+        }
+        let err = bad.bad("/dev/video11", "not a sound JPEG").unwrap_err();
+        assert_eq!(
+            err,
+            "/dev/video11: 3 units in a row were bad, the last not a sound JPEG"
+        );
     }
 
     #[test]
