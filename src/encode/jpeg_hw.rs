@@ -123,6 +123,16 @@ impl MadeBy {
     }
 }
 
+/// Tells `/status` what made the latest JPEG when that changed (`last`: what it was told).
+fn note_made_by(stats: &Stats, last: &mut Option<MadeBy>, by: &MadeBy) {
+    if last.as_ref() != Some(by) {
+        if let Ok(mut slot) = stats.jpeg_encoder.lock() {
+            *slot = Some(by.status());
+        }
+        *last = Some(by.clone());
+    }
+}
+
 /// The capture thread's hardware JPEG encoder, opened on demand, with libjpeg-turbo
 /// standing in while there is none.
 pub struct HardwareJpeg {
@@ -147,18 +157,9 @@ pub struct HardwareJpeg {
 
 impl HardwareJpeg {
     /// The encoder `--jpeg-encoder kind` asks for at `quality`, its JPEGs `reserve` bytes
-    /// into their buffers; nothing is opened before the first picture.
+    /// into their buffers, importing camera buffers where it can when `zero_copy`; nothing
+    /// is opened before the first picture.
     pub fn new(
-        kind: JpegEncoderKind,
-        quality: u8,
-        reserve: usize,
-        stats: Arc<Stats>,
-    ) -> HardwareJpeg {
-        HardwareJpeg::with_zero_copy(kind, quality, reserve, stats, true)
-    }
-
-    /// The same, importing camera buffers where it can when `zero_copy`.
-    pub fn with_zero_copy(
         kind: JpegEncoderKind,
         quality: u8,
         reserve: usize,
@@ -182,12 +183,7 @@ impl HardwareJpeg {
 
     /// Notes what made the latest JPEG, for `/status`.
     pub fn made_by(&mut self, by: MadeBy) {
-        if self.made_by.as_ref() != Some(&by) {
-            if let Ok(mut slot) = self.stats.jpeg_encoder.lock() {
-                *slot = Some(by.status());
-            }
-            self.made_by = Some(by);
-        }
+        note_made_by(&self.stats, &mut self.made_by, &by);
     }
 
     /// Nobody wants JPEG now: the hardware encoder is closed once that lasted
@@ -223,9 +219,9 @@ impl HardwareJpeg {
             self.last_used = Instant::now();
             let direct = dmabuf
                 .filter(|_| self.zero_copy && shaper.orientation().is_identity())
-                .and_then(|buf| backend::Import::of(picture, out, buf));
-            let input = match &direct {
-                Some((import, _)) => backend::Input::Import(import.clone()),
+                .and_then(|buf| Some((backend::Import::of(picture, out, &buf)?, buf)));
+            let input = match direct {
+                Some((import, _)) => backend::Input::Import(import),
                 None => {
                     shaper.to_i420(picture, out, &mut self.image)?;
                     backend::Input::Copy(self.image.width, self.image.height)
@@ -235,7 +231,8 @@ impl HardwareJpeg {
                 self.encoder = None;
             }
             if self.encoder.is_none() {
-                self.encoder = self.open(&input);
+                let source = direct.map(|(_, buf)| buf.source);
+                self.encoder = self.open(&input, source);
             }
             let Some(encoder) = self.encoder.as_mut() else {
                 return Ok(None);
@@ -250,8 +247,7 @@ impl HardwareJpeg {
                     if direct.is_some() {
                         Stats::add(&self.stats.jpeg_zero_copy_units, 1);
                     }
-                    let device = encoder.device();
-                    self.made_by(MadeBy::Hardware(device));
+                    note_made_by(&self.stats, &mut self.made_by, &encoder.made_by);
                     Ok(Some(jpeg))
                 }
                 Ok(None) => Ok(None),
@@ -282,12 +278,12 @@ impl HardwareJpeg {
         }
     }
 
-    /// The hardware encoder for `size` pictures, if it opens; else the reason is logged (and
-    /// counted when it is a failure).
+    /// The hardware encoder for `input`, if it opens (`source`: the camera imported from);
+    /// else the reason is logged (and counted when it is a failure).
     #[cfg(feature = "v4l")]
-    fn open(&mut self, input: &backend::Input) -> Option<backend::Hardware> {
+    fn open(&mut self, input: &backend::Input, source: Option<&str>) -> Option<backend::Hardware> {
         let counter = &self.stats.jpeg_encoder_fallbacks;
-        match backend::Hardware::open(self.quality, input) {
+        match backend::Hardware::open(self.quality, input, source) {
             Ok(e) => {
                 log::info!("JPEG encoder started: {}", e.description);
                 self.fallback.opened(&e.description);
@@ -318,7 +314,7 @@ impl HardwareJpeg {
 
 #[cfg(feature = "v4l")]
 mod backend {
-    use super::JpegHwError;
+    use super::{JpegHwError, MadeBy};
     use crate::capture::draw::I420Image;
     use crate::capture::{DmaBuf, Picture};
     use crate::encode::m2m::{self, BadUnits, Codec, Encoder, M2mError};
@@ -337,7 +333,7 @@ mod backend {
     }
 
     /// A camera buffer the encoder can read in place: its format and layout.
-    #[derive(Clone, Debug, PartialEq, Eq)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct Import {
         /// The V4L2 raw format (YUYV, NV12, YU12).
         pub fourcc: u32,
@@ -347,18 +343,12 @@ mod backend {
         pub stride: usize,
         /// Bytes of the whole picture, planes one after the other.
         pub image_len: usize,
-        /// The camera it comes from, for the log.
-        pub source: String,
     }
 
     impl Import {
         /// How the encoder would read `picture` in place from `buf`: only a raw picture at
         /// the output size whose planes lie one after the other in the buffer from its start.
-        pub fn of<'a>(
-            picture: &Picture<'_>,
-            out: (u32, u32),
-            buf: DmaBuf<'a>,
-        ) -> Option<(Import, DmaBuf<'a>)> {
+        pub fn of(picture: &Picture<'_>, out: (u32, u32), buf: &DmaBuf<'_>) -> Option<Import> {
             if picture.size() != out {
                 return None;
             }
@@ -375,21 +365,17 @@ mod backend {
                 }
                 _ => return None,
             };
-            (buf.bytesused >= image_len).then(|| {
-                let import = Import {
-                    fourcc,
-                    size: out,
-                    stride,
-                    image_len,
-                    source: buf.source.to_string(),
-                };
-                (import, buf)
+            (buf.bytesused >= image_len).then_some(Import {
+                fourcc,
+                size: out,
+                stride,
+                image_len,
             })
         }
     }
 
     /// How pictures reach the encoder.
-    #[derive(Clone, Debug, PartialEq, Eq)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Input {
         /// Copied, as I420 of this size, into its own buffers.
         Copy(u32, u32),
@@ -411,13 +397,20 @@ mod backend {
         pub imported_once: bool,
         /// What it runs on and how, for the log.
         pub description: String,
+        /// What `/status` says of the JPEGs it makes (its device node).
+        pub made_by: MadeBy,
         /// Where timestamps count from.
         epoch: Instant,
     }
 
     impl Hardware {
-        /// The encoder found by capability, opened for `input` at `quality`.
-        pub fn open(quality: u8, input: &Input) -> Result<Hardware, JpegHwError> {
+        /// The encoder found by capability, opened for `input` at `quality`; `source`
+        /// names the camera an import comes from, for the log.
+        pub fn open(
+            quality: u8,
+            input: &Input,
+            source: Option<&str>,
+        ) -> Result<Hardware, JpegHwError> {
             let codec = m2m::wanted(Codec::Jpeg);
             let device = m2m::find(codec).map_err(|e| JpegHwError::NoHardware(e.to_string()))?;
             let (size, raw) = match input {
@@ -455,13 +448,17 @@ mod backend {
             }
             let how = match input {
                 Input::Copy(..) => "copied into its buffers".to_string(),
-                Input::Import(i) => format!("zero copy (DMABUF from {})", i.source),
+                Input::Import(_) => {
+                    format!("zero copy (DMABUF from {})", source.unwrap_or("the camera"))
+                }
             };
             let description = encoder.summary(Some(&how));
+            let made_by = MadeBy::Hardware(encoder.device().path.display().to_string());
             Ok(Hardware {
                 encoder,
                 codec,
-                input: input.clone(),
+                input: *input,
+                made_by,
                 size,
                 bad: BadUnits::default(),
                 imported_once: false,
@@ -568,7 +565,7 @@ mod tests {
             return;
         }
         let stats = Arc::new(Stats::default());
-        let mut hw = HardwareJpeg::new(JpegEncoderKind::Auto, 70, 0, stats.clone());
+        let mut hw = HardwareJpeg::new(JpegEncoderKind::Auto, 70, 0, stats.clone(), true);
         let mut shaper = FrameShaper::turning(Default::default());
         let image = I420Image::new(64, 48);
         for _ in 0..3 {
@@ -589,7 +586,7 @@ mod tests {
             return;
         }
         let stats = Arc::new(Stats::default());
-        let mut hw = HardwareJpeg::new(JpegEncoderKind::V4l2, 70, 0, stats.clone());
+        let mut hw = HardwareJpeg::new(JpegEncoderKind::V4l2, 70, 0, stats.clone(), true);
         let mut shaper = FrameShaper::turning(Default::default());
         let image = I420Image::new(64, 48);
         for _ in 0..5 {

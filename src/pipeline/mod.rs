@@ -292,7 +292,7 @@ impl VideoLoop {
             }
         };
         let mut shaper = FrameShaper::turning(self.config.orientation);
-        let mut hardware = HardwareJpeg::with_zero_copy(
+        let mut hardware = HardwareJpeg::new(
             self.config.jpeg_encoder,
             self.config.quality,
             crate::stream::media::BINARY_HEADER_LEN,
