@@ -389,17 +389,23 @@ fn no_client_serves_only_the_stream() {
     next_video(&mut ws);
 }
 
-#[test]
-fn bad_flags_exit_2_naming_the_flag_and_help_exits_0() {
+/// Runs the daemon with `args` (test camera) and checks it exits 2 with `said` on stderr.
+fn refused(args: &[&str], said: &str) {
     let out = daemon_command()
-        .args(["--camera-type", "test", "--quality", "0"])
+        .args(["--camera-type", "test"])
+        .args(args)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--quality: must be between 1 and 100 (got 0)"),
-        "{err}"
+    assert!(err.contains(said), "{args:?}: {err}");
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag_and_help_exits_0() {
+    refused(
+        &["--quality", "0"],
+        "--quality: must be between 1 and 100 (got 0)",
     );
 
     let out = daemon_command()
@@ -486,15 +492,9 @@ fn every_encoder_thread_count_sends_decodable_frames_in_capture_order() {
         let status = daemon.get("/status").text();
         assert!(status.contains("\"video_encoder_dropped\":"), "{status}");
     }
-    let out = daemon_command()
-        .args(["--camera-type", "test", "--encoder-threads", "17"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--encoder-threads: must be between 1 and 16 (got 17)"),
-        "{err}"
+    refused(
+        &["--encoder-threads", "17"],
+        "--encoder-threads: must be between 1 and 16 (got 17)",
     );
 }
 
@@ -534,12 +534,6 @@ fn jpeg_encoder_flag_runs_libjpeg_turbo_here_and_v4l2_without_hardware_exits_2()
             "--jpeg-encoder: must be one of auto, cpu, v4l2 (got \"gpu\")",
         ),
     ] {
-        let out = daemon_command()
-            .args(["--camera-type", "test", "--jpeg-encoder", value])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "--jpeg-encoder {value}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(said), "{err}");
+        refused(&["--jpeg-encoder", value], said);
     }
 }
