@@ -51,7 +51,8 @@ pub fn spawn_until_listening(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match lines.next() {
-            Some(Ok(line)) if line.contains("listening on") => return Ok((child, lines)),
+            // "listening on http(s)://…", not the bind error "listening on ADDR: …".
+            Some(Ok(line)) if line.contains("listening on http") => return Ok((child, lines)),
             Some(Ok(_)) if Instant::now() < deadline => continue,
             _ => {
                 let _ = child.kill();

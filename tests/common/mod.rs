@@ -168,11 +168,12 @@ impl Daemon {
             let sink = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("listening on") {
-                        let _ = ready_tx.send(true);
-                    }
+                    // The bind error reads "listening on 127.0.0.1:N: Address already in
+                    // use", so it is told apart first; the ready line names the URL.
                     if line.contains("Address already in use") {
                         let _ = ready_tx.send(false);
+                    } else if line.contains("listening on http") {
+                        let _ = ready_tx.send(true);
                     }
                     sink.lock().unwrap().push(line);
                 }
