@@ -257,8 +257,9 @@ pub struct LibcameraSource {
     describe: String,
     /// Completed requests, straight from libcamera's completion callback.
     completed: Option<Receiver<Request>>,
-    /// Requests to queue again, to the camera thread.
-    requeue: Option<Sender<Request>>,
+    /// Requests to queue again, then at the end everything the source holds, to the camera
+    /// thread.
+    requeue: Option<Sender<ToCamera>>,
     /// The request whose buffer the last returned [`Frame`] borrows.
     lent: Option<Request>,
     /// Why the camera thread gave up (disconnect, queueing failure), if it did.
@@ -358,8 +359,11 @@ impl LibcameraSource {
             }
         }
         if let Some(requeue) = &self.requeue {
-            // The camera thread has ended if this fails; the request is then just dropped.
-            let _ = requeue.send(request);
+            // The camera thread waits for the source's Shutdown before it ends, so this only
+            // fails if it panicked; then the request is leaked rather than freed here.
+            if let Err(mpsc::SendError(back)) = requeue.send(ToCamera::Requeue(request)) {
+                std::mem::forget(back);
+            }
         }
     }
 }
@@ -453,11 +457,22 @@ impl VideoSource for LibcameraSource {
 impl Drop for LibcameraSource {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Requests go before the camera: drop the lent one and everything completed, then
-        // close both channels so late completions are dropped in libcamera's callback.
-        self.lent = None;
-        drop(self.completed.take());
-        drop(self.requeue.take());
+        // No request is freed here: the lent one and the channel of completed ones go to the
+        // camera thread, which frees them after the camera stopped and before the buffers
+        // go. (libcamera's virtual camera still walks a request's buffer map on its own
+        // thread after it posted the completion: a request freed by this thread the moment
+        // it arrived was a SIGSEGV at shutdown, about once in 40 runs.)
+        let leftovers = ToCamera::Shutdown(Leftovers {
+            lent: self.lent.take(),
+            completed: self.completed.take(),
+        });
+        if let Some(requeue) = self.requeue.take() {
+            if let Err(mpsc::SendError(leftovers)) = requeue.send(leftovers) {
+                // The camera thread panicked: its camera may be half torn down, and freeing
+                // requests now could crash; the process is ending anyway.
+                std::mem::forget(leftovers);
+            }
+        }
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 log::error!("the libcamera thread panicked");
@@ -467,11 +482,25 @@ impl Drop for LibcameraSource {
     }
 }
 
+/// What the source sends the camera thread.
+enum ToCamera {
+    /// A request the source is done with, to queue again.
+    Requeue(Request),
+    /// The source is gone: these are freed once the camera stopped.
+    Shutdown(Leftovers),
+}
+
+/// The requests a dropped source still held.
+struct Leftovers {
+    lent: Option<Request>,
+    completed: Option<Receiver<Request>>,
+}
+
 /// Everything the camera thread owns; see the module comment.
 struct CameraThread {
     params: VideoParams,
     completed: Sender<Request>,
-    requeue: Receiver<Request>,
+    requeue: Receiver<ToCamera>,
     stop: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -519,18 +548,28 @@ impl CameraThread {
             return; // open() gave up waiting.
         }
         drop(ready);
-        self.requeue_loop(&active, self.params.frame_interval(), &name);
+        let mut held = Vec::new();
+        let leftovers = self.requeue_loop(&active, self.params.frame_interval(), &name, &mut held);
         if let Err(e) = active.stop() {
             log::debug!("stopping {name}: {e}");
         }
-        // Every request (each holds a mapping of one of the allocator's buffers) goes before
-        // the allocator: those the stop cancelled, and those the source handed back that
-        // were not queued again. Left in the channel, they were freed with `self`, after the
-        // buffers and the camera: on loaded machines a SIGSEGV at shutdown.
+        // Only now, with the camera stopped, are requests freed, and every one (each holds a
+        // mapping of one of the allocator's buffers) before the allocator: those held back,
+        // those the stop cancelled, and all the source still had, which arrives with its
+        // Shutdown (it may come later if the camera failed first: the source then reports
+        // the failure and is dropped). Freed with `self` instead, after the buffers and the
+        // camera, they were a SIGSEGV at shutdown on loaded machines.
+        let leftovers = leftovers.or_else(|| self.wait_for_shutdown(&mut held));
+        drop(held);
+        if let Some(Leftovers { lent, completed }) = leftovers {
+            drop(lent);
+            if let Some(completed) = completed {
+                let arrived: Vec<Request> = completed.try_iter().collect();
+                drop(arrived);
+            }
+        }
         let cancelled = retired.lock().map(|mut r| std::mem::take(&mut *r));
         drop(cancelled);
-        let handed_back: Vec<Request> = self.requeue.try_iter().collect();
-        drop(handed_back);
         // libcamera's order: the buffers' allocator, then the configuration, then the
         // camera (and, in `run`, the manager last).
         drop(allocator);
@@ -622,7 +661,20 @@ impl CameraThread {
         })
     }
 
-    /// Queues returned requests until the source is dropped or the camera fails.
+    /// After the camera stopped: frees requeued requests into `held` until the source's
+    /// Shutdown arrives (or the source is gone without one).
+    fn wait_for_shutdown(&self, held: &mut Vec<Request>) -> Option<Leftovers> {
+        loop {
+            match self.requeue.recv() {
+                Ok(ToCamera::Requeue(request)) => held.push(request),
+                Ok(ToCamera::Shutdown(leftovers)) => return Some(leftovers),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Queues returned requests until the source is dropped (its leftovers are returned) or
+    /// the camera fails. Requests not queued again go to `held`, to be freed after the stop.
     ///
     /// Requeueing is paced to about `interval`: a camera that honours FrameDurationLimits
     /// (every Pi camera) is never held back, one that ignores them (libcamera's virtual test
@@ -632,14 +684,16 @@ impl CameraThread {
         active: &libcamera::camera::ActiveCamera<'_>,
         interval: Duration,
         name: &str,
-    ) {
+        held: &mut Vec<Request>,
+    ) -> Option<Leftovers> {
         let pace = interval.mul_f64(0.9);
         let mut next_slot = Instant::now();
-        while !self.stop.load(Ordering::SeqCst) {
+        loop {
             let request = match self.requeue.recv_timeout(POLL_TIMEOUT) {
-                Ok(r) => r,
+                Ok(ToCamera::Requeue(r)) => r,
+                Ok(ToCamera::Shutdown(leftovers)) => return Some(leftovers),
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => return None,
             };
             let now = Instant::now();
             // A slot schedule with a little slack: late requeues may catch up, early ones wait.
@@ -649,13 +703,15 @@ impl CameraThread {
             }
             next_slot += pace;
             if self.stop.load(Ordering::SeqCst) {
-                return;
+                held.push(request);
+                continue; // The Shutdown is on its way.
             }
-            if let Err((_, e)) = active.queue_request(request) {
+            if let Err((request, e)) = active.queue_request(request) {
+                held.push(request);
                 if let Ok(mut f) = self.failure.lock() {
                     f.get_or_insert(format!("queueing a request on {name}: {e}"));
                 }
-                return;
+                return None;
             }
         }
     }
