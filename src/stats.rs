@@ -77,6 +77,9 @@ pub struct Stats {
     pub jpeg_cpu_units: AtomicU64,
     /// JPEG frames the hardware encoder read in place from the camera's buffer (DMABUF).
     pub jpeg_zero_copy_units: AtomicU64,
+    /// H.264 pictures handed over from the hardware JPEG encoder's conversion instead of
+    /// converting the frame again.
+    pub h264_shared_pictures: AtomicU64,
 }
 
 /// One plain counter of [`Stats`] as `/status` and `/metrics` show it: adding a counter is
@@ -196,6 +199,13 @@ pub const COUNTERS: &[Counter] = &[
         labels: "",
         help: "JPEG frames the hardware encoder read in place from the camera's buffer (DMABUF).",
         get: |s| &s.jpeg_zero_copy_units,
+    },
+    Counter {
+        status_key: "h264_shared_pictures",
+        metric: "h264_shared_pictures_total",
+        labels: "",
+        help: "H.264 pictures taken from the hardware JPEG encoder's conversion of the frame, not converted again.",
+        get: |s| &s.h264_shared_pictures,
     },
     Counter {
         status_key: "audio_chunks",

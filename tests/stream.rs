@@ -523,6 +523,8 @@ fn jpeg_encoder_flag_runs_libjpeg_turbo_here_and_v4l2_without_hardware_exits_2()
         for line in [
             "rpi_streamer_encoder_fallbacks_total{codec=\"jpeg\"} 0",
             "rpi_streamer_jpeg_units_by_encoder_total{encoder=\"v4l2\"} 0",
+            // Only the hardware's conversion is shared with H.264.
+            "rpi_streamer_h264_shared_pictures_total 0",
         ] {
             assert!(metrics.lines().any(|l| l == line), "{kind}: no {line}");
         }

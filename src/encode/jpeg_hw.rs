@@ -144,6 +144,8 @@ pub struct HardwareJpeg {
     stats: Arc<Stats>,
     /// The picture converted for the encoder, reused.
     image: I420Image,
+    /// `image` holds this frame's picture (see [`HardwareJpeg::trade_converted`]).
+    converted: bool,
     #[cfg(feature = "v4l")]
     encoder: Option<backend::Hardware>,
     /// When the last picture was encoded here.
@@ -173,6 +175,7 @@ impl HardwareJpeg {
             reserve,
             stats,
             image: I420Image::new(2, 2),
+            converted: false,
             #[cfg(feature = "v4l")]
             encoder: None,
             last_used: Instant::now(),
@@ -184,6 +187,22 @@ impl HardwareJpeg {
     /// Notes what made the latest JPEG, for `/status`.
     pub fn made_by(&mut self, by: MadeBy) {
         note_made_by(&self.stats, &mut self.made_by, &by);
+    }
+
+    /// A new frame: nothing converted for it yet.
+    pub fn new_frame(&mut self) {
+        self.converted = false;
+    }
+
+    /// If this frame's picture was converted to I420 at the output size for the hardware
+    /// (it was not read in place), swaps it into `image`, leaving `image`'s old buffer here:
+    /// the H.264 stage takes the same picture without converting the frame a second time.
+    pub fn trade_converted(&mut self, image: &mut I420Image) -> bool {
+        if !std::mem::take(&mut self.converted) {
+            return false;
+        }
+        std::mem::swap(&mut self.image, image);
+        true
     }
 
     /// Nobody wants JPEG now: the hardware encoder is closed once that lasted
@@ -224,6 +243,7 @@ impl HardwareJpeg {
                 Some((import, _)) => backend::Input::Import(import),
                 None => {
                     shaper.to_i420(picture, out, &mut self.image)?;
+                    self.converted = true;
                     backend::Input::Copy(self.image.width, self.image.height)
                 }
             };
@@ -578,6 +598,30 @@ mod tests {
         assert_eq!(Stats::get(&stats.jpeg_encoder_fallbacks), 0);
         assert_eq!(Stats::get(&stats.jpeg_hardware_units), 0);
         assert_eq!(stats.jpeg_encoder.lock().unwrap().as_deref(), Some("cpu"));
+    }
+
+    #[test]
+    fn a_converted_picture_is_handed_on_once_and_only_in_its_frame() {
+        let stats = Arc::new(Stats::default());
+        let mut hw = HardwareJpeg::new(JpegEncoderKind::Cpu, 70, 0, stats, true);
+        let mut spare = I420Image::new(2, 2);
+        assert!(!hw.trade_converted(&mut spare), "nothing was converted yet");
+        hw.image = I420Image::new(64, 48);
+        hw.converted = true;
+        assert!(hw.trade_converted(&mut spare));
+        assert_eq!((spare.width, spare.height), (64, 48));
+        assert_eq!(
+            (hw.image.width, hw.image.height),
+            (2, 2),
+            "the spare stays here"
+        );
+        assert!(!hw.trade_converted(&mut spare), "a picture goes on once");
+        hw.converted = true;
+        hw.new_frame();
+        assert!(
+            !hw.trade_converted(&mut spare),
+            "a new frame forgets the last one's"
+        );
     }
 
     #[test]

@@ -337,10 +337,11 @@ impl VideoLoop {
                     self.mark_output(true);
                     let now = MonoTime::now();
                     let ts = stamps.next(frame.captured.to_unix());
+                    hardware.new_frame();
                     let result = self
                         .encode_jpeg(&mut shaper, (&mut encoder, &mut hardware), &frame, ts, now)
                         .and_then(|()| {
-                            self.offer_h264(&mut shaper, &frame.picture, frame.captured, ts, now)
+                            self.offer_h264(&mut shaper, &mut hardware, &frame, ts, now)
                         });
                     if let Err(e) = result {
                         count_refused(&self.stats, &e);
@@ -443,12 +444,14 @@ impl VideoLoop {
         }
     }
 
-    /// The frame as I420 at the output size to the H.264 stage, if anyone wants H.264.
+    /// The frame as I420 at the output size to the H.264 stage, if anyone wants H.264: the
+    /// picture the hardware JPEG encoder was given if it was converted for it (the same
+    /// conversion), else converted here.
     fn offer_h264(
         &self,
         shaper: &mut FrameShaper,
-        picture: &capture::Picture<'_>,
-        captured: MonoTime,
+        hardware: &mut HardwareJpeg,
+        frame: &capture::Frame<'_>,
         ts: f64,
         now: MonoTime,
     ) -> Result<(), ShapeError> {
@@ -457,10 +460,14 @@ impl VideoLoop {
         }
         let out_size = (self.config.video.width, self.config.video.height);
         let mut image = self.h264.buffer();
-        shaper.to_i420(picture, out_size, &mut image)?;
+        if hardware.trade_converted(&mut image) {
+            Stats::add(&self.stats.h264_shared_pictures, 1);
+        } else {
+            shaper.to_i420(&frame.picture, out_size, &mut image)?;
+        }
         self.h264.offer(Job {
             image,
-            captured,
+            captured: frame.captured,
             ts,
             placeholder: false,
         });
