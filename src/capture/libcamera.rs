@@ -461,7 +461,7 @@ impl Drop for LibcameraSource {
         // camera thread, which frees them after the camera stopped and before the buffers
         // go. (libcamera's virtual camera still walks a request's buffer map on its own
         // thread after it posted the completion: a request freed by this thread the moment
-        // it arrived was a SIGSEGV at shutdown, about once in 40 runs.)
+        // it arrived was a SIGSEGV at about one shutdown in 40.)
         let leftovers = ToCamera::Shutdown(Leftovers {
             lent: self.lent.take(),
             completed: self.completed.take(),
@@ -594,8 +594,9 @@ impl CameraThread {
         let retired = Arc::new(Mutex::new(Vec::new()));
         let keep = retired.clone();
         active.on_request_completed(move |request| {
-            // Once the source is gone (requests cancelled by stop), keep them: they are freed
-            // on the camera thread after the camera stopped, before their buffers are.
+            // The source's channel lives until the camera stopped (its Shutdown hands it to
+            // this thread), so this only catches a completion after that: kept, not freed on
+            // libcamera's thread, and freed here before the buffers.
             if let Err(mpsc::SendError(request)) = completed.send(request) {
                 if let Ok(mut kept) = keep.lock() {
                     kept.push(request);
