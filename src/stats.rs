@@ -80,6 +80,8 @@ pub struct Stats {
     /// H.264 pictures handed over from the hardware JPEG encoder's conversion instead of
     /// converting the frame again.
     pub h264_shared_pictures: AtomicU64,
+    /// H.264 units the hardware encoder read in place from the camera's buffer (DMABUF).
+    pub h264_zero_copy_units: AtomicU64,
 }
 
 /// One plain counter of [`Stats`] as `/status` and `/metrics` show it: adding a counter is
@@ -206,6 +208,13 @@ pub const COUNTERS: &[Counter] = &[
         labels: "",
         help: "H.264 pictures taken from the hardware JPEG encoder's conversion of the frame, not converted again.",
         get: |s| &s.h264_shared_pictures,
+    },
+    Counter {
+        status_key: "h264_zero_copy_units",
+        metric: "h264_zero_copy_units_total",
+        labels: "",
+        help: "H.264 units the hardware encoder read in place from the camera's buffer (DMABUF).",
+        get: |s| &s.h264_zero_copy_units,
     },
     Counter {
         status_key: "audio_chunks",

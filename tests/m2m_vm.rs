@@ -16,8 +16,14 @@
 
 use rpi_streamer::capture::{self, CameraType, Picture, VideoParams};
 use rpi_streamer::clock::MonoTime;
+use rpi_streamer::encode::h264::{H264Encoder, H264EncoderKind, H264Settings, I420};
+use rpi_streamer::encode::h264_stage::{H264Stage, Job, Returned};
+use rpi_streamer::encode::import::Import;
 use rpi_streamer::encode::m2m::{self, Codec, Encoder, M2mError, Settings, Unit};
+use rpi_streamer::encode::Demand;
+use rpi_streamer::stats::Stats;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WIDTH: u32 = 640;
@@ -474,4 +480,171 @@ fn a_camera_buffer_imported_as_a_dmabuf_encodes_like_a_copy_of_its_bytes() {
         "{done} vivid frames through vicodec read in place, equal to copies; {i_frames} I-frames"
     );
     assert_eq!(i_frames, 5, "I-frames every 4 pictures");
+}
+
+/// vivid's next frame lent to `stage` (waiting at most until `deadline` for one): what
+/// became of it, and its YU12 planes (copied after the stage gave the buffer back).
+fn lend_next(
+    camera: &mut Box<dyn capture::VideoSource>,
+    stage: &H264Stage,
+    deadline: Instant,
+) -> (Option<Returned>, [Vec<u8>; 3]) {
+    loop {
+        assert!(Instant::now() < deadline, "vivid's frames stopped");
+        let Some(frame) = camera.next_frame().expect("vivid's frames") else {
+            continue;
+        };
+        let buf = frame.dmabuf.expect("vivid exports its buffers (EXPBUF)");
+        let import = Import::of(&frame.picture, (WIDTH, HEIGHT), &buf)
+            .expect("vivid's picture can be read in place");
+        let returned = stage
+            .lend(buf, import, frame.captured, frame.captured.to_unix())
+            .map(|ticket| stage.returned(ticket));
+        let Picture::I420 { planes, .. } = frame.picture else {
+            panic!("vivid gives YU12 here");
+        };
+        return (returned, planes.map(|p| p.to_vec()));
+    }
+}
+
+/// The stage's next unit, waiting at most 10 s.
+fn next_unit(
+    rx: &async_channel::Receiver<Arc<rpi_streamer::stream::media::H264Unit>>,
+) -> Arc<rpi_streamer::stream::media::H264Unit> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.try_recv() {
+            Ok(unit) => return unit,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("no unit from the stage within 10 s: {e}"),
+        }
+    }
+}
+
+/// A copy of `planes` (tight YU12 at the test size) for the stage.
+fn job(planes: &[Vec<u8>; 3]) -> Job {
+    let mut image = rpi_streamer::capture::draw::I420Image::new(WIDTH, HEIGHT);
+    image.y.copy_from_slice(&planes[0]);
+    image.u.copy_from_slice(&planes[1]);
+    image.v.copy_from_slice(&planes[2]);
+    Job {
+        image,
+        captured: MonoTime::now(),
+        ts: 1.0,
+        placeholder: false,
+    }
+}
+
+#[test]
+#[ignore = "needs vivid and vicodec: run in scripts/vm/run --module vivid --module vicodec"]
+fn the_h264_stage_reads_lent_camera_buffers_in_place_falls_back_and_takes_them_again() {
+    // The H.264 stage's hardware path, vicodec standing in (FWHT), fed vivid's buffers by
+    // DMABUF as the pipeline lends them. A second vicodec context given copies of the same
+    // pictures, opened as the stage opens its encoder, must give the same units.
+    std::env::set_var(m2m::M2M_CODEC_ENV, "FWHT");
+    let params = VideoParams::at(WIDTH, HEIGHT, 15);
+    let mut camera =
+        capture::open_video(CameraType::Usb, &params, MonoTime::now()).expect("vivid's camera");
+    let settings = H264Settings {
+        encoder: H264EncoderKind::V4l2,
+        // 15 pictures: vicodec's GOP size goes up to 16.
+        keyframe_interval: Duration::from_secs(1),
+        ..H264Settings::default_for_tests()
+    };
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = async_channel::bounded(64);
+    let stage = H264Stage::start(
+        settings.clone(),
+        15,
+        true,
+        Arc::new(Demand::default()),
+        stats.clone(),
+        tx,
+    )
+    .expect("the stage");
+    let mut copies = H264Encoder::hardware(&settings, 15, WIDTH, HEIGHT).expect("vicodec, copying");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for n in 0..20 {
+        let (returned, planes) = lend_next(&mut camera, &stage, deadline);
+        assert_eq!(returned, Some(Returned::Encoded), "frame {n}");
+        let unit = next_unit(&rx);
+        let picture = I420 {
+            width: WIDTH,
+            height: HEIGHT,
+            planes: [&planes[0], &planes[1], &planes[2]],
+            strides: [WIDTH as usize, WIDTH as usize / 2, WIDTH as usize / 2],
+        };
+        let want = copies
+            .encode(picture, n, false)
+            .expect("the copy encoded")
+            .expect("a unit from the copy");
+        assert!(
+            unit.data == want.data,
+            "frame {n}: {} bytes read in place, {} from the copy, not the same",
+            unit.data.len(),
+            want.data.len()
+        );
+        assert_eq!(unit.seq, n);
+    }
+    assert_eq!(Stats::get(&stats.h264_zero_copy_units), 20);
+    assert_eq!(Stats::get(&stats.h264_hardware_units), 20);
+    let in_use = stats
+        .h264_encoder
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_default();
+    assert!(in_use.starts_with("v4l2 /dev/video"), "{in_use}");
+    drop(copies);
+
+    // vicodec unbound: the frame lent then comes back to be copied, OpenH264 encodes the
+    // copy, and nothing more is lent while it stands in.
+    guest(&["unplug", "vicodec.0"]);
+    let (returned, planes) = lend_next(&mut camera, &stage, deadline);
+    assert_eq!(
+        returned,
+        Some(Returned::Copy),
+        "the frame lent as vicodec went"
+    );
+    assert_eq!(Stats::get(&stats.h264_encoder_fallbacks), 1);
+    stage.offer(job(&planes));
+    let unit = next_unit(&rx);
+    assert!(
+        unit.keyframe && unit.data.starts_with(&[0, 0, 0, 1]),
+        "H.264 from OpenH264"
+    );
+    let (returned, _) = lend_next(&mut camera, &stage, deadline);
+    assert_eq!(returned, None, "nothing lent while OpenH264 stands in");
+
+    // vicodec back: at the retry the hardware takes over (a copy first), and lent frames
+    // are read in place again.
+    guest(&["replug", "vicodec.0"]);
+    let hardware_before = Stats::get(&stats.h264_hardware_units);
+    let back_by = Instant::now() + Duration::from_secs(25);
+    let returned = loop {
+        assert!(
+            Instant::now() < back_by,
+            "the hardware did not take over again within 25 s of the rebind"
+        );
+        let (returned, planes) = lend_next(&mut camera, &stage, deadline);
+        match returned {
+            Some(r) => break r,
+            None => {
+                stage.offer(job(&planes));
+                next_unit(&rx);
+            }
+        }
+    };
+    assert!(Stats::get(&stats.h264_hardware_units) > hardware_before);
+    assert_eq!(
+        returned,
+        Returned::Encoded,
+        "read in place after the rebind"
+    );
+    assert_eq!(Stats::get(&stats.h264_zero_copy_units), 21);
+    eprintln!(
+        "20 frames read in place equal to copies; after the unbind OpenH264, after the \
+         rebind in place again ({} units in all)",
+        Stats::get(&stats.codec(rpi_streamer::encode::demand::Codec::H264).units)
+    );
 }

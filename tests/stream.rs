@@ -525,6 +525,8 @@ fn jpeg_encoder_flag_runs_libjpeg_turbo_here_and_v4l2_without_hardware_exits_2()
             "rpi_streamer_jpeg_units_by_encoder_total{encoder=\"v4l2\"} 0",
             // Only the hardware's conversion is shared with H.264.
             "rpi_streamer_h264_shared_pictures_total 0",
+            // The synthetic camera lends no buffer to read in place.
+            "rpi_streamer_h264_zero_copy_units_total 0",
         ] {
             assert!(metrics.lines().any(|l| l == line), "{kind}: no {line}");
         }

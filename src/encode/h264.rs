@@ -132,6 +132,20 @@ pub enum H264Error {
     /// The hardware encoder could not be opened or failed (its message names the device).
     #[error("{0}")]
     Hardware(String),
+    /// The hardware encoder went away (unbound, unplugged).
+    #[error("{0}")]
+    Gone(String),
+    /// The hardware encoder cannot read the camera's buffers in place (their format or
+    /// layout): pictures are to be copied into its own.
+    #[error("{0}")]
+    NotImportable(String),
+}
+
+impl H264Error {
+    /// True when the hardware device itself disappeared.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, H264Error::Gone(_))
+    }
 }
 
 /// A picture in I420 (planar 4:2:0), as the encoder takes it.
@@ -367,6 +381,8 @@ pub fn fwht_is_iframe(data: &[u8]) -> bool {
 #[cfg(feature = "v4l")]
 mod hardware {
     use super::{has_slice, AccessUnit, H264Error, H264Profile, H264Settings, I420};
+    use crate::capture::DmaBuf;
+    use crate::encode::import::{self, Import};
     use crate::encode::m2m::{self, BadUnits, Codec, Encoder, M2mError};
     use std::time::Duration;
 
@@ -376,13 +392,25 @@ mod hardware {
     const MAX_HEADER_BUFFERS: usize = 4;
 
     fn hw(e: M2mError) -> H264Error {
-        H264Error::Hardware(e.to_string())
+        match e {
+            M2mError::Gone { .. } => H264Error::Gone(e.to_string()),
+            M2mError::NotImportable { .. } => H264Error::NotImportable(e.to_string()),
+            e => H264Error::Hardware(e.to_string()),
+        }
+    }
+
+    fn micros(millis: u64) -> i64 {
+        i64::try_from(millis.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
     /// A V4L2 M2M encoder producing the H.264 stream (or FWHT, in tests).
     pub struct Hardware {
         encoder: Encoder,
         codec: Codec,
+        /// The camera layout it reads in place, if it imports.
+        import: Option<Import>,
+        /// A picture was read in place.
+        imported_once: bool,
         /// False once the driver said it cannot force a keyframe.
         can_force: bool,
         /// Units in a row the driver flagged corrupt.
@@ -394,14 +422,13 @@ mod hardware {
         pub fn open(
             settings: &H264Settings,
             fps: u32,
-            width: u32,
-            height: u32,
+            size: (u32, u32),
+            lent: Option<(&Import, &str)>,
         ) -> Result<Hardware, H264Error> {
             let codec = super::hardware_codec();
             let device = m2m::find(codec).map_err(|e| H264Error::NoHardware(e.to_string()))?;
-            let input = m2m::tight_input(&device).map_err(hw)?;
             let fps = fps.max(1);
-            let mut m2m_settings = m2m::Settings::new(codec, width, height, input);
+            let mut m2m_settings = m2m::Settings::new(codec, size.0, size.1, 0);
             m2m_settings.bitrate = Some(settings.bitrate_kbps.saturating_mul(1000));
             let period = (settings.keyframe_interval.as_secs_f64() * f64::from(fps)).round();
             m2m_settings.keyframe_interval = Some(period.max(1.0) as u32);
@@ -413,15 +440,38 @@ mod hardware {
                 H264Profile::High => 4,
             });
             m2m_settings.fps = Some(fps);
-            let encoder = Encoder::open(&device, &m2m_settings).map_err(hw)?;
-            let description = encoder.summary(None);
+            let (encoder, import, how) = match lent {
+                Some((import, source)) => {
+                    let encoder = import.open(&device, m2m_settings).map_err(hw)?;
+                    (encoder, Some(*import), Import::describe(source))
+                }
+                None => {
+                    m2m_settings.input = m2m::tight_input(&device).map_err(hw)?;
+                    let encoder = Encoder::open(&device, &m2m_settings).map_err(hw)?;
+                    (encoder, None, import::COPIED.to_string())
+                }
+            };
+            let description = encoder.summary(Some(&how));
             Ok(Hardware {
                 encoder,
                 codec,
+                import,
+                imported_once: false,
                 can_force: true,
                 bad: BadUnits::default(),
                 description,
             })
+        }
+
+        /// The camera layout it reads in place; `None` when pictures are copied in.
+        pub fn import(&self) -> Option<Import> {
+            self.import
+        }
+
+        /// Whether a picture was read in place yet: an import that fails before that is
+        /// the driver refusing the camera's buffers, not the hardware failing.
+        pub fn imported_once(&self) -> bool {
+            self.imported_once
         }
 
         pub fn device(&self) -> String {
@@ -435,6 +485,35 @@ mod hardware {
             force_keyframe: bool,
         ) -> Result<Option<AccessUnit>, H264Error> {
             picture.check()?;
+            self.force(force_keyframe)?;
+            self.encoder
+                .queue_i420(picture.planes, picture.strides, micros(millis), WAIT)
+                .map_err(hw)?;
+            self.collect()
+        }
+
+        /// Encodes the picture in the camera's buffer `buf`, read in place (an encoder
+        /// opened with an [`Import`]); the buffer is the camera's again when this returns,
+        /// whatever the result, or once the encoder is dropped.
+        pub fn encode_import(
+            &mut self,
+            buf: DmaBuf<'_>,
+            millis: u64,
+            force_keyframe: bool,
+        ) -> Result<Option<AccessUnit>, H264Error> {
+            self.force(force_keyframe)?;
+            self.encoder
+                .queue_dmabuf(buf.fd, buf.bytesused, buf.length, micros(millis), WAIT)
+                .map_err(hw)?;
+            let unit = self.collect();
+            self.encoder.output_done(WAIT).map_err(hw)?;
+            let unit = unit?;
+            self.imported_once = true;
+            Ok(unit)
+        }
+
+        /// Asks for a keyframe next, where the driver can.
+        fn force(&mut self, force_keyframe: bool) -> Result<(), H264Error> {
             if force_keyframe && self.can_force {
                 match self.encoder.force_keyframe() {
                     Ok(()) => {}
@@ -446,10 +525,11 @@ mod hardware {
                     Err(e) => return Err(hw(e)),
                 }
             }
-            let micros = i64::try_from(millis.saturating_mul(1000)).unwrap_or(i64::MAX);
-            self.encoder
-                .queue_i420(picture.planes, picture.strides, micros, WAIT)
-                .map_err(hw)?;
+            Ok(())
+        }
+
+        /// The access unit of the picture just queued.
+        fn collect(&mut self) -> Result<Option<AccessUnit>, H264Error> {
             let mut data = Vec::new();
             for _ in 0..MAX_HEADER_BUFFERS {
                 let unit = self.encoder.next_unit(WAIT).map_err(hw)?.ok_or_else(|| {
@@ -534,7 +614,8 @@ impl H264Encoder {
     }
 
     /// The hardware (V4L2 memory-to-memory) encoder found by capability, opened for
-    /// `width`x`height` pictures. [`H264Error::NoHardware`] when there is none.
+    /// `width`x`height` pictures copied into its buffers. [`H264Error::NoHardware`] when
+    /// there is none.
     pub fn hardware(
         settings: &H264Settings,
         fps: u32,
@@ -543,16 +624,81 @@ impl H264Encoder {
     ) -> Result<H264Encoder, H264Error> {
         #[cfg(feature = "v4l")]
         {
-            let hw = hardware::Hardware::open(settings, fps, width, height)?;
-            Ok(H264Encoder {
-                description: hw.description.clone(),
-                backend: Backend::Hardware(hw),
-            })
+            Self::open_hardware(settings, fps, (width, height), None)
         }
         #[cfg(not(feature = "v4l"))]
         {
             let _ = (settings, fps, width, height);
             Err(H264Error::NoHardware(NO_V4L2.into()))
+        }
+    }
+
+    /// The hardware encoder opened to read pictures in place from the camera's buffers,
+    /// laid out as `import` says (`source`: the camera, for the log):
+    /// [`H264Error::NotImportable`] when the driver cannot.
+    #[cfg(feature = "v4l")]
+    pub fn hardware_importing(
+        settings: &H264Settings,
+        fps: u32,
+        import: &super::import::Import,
+        source: &str,
+    ) -> Result<H264Encoder, H264Error> {
+        Self::open_hardware(settings, fps, import.size, Some((import, source)))
+    }
+
+    #[cfg(feature = "v4l")]
+    fn open_hardware(
+        settings: &H264Settings,
+        fps: u32,
+        size: (u32, u32),
+        lent: Option<(&super::import::Import, &str)>,
+    ) -> Result<H264Encoder, H264Error> {
+        let hw = hardware::Hardware::open(settings, fps, size, lent)?;
+        Ok(H264Encoder {
+            description: hw.description.clone(),
+            backend: Backend::Hardware(hw),
+        })
+    }
+
+    /// The camera layout this encoder reads in place; `None` when pictures are copied in
+    /// (always for OpenH264).
+    #[cfg(feature = "v4l")]
+    pub fn import(&self) -> Option<super::import::Import> {
+        match &self.backend {
+            Backend::Hardware(h) => h.import(),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// Whether this encoder has read a picture in place yet.
+    #[cfg(feature = "v4l")]
+    pub fn imported_once(&self) -> bool {
+        match &self.backend {
+            Backend::Hardware(h) => h.imported_once(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Encodes the picture in the camera's buffer `buf`, read in place, like
+    /// [`H264Encoder::encode`]; only an encoder with an [`H264Encoder::import`] can. The
+    /// buffer is the camera's again when this returns, whatever the result.
+    #[cfg(feature = "v4l")]
+    pub fn encode_import(
+        &mut self,
+        buf: crate::capture::DmaBuf<'_>,
+        millis: u64,
+        force_keyframe: bool,
+    ) -> Result<Option<AccessUnit>, H264Error> {
+        match &mut self.backend {
+            Backend::Hardware(h) if h.import().is_some() => {
+                h.encode_import(buf, millis, force_keyframe)
+            }
+            _ => Err(H264Error::NotImportable(format!(
+                "{}: copies its pictures",
+                self.description
+            ))),
         }
     }
 

@@ -238,7 +238,9 @@ impl HardwareJpeg {
             self.last_used = Instant::now();
             let direct = dmabuf
                 .filter(|_| self.zero_copy && shaper.orientation().is_identity())
-                .and_then(|buf| Some((backend::Import::of(picture, out, &buf)?, buf)));
+                .and_then(|buf| {
+                    Some((crate::encode::import::Import::of(picture, out, &buf)?, buf))
+                });
             let input = match direct {
                 Some((import, _)) => backend::Input::Import(import),
                 None => {
@@ -336,7 +338,8 @@ impl HardwareJpeg {
 mod backend {
     use super::{JpegHwError, MadeBy};
     use crate::capture::draw::I420Image;
-    use crate::capture::{DmaBuf, Picture};
+    use crate::capture::DmaBuf;
+    use crate::encode::import::{self, Import};
     use crate::encode::m2m::{self, BadUnits, Codec, Encoder, M2mError};
     use crate::encode::mjpeg;
     use std::time::{Duration, Instant};
@@ -349,48 +352,6 @@ mod backend {
             JpegHwError::Gone(e.to_string())
         } else {
             JpegHwError::Hardware(e.to_string())
-        }
-    }
-
-    /// A camera buffer the encoder can read in place: its format and layout.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct Import {
-        /// The V4L2 raw format (YUYV, NV12, YU12).
-        pub fourcc: u32,
-        /// Width and height.
-        pub size: (u32, u32),
-        /// Bytes per line of the first plane.
-        pub stride: usize,
-        /// Bytes of the whole picture, planes one after the other.
-        pub image_len: usize,
-    }
-
-    impl Import {
-        /// How the encoder would read `picture` in place from `buf`: only a raw picture at
-        /// the output size whose planes lie one after the other in the buffer from its start.
-        pub fn of(picture: &Picture<'_>, out: (u32, u32), buf: &DmaBuf<'_>) -> Option<Import> {
-            if picture.size() != out {
-                return None;
-            }
-            let rows = out.1 as usize;
-            let (fourcc, stride, image_len) = match *picture {
-                Picture::Yuyv { stride, .. } => (m2m::PIX_FMT_YUYV, stride, stride * rows),
-                Picture::Nv12 { strides, .. } if strides == [strides[0]; 2] => {
-                    (m2m::PIX_FMT_NV12, strides[0], strides[0] * rows * 3 / 2)
-                }
-                Picture::I420 { strides, .. }
-                    if strides[1] * 2 == strides[0] && strides[2] == strides[1] =>
-                {
-                    (m2m::PIX_FMT_YUV420, strides[0], strides[0] * rows * 3 / 2)
-                }
-                _ => return None,
-            };
-            (buf.bytesused >= image_len).then_some(Import {
-                fourcc,
-                size: out,
-                stride,
-                image_len,
-            })
         }
     }
 
@@ -433,43 +394,21 @@ mod backend {
         ) -> Result<Hardware, JpegHwError> {
             let codec = m2m::wanted(Codec::Jpeg);
             let device = m2m::find(codec).map_err(|e| JpegHwError::NoHardware(e.to_string()))?;
-            let (size, raw) = match input {
-                Input::Copy(w, h) => ((*w, *h), m2m::tight_input(&device).map_err(hw)?),
-                Input::Import(import) if device.raw.contains(&import.fourcc) => {
-                    (import.size, import.fourcc)
-                }
-                Input::Import(import) => {
-                    return Err(JpegHwError::Hardware(format!(
-                        "{device}: does not take {}",
-                        m2m::fourcc_str(import.fourcc)
-                    )))
-                }
-            };
-            let mut settings = m2m::Settings::new(codec, size.0, size.1, raw);
+            let mut settings = m2m::Settings::new(codec, 2, 2, 0);
             settings.quality = Some(quality);
             // Every JPEG stands alone: nothing to repeat, no GOP.
             settings.repeat_sequence_header = false;
-            settings.import_dmabuf = matches!(input, Input::Import(_));
-            let encoder = Encoder::open(&device, &settings).map_err(hw)?;
-            if let Input::Import(import) = input {
-                let layout = encoder.layout();
-                let (stride, len) = (layout.bytesperline[0] as usize, layout.picture_len());
-                if (stride, len) != (import.stride, import.image_len) {
-                    return Err(JpegHwError::Hardware(format!(
-                        "{device}: lays {} {}x{} out with {stride} bytes a line and {len} in \
-                         all, the camera with {} and {}",
-                        m2m::fourcc_str(raw),
-                        size.0,
-                        size.1,
-                        import.stride,
-                        import.image_len
-                    )));
+            let (encoder, size, how) = match input {
+                Input::Copy(w, h) => {
+                    (settings.width, settings.height) = (*w, *h);
+                    settings.input = m2m::tight_input(&device).map_err(hw)?;
+                    let encoder = Encoder::open(&device, &settings).map_err(hw)?;
+                    (encoder, (*w, *h), import::COPIED.to_string())
                 }
-            }
-            let how = match input {
-                Input::Copy(..) => "copied into its buffers".to_string(),
-                Input::Import(_) => {
-                    format!("zero copy (DMABUF from {})", source.unwrap_or("the camera"))
+                Input::Import(import) => {
+                    let encoder = import.open(&device, settings).map_err(hw)?;
+                    let how = Import::describe(source.unwrap_or("the camera"));
+                    (encoder, import.size, how)
                 }
             };
             let description = encoder.summary(Some(&how));

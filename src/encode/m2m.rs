@@ -278,6 +278,14 @@ pub enum M2mError {
         /// Bytes expected.
         want: usize,
     },
+    /// The encoder cannot read the camera's buffers in place ([`super::import::Import`]).
+    #[error("{device}: cannot read the camera's buffers in place: {why}")]
+    NotImportable {
+        /// The device node.
+        device: String,
+        /// What differs (the format, the layout).
+        why: String,
+    },
     /// Nothing happened in time.
     #[error("{device}: no {what} within {timeout:?}")]
     Timeout {
@@ -334,7 +342,8 @@ impl Device {
         self.coded.contains(&codec.fourcc())
     }
 
-    fn name(&self) -> String {
+    /// The device node's path, for messages.
+    pub fn name(&self) -> String {
         self.path.display().to_string()
     }
 }

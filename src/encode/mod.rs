@@ -7,7 +7,8 @@
 //! - Hardware (V4L2 memory-to-memory) H.264 and JPEG encoders, such as the Pi's
 //!   bcm2835-codec: `m2m` (feature `v4l`), found by capability; [`jpeg_hw`] puts the JPEG
 //!   one on the capture thread (`--jpeg-encoder`), and both fall back to software through
-//!   [`fallback`].
+//!   [`fallback`]. Both read a V4L2 camera's buffer in place where they can (`import`:
+//!   zero copy; H.264 is lent the buffer for the frame's encode).
 //!
 //! A stage runs only while somebody consumes its codec ([`Demand`]): nothing is encoded for
 //! nobody.
@@ -19,6 +20,8 @@ pub mod demand;
 pub mod fallback;
 pub mod h264;
 pub mod h264_stage;
+#[cfg(feature = "v4l")]
+pub mod import;
 pub mod jpeg;
 pub mod jpeg_hw;
 #[cfg(feature = "v4l")]

@@ -19,7 +19,7 @@ use crate::capture::{
 use crate::clock::{MonoTime, MonotonicStamps};
 use crate::config::Config;
 use crate::encode::demand::{Codec, Demand};
-use crate::encode::h264_stage::{H264Stage, Job};
+use crate::encode::h264_stage::{H264Stage, Job, Returned, Ticket};
 use crate::encode::jpeg::Encoder;
 use crate::encode::jpeg_hw::{HardwareJpeg, MadeBy};
 use crate::encode::orient::Orientation;
@@ -69,6 +69,7 @@ impl Pipelines {
         let h264 = H264Stage::start(
             config.h264.clone(),
             config.video.fps,
+            config.zero_copy,
             out.demand.clone(),
             stats.clone(),
             out.h264,
@@ -338,11 +339,23 @@ impl VideoLoop {
                     let now = MonoTime::now();
                     let ts = stamps.next(frame.captured.to_unix());
                     hardware.new_frame();
-                    let result = self
-                        .encode_jpeg(&mut shaper, (&mut encoder, &mut hardware), &frame, ts, now)
-                        .and_then(|()| {
+                    // A frame lent to H.264 is encoded there while its JPEG is made here;
+                    // it goes back to the camera only once H.264 let go of it.
+                    let lent = self.lend_h264(&shaper, &frame, ts, now);
+                    let jpeg = self.encode_jpeg(
+                        &mut shaper,
+                        (&mut encoder, &mut hardware),
+                        &frame,
+                        ts,
+                        now,
+                    );
+                    let returned = lent.map(|ticket| self.h264.returned(ticket));
+                    let result = jpeg.and_then(|()| match returned {
+                        Some(Returned::Encoded | Returned::Late) => Ok(()),
+                        Some(Returned::Copy) | None => {
                             self.offer_h264(&mut shaper, &mut hardware, &frame, ts, now)
-                        });
+                        }
+                    });
                     if let Err(e) = result {
                         count_refused(&self.stats, &e);
                     }
@@ -442,6 +455,38 @@ impl VideoLoop {
             }
             wanted
         }
+    }
+
+    /// Lends the frame's camera buffer to the H.264 stage, if anyone wants H.264 and the
+    /// hardware encoder can read the picture in place: a raw one going out as captured
+    /// (the output size, not turned) in a DMABUF. `None`: offer a converted copy instead.
+    #[cfg(feature = "v4l")]
+    fn lend_h264(
+        &self,
+        shaper: &FrameShaper,
+        frame: &capture::Frame<'_>,
+        ts: f64,
+        now: MonoTime,
+    ) -> Option<Ticket> {
+        if !self.demand.wants(Codec::H264, now) || !shaper.orientation().is_identity() {
+            return None;
+        }
+        let buf = frame.dmabuf?;
+        let out_size = (self.config.video.width, self.config.video.height);
+        let import = crate::encode::import::Import::of(&frame.picture, out_size, &buf)?;
+        self.h264.lend(buf, import, frame.captured, ts)
+    }
+
+    /// Without V4L2 no camera lends its buffers.
+    #[cfg(not(feature = "v4l"))]
+    fn lend_h264(
+        &self,
+        _shaper: &FrameShaper,
+        _frame: &capture::Frame<'_>,
+        _ts: f64,
+        _now: MonoTime,
+    ) -> Option<Ticket> {
+        None
     }
 
     /// The frame as I420 at the output size to the H.264 stage, if anyone wants H.264: the
