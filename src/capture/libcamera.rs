@@ -11,12 +11,17 @@
 //! camera thread to be queued again. So the only per-frame copy is the JPEG encoder's NV12
 //! chroma de-interleave (none at all for I420, which a Pi's ISP outputs natively).
 //!
+//! The buffers are DMABUFs (the Pi's ISP and CMA heap; udmabuf for the virtual camera): a
+//! frame whose planes lie one after the other in one of them, from its start, is lent with it
+//! ([`Frame::dmabuf`]), so that a hardware encoder reads it in place (zero copy). Borrowing a
+//! plane's raw descriptor is this module's one `unsafe` block.
+//!
 //! Needs libcamera >= 0.4 at build and run time (the crate binds the installed headers); see
 //! docs/rpi-camera.md. CI exercises this exact file against libcamera's `virtual` camera.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use super::libcamera_controls::{self, Offered};
-use super::{CaptureError, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
+use super::{CaptureError, DmaBuf, Frame, Picture, VideoParams, VideoSource, POLL_TIMEOUT};
 use crate::clock::{self, MonoTime};
 use libcamera::camera::{
     ActiveCamera, Camera, CameraConfiguration, Orientation as CameraOrientation,
@@ -27,6 +32,7 @@ use libcamera::control::ControlList;
 use libcamera::control_value::ControlValue;
 use libcamera::controls;
 use libcamera::formats;
+use libcamera::framebuffer::AsFrameBuffer;
 use libcamera::framebuffer_allocator::{FrameBuffer, FrameBufferAllocator};
 use libcamera::framebuffer_map::MemoryMappedFrameBuffer;
 use libcamera::geometry::Size;
@@ -34,6 +40,7 @@ use libcamera::pixel_format::PixelFormat;
 use libcamera::properties;
 use libcamera::request::{Request, RequestStatus, ReuseFlag};
 use libcamera::stream::{Stream, StreamRole};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -245,6 +252,8 @@ pub fn sensor_instant(sensor_ns: Option<i64>, now: MonoTime) -> Result<MonoTime,
 struct Granted {
     layout: PlaneLayout,
     stream: Stream,
+    /// The camera, for the log ("libcamera ID").
+    name: String,
     describe: String,
     controls: Vec<Offered>,
     mirrored: (bool, bool),
@@ -254,6 +263,8 @@ struct Granted {
 pub struct LibcameraSource {
     layout: PlaneLayout,
     stream: Stream,
+    /// The camera, for the log ("libcamera ID").
+    name: String,
     describe: String,
     /// Completed requests, straight from libcamera's completion callback.
     completed: Option<Receiver<Request>>,
@@ -317,6 +328,7 @@ impl LibcameraSource {
         Ok(LibcameraSource {
             layout: granted.layout,
             stream: granted.stream,
+            name: granted.name,
             describe: granted.describe,
             completed: Some(completed_rx),
             requeue: Some(requeue_tx),
@@ -444,14 +456,59 @@ impl VideoSource for LibcameraSource {
             .layout
             .picture(&planes)
             .map_err(|e| CaptureError::unavailable("libcamera camera", e))?;
-        // libcamera's planes are DMABUFs too, but as raw descriptors: lending one out needs
-        // unsafe code, which this module forbids; hardware encoders copy these frames.
+        let dmabuf = contiguous_dmabuf(buffer, &self.layout, &self.name);
         Ok(Some(Frame {
             captured,
             picture,
-            dmabuf: None,
+            dmabuf,
         }))
     }
+}
+
+/// `buffer` as one DMABUF holding the picture laid out as `layout` says, its planes one
+/// after the other from the buffer's first byte (what an encoder can import); `None` when
+/// libcamera placed them otherwise (separate descriptors, gaps, an offset).
+fn contiguous_dmabuf<'a>(
+    buffer: &'a MemoryMappedFrameBuffer<FrameBuffer>,
+    layout: &PlaneLayout,
+    source: &'a str,
+) -> Option<DmaBuf<'a>> {
+    let planes = buffer.planes();
+    let fd = planes.get(0)?.fd();
+    let sizes = layout.plane_sizes();
+    let laid_out = match planes.len() {
+        1 => planes.get(0)?.len() >= sizes.iter().sum(),
+        n => {
+            n == layout.plane_count()
+                && (&*planes).into_iter().zip(sizes).all(|(p, s)| p.len() == s)
+        }
+    };
+    if fd < 0 || !laid_out {
+        return None;
+    }
+    let mut end = 0usize;
+    for plane in &*planes {
+        if plane.fd() != fd || plane.offset() != Some(end) {
+            return None;
+        }
+        end += plane.len();
+    }
+    Some(DmaBuf {
+        fd: plane_fd(fd, buffer),
+        bytesused: end,
+        length: end,
+        source,
+    })
+}
+
+/// Plane descriptor `raw` of `buffer`, borrowed for as long as `buffer` is.
+#[allow(unsafe_code)]
+fn plane_fd(raw: i32, _buffer: &MemoryMappedFrameBuffer<FrameBuffer>) -> BorrowedFd<'_> {
+    // SAFETY: `raw` (not -1, checked by the caller) is a plane descriptor of `buffer`'s
+    // FrameBuffer, which libcamera keeps open for as long as the FrameBuffer exists; the
+    // FrameBuffers are freed only after the camera stopped and this source let go of every
+    // request (see `Drop`), and the borrow cannot outlive `buffer`.
+    unsafe { BorrowedFd::borrow_raw(raw) }
 }
 
 impl Drop for LibcameraSource {
@@ -645,6 +702,7 @@ impl CameraThread {
             layout.height,
             layout.stride,
         );
+        let source = format!("libcamera {name}");
         Ok(Started {
             retired,
             allocator,
@@ -655,6 +713,7 @@ impl CameraThread {
             granted: Granted {
                 layout,
                 stream,
+                name: source,
                 describe,
                 controls,
                 mirrored,
