@@ -164,6 +164,33 @@ fn check_fwht(unit: &Unit, index: u32) -> bool {
 }
 
 #[test]
+#[ignore = "needs vicodec (with scripts/vm/vicodec.patch): run in scripts/vm/run --module vicodec"]
+fn a_forced_keyframe_is_the_next_unit_whatever_the_gop() {
+    // V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME, as bcm2835-codec takes it (vicodec by our patch):
+    // the next picture is an I-frame and starts a new group of pictures.
+    let mut encoder = open_vicodec(5);
+    let layout = encoder.layout().clone();
+    let mut i_frames = Vec::new();
+    for n in 0..16u32 {
+        if n == 3 || n == 4 {
+            encoder
+                .force_keyframe()
+                .expect("vicodec takes FORCE_KEY_FRAME");
+        }
+        let yu12 = layout.from_i420(&picture(n)).unwrap();
+        let unit = encoder.encode(&yu12, i64::from(n), WAIT).expect("a unit");
+        if check_fwht(&unit, n) {
+            i_frames.push(n);
+        }
+    }
+    assert_eq!(
+        i_frames,
+        [0, 3, 4, 9, 14],
+        "forced at 3 and 4, then every 5 from there"
+    );
+}
+
+#[test]
 #[ignore = "needs vicodec: run in scripts/vm/run --module vicodec"]
 fn vicodec_encodes_fwht_frames_with_keyframes_and_drains() {
     let mut encoder = open_vicodec(5);
@@ -204,8 +231,8 @@ fn vicodec_encodes_fwht_frames_with_keyframes_and_drains() {
         bytes / frames as usize
     );
 
-    // vicodec has no V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME: it must say so rather than
-    // pretend. (On bcm2835-codec the next unit is a keyframe.)
+    // V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME: the next unit is a keyframe (bcm2835-codec, and
+    // vicodec with scripts/vm/vicodec.patch); a driver without it must say so, not pretend.
     match encoder.force_keyframe() {
         Err(M2mError::Unsupported { what, .. }) => {
             eprintln!("forced keyframe: unsupported ({what})")
@@ -590,19 +617,26 @@ fn the_h264_stage_reads_lent_camera_buffers_in_place_falls_back_and_takes_them_a
         ..H264Settings::default_for_tests()
     };
     let stats = Arc::new(Stats::default());
+    let demand = Arc::new(Demand::default());
     let (tx, rx) = async_channel::bounded(64);
     let stage = H264Stage::start(
         settings.clone(),
         15,
         true,
-        Arc::new(Demand::default()),
+        demand.clone(),
         stats.clone(),
         tx,
     )
     .expect("the stage");
     let mut copies = H264Encoder::hardware(&settings, 15, WIDTH, HEIGHT).expect("vicodec, copying");
     let deadline = Instant::now() + Duration::from_secs(90);
+    // A viewer joining at frame 10 (since the keyframe, 9 frames: more than KEY_GAP_FRAMES)
+    // gets a forced keyframe; the copies are forced at the same picture.
+    const JOIN: u64 = 10;
     for n in 0..20 {
+        if n == JOIN {
+            demand.request_keyframe();
+        }
         let (returned, planes) = lend_next(&mut camera, &stage, deadline);
         assert_eq!(returned, Some(Returned::Encoded), "frame {n}");
         let unit = next_unit(&rx);
@@ -613,7 +647,7 @@ fn the_h264_stage_reads_lent_camera_buffers_in_place_falls_back_and_takes_them_a
             strides: [WIDTH as usize, WIDTH as usize / 2, WIDTH as usize / 2],
         };
         let want = copies
-            .encode(picture, n, false)
+            .encode(picture, n, n == JOIN)
             .expect("the copy encoded")
             .expect("a unit from the copy");
         assert!(
@@ -623,7 +657,18 @@ fn the_h264_stage_reads_lent_camera_buffers_in_place_falls_back_and_takes_them_a
             want.data.len()
         );
         assert_eq!(unit.seq, n);
+        assert_eq!(
+            unit.keyframe,
+            n == 0 || n == JOIN,
+            "frame {n}: the GOP restarts at the forced one"
+        );
     }
+    let forced = Stats::get(
+        &stats
+            .codec(rpi_streamer::encode::demand::Codec::H264)
+            .keyframes_forced,
+    );
+    assert_eq!(forced, 1, "the keyframe request was honoured by the driver");
     assert_eq!(Stats::get(&stats.h264_zero_copy_units), 20);
     assert_eq!(Stats::get(&stats.h264_hardware_units), 20);
     let in_use = stats

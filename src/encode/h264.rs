@@ -518,7 +518,7 @@ mod hardware {
                 match self.encoder.force_keyframe() {
                     Ok(()) => {}
                     Err(e @ M2mError::Unsupported { .. }) => {
-                        // vicodec: the GOP size alone makes keyframes.
+                        // A driver without the control: its GOP alone makes keyframes.
                         log::debug!("H.264: {e}; keyframes come every GOP only");
                         self.can_force = false;
                     }
