@@ -440,22 +440,12 @@ mod hardware {
                 H264Profile::High => 4,
             });
             m2m_settings.fps = Some(fps);
-            let (encoder, import, how) = match lent {
-                Some((import, source)) => {
-                    let encoder = import.open(&device, m2m_settings).map_err(hw)?;
-                    (encoder, Some(*import), Import::describe(source))
-                }
-                None => {
-                    m2m_settings.input = m2m::tight_input(&device).map_err(hw)?;
-                    let encoder = Encoder::open(&device, &m2m_settings).map_err(hw)?;
-                    (encoder, None, import::COPIED.to_string())
-                }
-            };
+            let (encoder, how) = import::open_encoder(&device, m2m_settings, lent).map_err(hw)?;
             let description = encoder.summary(Some(&how));
             Ok(Hardware {
                 encoder,
                 codec,
-                import,
+                import: lent.map(|(import, _)| *import),
                 imported_once: false,
                 can_force: true,
                 bad: BadUnits::default(),

@@ -433,6 +433,16 @@ impl Worker {
         None
     }
 
+    /// The hardware encoder in use failed: it is dropped (OpenH264 encodes until the retry,
+    /// nothing is lent meanwhile), counted and logged once.
+    fn hardware_failed(&self, run: &mut Run, why: &H264Error) {
+        run.hw
+            .fail(why.to_string(), &self.stats.h264_encoder_fallbacks);
+        self.set_lending(false);
+        run.encoder = None;
+        run.since_key = None;
+    }
+
     /// The driver cannot read the camera's buffers: pictures are copied from now on.
     fn refuse_imports(&self, why: &H264Error) {
         log::info!(
@@ -556,12 +566,8 @@ impl Worker {
         let mut hardware = enc.hardware_device().is_some();
         if let (true, Err(e)) = (hardware, &result) {
             // The hardware failed or vanished: OpenH264 encodes this picture already.
-            run.hw
-                .fail(e.to_string(), &self.stats.h264_encoder_fallbacks);
-            self.set_lending(false);
-            run.encoder = None;
+            self.hardware_failed(run, e);
             hardware = false;
-            run.since_key = None;
             result = match H264Encoder::new(&self.settings, self.fps) {
                 Ok(mut e) => {
                     self.in_use(&e);
@@ -640,11 +646,7 @@ impl Worker {
             Err(e) => {
                 // The hardware failed or vanished: this frame is converted and OpenH264
                 // encodes it, like the next ones until the hardware is back.
-                run.hw
-                    .fail(e.to_string(), &self.stats.h264_encoder_fallbacks);
-                self.set_lending(false);
-                run.encoder = None;
-                run.since_key = None;
+                self.hardware_failed(run, &e);
                 copy(None)
             }
             Ok(unit) => {

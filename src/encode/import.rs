@@ -57,7 +57,7 @@ impl Import {
     /// their OUTPUT queue importing DMABUFs) to read such buffers in place.
     /// [`M2mError::NotImportable`] when it does not take the format or lays it out otherwise
     /// than the camera: those pictures are to be copied.
-    pub fn open(&self, device: &Device, mut settings: Settings) -> Result<Encoder, M2mError> {
+    fn open(&self, device: &Device, mut settings: Settings) -> Result<Encoder, M2mError> {
         let raw = m2m::fourcc_str(self.fourcc);
         let refused = |why: String| M2mError::NotImportable {
             device: device.name(),
@@ -81,15 +81,30 @@ impl Import {
         }
         Ok(encoder)
     }
-
-    /// How the log says pictures reach an importing encoder; `source` names the camera.
-    pub fn describe(source: &str) -> String {
-        format!("zero copy (DMABUF from {source})")
-    }
 }
 
-/// How the log says pictures reach an encoder that copies them into its own buffers.
-pub const COPIED: &str = "copied into its buffers";
+/// `device` opened with `settings` for the pictures to reach it one of two ways: read in
+/// place from the camera's buffers laid out as `lent`'s [`Import`] says (its `&str`: the
+/// camera, for the log), or, without `lent`, copied into the encoder's own buffers in the
+/// tightest raw format it takes ([`m2m::tight_input`]). With the encoder, how pictures
+/// reach it, as the log says it.
+pub fn open_encoder(
+    device: &Device,
+    mut settings: Settings,
+    lent: Option<(&Import, &str)>,
+) -> Result<(Encoder, String), M2mError> {
+    match lent {
+        Some((import, source)) => Ok((
+            import.open(device, settings)?,
+            format!("zero copy (DMABUF from {source})"),
+        )),
+        None => {
+            settings.input = m2m::tight_input(device)?;
+            let encoder = Encoder::open(device, &settings)?;
+            Ok((encoder, "copied into its buffers".to_string()))
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -394,23 +394,17 @@ mod backend {
         ) -> Result<Hardware, JpegHwError> {
             let codec = m2m::wanted(Codec::Jpeg);
             let device = m2m::find(codec).map_err(|e| JpegHwError::NoHardware(e.to_string()))?;
-            let mut settings = m2m::Settings::new(codec, 2, 2, 0);
+            let (size, lent) = match input {
+                Input::Copy(w, h) => ((*w, *h), None),
+                Input::Import(import) => {
+                    (import.size, Some((import, source.unwrap_or("the camera"))))
+                }
+            };
+            let mut settings = m2m::Settings::new(codec, size.0, size.1, 0);
             settings.quality = Some(quality);
             // Every JPEG stands alone: nothing to repeat, no GOP.
             settings.repeat_sequence_header = false;
-            let (encoder, size, how) = match input {
-                Input::Copy(w, h) => {
-                    (settings.width, settings.height) = (*w, *h);
-                    settings.input = m2m::tight_input(&device).map_err(hw)?;
-                    let encoder = Encoder::open(&device, &settings).map_err(hw)?;
-                    (encoder, (*w, *h), import::COPIED.to_string())
-                }
-                Input::Import(import) => {
-                    let encoder = import.open(&device, settings).map_err(hw)?;
-                    let how = Import::describe(source.unwrap_or("the camera"));
-                    (encoder, import.size, how)
-                }
-            };
+            let (encoder, how) = import::open_encoder(&device, settings, lent).map_err(hw)?;
             let description = encoder.summary(Some(&how));
             let made_by = MadeBy::Hardware(encoder.device().path.display().to_string());
             Ok(Hardware {

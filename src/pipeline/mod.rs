@@ -459,8 +459,8 @@ impl VideoLoop {
 
     /// Lends the frame's camera buffer to the H.264 stage, if anyone wants H.264 and the
     /// hardware encoder can read the picture in place: a raw one going out as captured
-    /// (the output size, not turned) in a DMABUF. `None`: offer a converted copy instead.
-    #[cfg(feature = "v4l")]
+    /// (the output size, not turned) in a DMABUF. `None`: offer a converted copy instead
+    /// (always without V4L2, where no camera lends its buffers).
     fn lend_h264(
         &self,
         shaper: &FrameShaper,
@@ -471,22 +471,18 @@ impl VideoLoop {
         if !self.demand.wants(Codec::H264, now) || !shaper.orientation().is_identity() {
             return None;
         }
-        let buf = frame.dmabuf?;
-        let out_size = (self.config.video.width, self.config.video.height);
-        let import = crate::encode::import::Import::of(&frame.picture, out_size, &buf)?;
-        self.h264.lend(buf, import, frame.captured, ts)
-    }
-
-    /// Without V4L2 no camera lends its buffers.
-    #[cfg(not(feature = "v4l"))]
-    fn lend_h264(
-        &self,
-        _shaper: &FrameShaper,
-        _frame: &capture::Frame<'_>,
-        _ts: f64,
-        _now: MonoTime,
-    ) -> Option<Ticket> {
-        None
+        #[cfg(feature = "v4l")]
+        {
+            let buf = frame.dmabuf?;
+            let out_size = (self.config.video.width, self.config.video.height);
+            let import = crate::encode::import::Import::of(&frame.picture, out_size, &buf)?;
+            self.h264.lend(buf, import, frame.captured, ts)
+        }
+        #[cfg(not(feature = "v4l"))]
+        {
+            let _ = (frame, ts);
+            None
+        }
     }
 
     /// The frame as I420 at the output size to the H.264 stage, if anyone wants H.264: the
